@@ -1,0 +1,130 @@
+//! The `silo` binary: parse flags, set up logging, call the library.
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use silo::config::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "silo",
+    version,
+    about = "A Silo-compatible job queue replicated with Raft"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start a node (a single-node cluster unless configured otherwise).
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// TOML configuration file; flags and environment variables override it.
+    #[arg(long, env = "SILO_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to bind, host:port (default 127.0.0.1:7450; port 0 picks a free port).
+    #[arg(long, env = "SILO_LISTEN")]
+    listen: Option<String>,
+    /// Address clients and peers use to reach this node (default: the bound address).
+    #[arg(long, env = "SILO_ADVERTISE")]
+    advertise: Option<String>,
+    /// Data directory (default ./silo-data).
+    #[arg(long, env = "SILO_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Raft node id (default 1).
+    #[arg(long, env = "SILO_NODE_ID")]
+    node_id: Option<u64>,
+    /// Enable dev mode (ResetShards).
+    #[arg(long, env = "SILO_DEV_MODE")]
+    dev_mode: bool,
+    /// Require a tenant on every job call.
+    #[arg(long, env = "SILO_TENANCY")]
+    tenancy: bool,
+    /// Require `authorization: Bearer <token>` on every API call.
+    #[arg(long, env = "SILO_AUTH_TOKEN")]
+    auth_token: Option<String>,
+    /// Prometheus endpoint host:port (empty disables).
+    #[arg(long, env = "SILO_METRICS_LISTEN")]
+    metrics_listen: Option<String>,
+    /// Log filter, e.g. `info` or `silo=debug,openraft=info`.
+    #[arg(long, env = "SILO_LOG", default_value = "info,openraft=warn")]
+    log: String,
+}
+
+fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
+    let mut config = match &args.config {
+        Some(path) => Config::from_toml(
+            &std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?,
+        )
+        .map_err(|e| anyhow::anyhow!("parsing {}: {e}", path.display()))?,
+        None => Config::default(),
+    };
+    if let Some(v) = &args.listen {
+        config.listen = v.clone();
+    }
+    if let Some(v) = &args.advertise {
+        config.advertise = Some(v.clone());
+    }
+    if let Some(v) = &args.data_dir {
+        config.data_dir = v.clone();
+    }
+    if let Some(v) = args.node_id {
+        config.node_id = v;
+    }
+    if let Some(v) = &args.metrics_listen {
+        config.metrics_listen = v.clone();
+    }
+    if let Some(v) = &args.auth_token {
+        config.auth.token = Some(v.clone());
+    }
+    config.dev_mode |= args.dev_mode;
+    config.tenancy.enabled |= args.tenancy;
+    config.validate().map_err(anyhow::Error::msg)?;
+    Ok(config)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => {
+            tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(&args.log))
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .init();
+            // A panic anywhere (a corrupt record, a broken invariant) stops the
+            // node: crashing beats diverging from the other replicas.
+            let default_hook = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                default_hook(info);
+                std::process::abort();
+            }));
+            let config = load_config(&args)?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async move {
+                if !config.metrics_listen.is_empty() {
+                    silo::server::install_metrics(&config.metrics_listen)?;
+                }
+                let bound = silo::server::bind(config).await?;
+                bound.serve(shutdown_signal()).await
+            })
+        }
+    }
+}

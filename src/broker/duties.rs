@@ -1,0 +1,134 @@
+//! The leader's background duties, run on every node and acting only while it
+//! leads:
+//! - on gaining leadership: restart lease clocks (see the module docs of
+//!   [`crate::broker`]) and, on a fresh cluster, write the shard map;
+//! - every tick: propose ExpireLeases for leases whose deadline passed.
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::Broker;
+use crate::limits::EXPIRE_BATCH_MAX;
+use crate::raft::RaftNode;
+use crate::state_machine::{ExpiredLease, Ms, Op, ShardSpec, Tables, View};
+use crate::storage::rocks::ReadKv;
+
+pub struct Duties {
+    pub node: Arc<RaftNode>,
+    pub broker: Arc<Broker>,
+    pub num_shards: u32,
+    pub lease_ms: Ms,
+    pub tick: Duration,
+}
+
+impl Duties {
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut led_term: Option<u64> = None;
+        let mut ticker = tokio::time::interval(self.tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            let term = self.node.leader_term();
+            if term.is_none() {
+                led_term = None;
+                continue;
+            }
+            if term != led_term {
+                led_term = term;
+                tracing::info!(term = ?term, node = self.node.id(), "became leader");
+                metrics::counter!("silo_leadership_gained_total").increment(1);
+                self.broker
+                    .on_leadership_gained(crate::wall_clock_ms(), self.lease_ms);
+                self.init_shards_if_fresh().await;
+            }
+            self.expire_leases().await;
+        }
+    }
+
+    async fn init_shards_if_fresh(&self) {
+        if !View(&ReadKv { db: self.node.db() }).shards().is_empty() {
+            return;
+        }
+        let shards = initial_shard_map(self.num_shards);
+        match self.node.propose(Op::InitShards { shards }).await {
+            Ok(Ok(_)) => tracing::info!(num_shards = self.num_shards, "initialised shard map"),
+            Ok(Err(_)) => {} // another leader already did
+            Err(e) => {
+                tracing::warn!(error = %e, "could not initialise the shard map; will retry on next leadership")
+            }
+        }
+    }
+
+    async fn expire_leases(&self) {
+        loop {
+            let expired = self
+                .broker
+                .take_expired(crate::wall_clock_ms(), EXPIRE_BATCH_MAX);
+            if expired.is_empty() {
+                return;
+            }
+            let ids: Vec<String> = expired.iter().map(|(id, _)| id.clone()).collect();
+            let leases = expired
+                .into_iter()
+                .map(|(task_id, deadline_ms)| ExpiredLease {
+                    task_id,
+                    deadline_ms,
+                })
+                .collect();
+            match self.node.propose(Op::ExpireLeases { leases }).await {
+                Ok(_) => metrics::counter!("silo_leases_expired_total").increment(ids.len() as u64),
+                Err(e) => {
+                    self.broker.expiry_failed(&ids);
+                    tracing::warn!(error = %e, "expire leases");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// `n` shards splitting the 64-bit tenant-hash space evenly (SEMANTICS §2.2):
+/// boundary_i = floor(i·2^64 / n) as 16 lowercase hex digits.
+pub fn initial_shard_map(n: u32) -> Vec<ShardSpec> {
+    let n = n.max(1);
+    let boundary = |i: u32| -> String {
+        let b = ((i as u128) << 64) / n as u128;
+        format!("{:016x}", b as u64)
+    };
+    (0..n)
+        .map(|i| ShardSpec {
+            id: uuid::Uuid::new_v4().to_string(),
+            range_start: if i == 0 { String::new() } else { boundary(i) },
+            range_end: if i + 1 == n {
+                String::new()
+            } else {
+                boundary(i + 1)
+            },
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::initial_shard_map;
+
+    #[test]
+    fn shard_map_partitions_the_space() {
+        let one = initial_shard_map(1);
+        assert_eq!(
+            (one[0].range_start.as_str(), one[0].range_end.as_str()),
+            ("", "")
+        );
+        let m = initial_shard_map(8);
+        assert_eq!(m[0].range_start, "");
+        assert_eq!(m[0].range_end, "2000000000000000");
+        assert_eq!(m[7].range_end, "");
+        for w in m.windows(2) {
+            assert_eq!(w[0].range_end, w[1].range_start);
+        }
+    }
+}

@@ -1,0 +1,367 @@
+//! The broker: in-memory ready queues and lease clocks, acted on by the leader.
+//!
+//! It is a *hint*; the log is the arbiter. Every node keeps the broker in step
+//! with its applied state (it consumes the [`Effect`]s of each applied entry and
+//! is rebuilt from the store at start-up and after a snapshot install), but only
+//! the leader acts on it: it picks tasks for GrantLeases proposals, extends
+//! lease deadlines on heartbeats, and proposes ExpireLeases when a deadline
+//! passes. Apply re-checks everything the broker proposes.
+//!
+//! ## Lease clocks
+//! Heartbeats extend a lease's deadline in the leader's memory only (a logged
+//! heartbeat would cost a replicated fsync every 5 s per running task). The
+//! rule that keeps this safe across failover: when a node becomes leader, every
+//! existing lease's deadline becomes `max(recorded, takeover + lease_ms)`, and
+//! leases applied later during that term get at least the same floor. A lease
+//! is therefore only ever extended by a leader change, never cut short: a worker
+//! that heartbeats every 5 s against a 10 s lease keeps it through a failover
+//! as long as it reaches the new leader within the lease.
+//!
+//! ## Ordering (DECISIONS #5)
+//! Among due tasks (`start_at_ms ≤ now`) of one task group: priority (0
+//! first), then start time, then enqueue sequence. Future tasks wait in a
+//! time-ordered set and move to the ready set when due.
+pub mod duties;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use parking_lot::Mutex;
+
+use crate::state_machine::{Effect, JobKey, Lease, Ms, QueuedTask};
+
+type ReadyKey = (u32, Ms, u64, String);
+type FutureKey = (Ms, u32, u64, String);
+
+#[derive(Default)]
+struct GroupQueue {
+    ready: BTreeSet<ReadyKey>,
+    future: BTreeSet<FutureKey>,
+}
+
+struct LeaseClock {
+    deadline_ms: Ms,
+    worker_id: String,
+    /// An ExpireLeases proposal for it is in flight.
+    expiring: bool,
+}
+
+#[derive(Default)]
+struct Inner {
+    groups: HashMap<String, GroupQueue>,
+    tasks: HashMap<String, QueuedTask>,
+    /// Picked for a GrantLeases proposal that has not been applied yet.
+    reserved: HashSet<String>,
+    leases: HashMap<String, LeaseClock>,
+    /// Lowest deadline a lease may have during the current leadership term.
+    lease_floor_ms: Ms,
+}
+
+/// A task picked for granting; enough to filter by shard and tenant.
+pub struct Picked {
+    pub task_ids: Vec<String>,
+}
+
+#[derive(Default)]
+pub struct Broker {
+    inner: Mutex<Inner>,
+}
+
+impl Broker {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Applies the effects of one applied batch, in order.
+    pub fn apply_effects(&self, effects: &[Effect]) {
+        if effects.is_empty() {
+            return;
+        }
+        let mut inner = self.inner.lock();
+        for effect in effects {
+            match effect {
+                Effect::Queued(task) => inner.insert_task(task.clone()),
+                Effect::Dequeued { task_id } => inner.remove_task(task_id),
+                Effect::LeaseStarted {
+                    task_id,
+                    worker_id,
+                    deadline_ms,
+                } => {
+                    let deadline_ms = (*deadline_ms).max(inner.lease_floor_ms);
+                    inner.leases.insert(
+                        task_id.clone(),
+                        LeaseClock {
+                            deadline_ms,
+                            worker_id: worker_id.clone(),
+                            expiring: false,
+                        },
+                    );
+                }
+                Effect::LeaseEnded { task_id } => {
+                    inner.leases.remove(task_id);
+                }
+                Effect::Reset => {
+                    let floor = inner.lease_floor_ms;
+                    *inner = Inner {
+                        lease_floor_ms: floor,
+                        ..Inner::default()
+                    };
+                }
+            }
+        }
+    }
+
+    /// Replaces everything with the given applied state (start-up, snapshot install).
+    pub fn rebuild(&self, queued: Vec<QueuedTask>, leases: Vec<Lease>) {
+        let mut inner = self.inner.lock();
+        let floor = inner.lease_floor_ms;
+        *inner = Inner {
+            lease_floor_ms: floor,
+            ..Inner::default()
+        };
+        for task in queued {
+            inner.insert_task(task);
+        }
+        for lease in leases {
+            let deadline_ms = lease
+                .granted_at_ms
+                .saturating_add(lease.lease_ms)
+                .max(floor);
+            inner.leases.insert(
+                lease.task_id,
+                LeaseClock {
+                    deadline_ms,
+                    worker_id: lease.worker_id,
+                    expiring: false,
+                },
+            );
+        }
+    }
+
+    /// This node just became leader at `now_ms`: restart every lease clock so no
+    /// lease is cut short by the change (see the module docs).
+    pub fn on_leadership_gained(&self, now_ms: Ms, lease_ms: Ms) {
+        let mut inner = self.inner.lock();
+        let floor = now_ms.saturating_add(lease_ms);
+        inner.lease_floor_ms = floor;
+        inner.reserved.clear();
+        for clock in inner.leases.values_mut() {
+            clock.deadline_ms = clock.deadline_ms.max(floor);
+            clock.expiring = false;
+        }
+    }
+
+    /// Picks up to `max` due tasks of `task_group` in scheduling order and
+    /// reserves them until [`Broker::release`]. `accept` filters by job (shard,
+    /// tenant).
+    pub fn pick(
+        &self,
+        task_group: &str,
+        max: usize,
+        now_ms: Ms,
+        accept: impl Fn(&JobKey) -> bool,
+    ) -> Picked {
+        let mut inner = self.inner.lock();
+        let Inner {
+            groups,
+            tasks,
+            reserved,
+            ..
+        } = &mut *inner;
+        let mut task_ids = Vec::new();
+        let Some(group) = groups.get_mut(task_group) else {
+            return Picked { task_ids };
+        };
+        while let Some(first) = group.future.first() {
+            if first.0 > now_ms {
+                break;
+            }
+            let (start, priority, seq, id) = group.future.pop_first().expect("first exists");
+            group.ready.insert((priority, start, seq, id));
+        }
+        for (_, _, _, task_id) in group.ready.iter() {
+            if task_ids.len() >= max {
+                break;
+            }
+            if reserved.contains(task_id) {
+                continue;
+            }
+            if let Some(task) = tasks.get(task_id) {
+                if accept(&task.job) {
+                    task_ids.push(task_id.clone());
+                }
+            }
+        }
+        for id in &task_ids {
+            reserved.insert(id.clone());
+        }
+        Picked { task_ids }
+    }
+
+    /// Ends the reservation of picked tasks (after their GrantLeases applied or failed).
+    pub fn release(&self, task_ids: &[String]) {
+        let mut inner = self.inner.lock();
+        for id in task_ids {
+            inner.reserved.remove(id);
+        }
+    }
+
+    /// Heartbeat on the leader: the lease lives until `now + lease_ms`.
+    /// Returns false when the broker does not know the lease.
+    pub fn extend_lease(&self, task_id: &str, now_ms: Ms, lease_ms: Ms) -> bool {
+        let mut inner = self.inner.lock();
+        match inner.leases.get_mut(task_id) {
+            Some(clock) => {
+                clock.deadline_ms = clock.deadline_ms.max(now_ms.saturating_add(lease_ms));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Leases whose deadline is ≤ `now_ms` and not already being expired, at most
+    /// `max`; they are marked as expiring until [`Broker::expiry_failed`] or their end.
+    pub fn take_expired(&self, now_ms: Ms, max: usize) -> Vec<(String, Ms)> {
+        let mut inner = self.inner.lock();
+        let mut out: Vec<(String, Ms)> = inner
+            .leases
+            .iter()
+            .filter(|(_, c)| !c.expiring && c.deadline_ms <= now_ms)
+            .map(|(id, c)| (id.clone(), c.deadline_ms))
+            .collect();
+        out.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
+        out.truncate(max);
+        for (id, _) in &out {
+            if let Some(c) = inner.leases.get_mut(id) {
+                c.expiring = true;
+            }
+        }
+        out
+    }
+
+    /// An ExpireLeases proposal failed: its leases may be tried again.
+    pub fn expiry_failed(&self, task_ids: &[String]) {
+        let mut inner = self.inner.lock();
+        for id in task_ids {
+            if let Some(c) = inner.leases.get_mut(id) {
+                c.expiring = false;
+            }
+        }
+    }
+
+    /// Worker that owns a lease, as the broker knows it.
+    pub fn lease_owner(&self, task_id: &str) -> Option<String> {
+        self.inner
+            .lock()
+            .leases
+            .get(task_id)
+            .map(|c| c.worker_id.clone())
+    }
+
+    pub fn stats(&self) -> BrokerStats {
+        let inner = self.inner.lock();
+        BrokerStats {
+            queued: inner.tasks.len(),
+            leases: inner.leases.len(),
+            reserved: inner.reserved.len(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BrokerStats {
+    pub queued: usize,
+    pub leases: usize,
+    pub reserved: usize,
+}
+
+impl Inner {
+    fn insert_task(&mut self, task: QueuedTask) {
+        // Re-keying (expedite) arrives as a second Queued for the same id.
+        self.remove_task(&task.task_id);
+        let group = self.groups.entry(task.task_group.clone()).or_default();
+        group.future.insert((
+            task.start_at_ms,
+            task.priority,
+            task.seq,
+            task.task_id.clone(),
+        ));
+        self.tasks.insert(task.task_id.clone(), task);
+    }
+
+    fn remove_task(&mut self, task_id: &str) {
+        self.reserved.remove(task_id);
+        let Some(task) = self.tasks.remove(task_id) else {
+            return;
+        };
+        if let Some(group) = self.groups.get_mut(&task.task_group) {
+            group.future.remove(&(
+                task.start_at_ms,
+                task.priority,
+                task.seq,
+                task.task_id.clone(),
+            ));
+            group
+                .ready
+                .remove(&(task.priority, task.start_at_ms, task.seq, task.task_id));
+            if group.future.is_empty() && group.ready.is_empty() {
+                self.groups.remove(&task.task_group);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(id: &str, group: &str, priority: u32, start: Ms, seq: u64) -> QueuedTask {
+        QueuedTask {
+            task_id: id.into(),
+            job: JobKey {
+                shard: 0,
+                tenant: "-".into(),
+                id: id.into(),
+            },
+            task_group: group.into(),
+            priority,
+            start_at_ms: start,
+            seq,
+        }
+    }
+
+    #[test]
+    fn due_tasks_order_by_priority_then_start_then_seq() {
+        let b = Broker::new();
+        b.apply_effects(&[
+            Effect::Queued(task("old-low", "g", 50, 10, 1)),
+            Effect::Queued(task("new-high", "g", 0, 20, 2)),
+            Effect::Queued(task("future-high", "g", 0, 1000, 3)),
+            Effect::Queued(task("old-low-2", "g", 50, 10, 4)),
+        ]);
+        let picked = b.pick("g", 10, 100, |_| true).task_ids;
+        assert_eq!(picked, vec!["new-high", "old-low", "old-low-2"]);
+        // reserved tasks are not picked twice
+        assert!(b.pick("g", 10, 100, |_| true).task_ids.is_empty());
+        b.release(&picked);
+        assert_eq!(b.pick("g", 1, 2000, |_| true).task_ids, vec!["future-high"]);
+    }
+
+    #[test]
+    fn leadership_only_extends_leases() {
+        let b = Broker::new();
+        b.apply_effects(&[Effect::LeaseStarted {
+            task_id: "t".into(),
+            worker_id: "w".into(),
+            deadline_ms: 50_000,
+        }]);
+        b.on_leadership_gained(1_000, 10_000);
+        assert!(
+            b.take_expired(20_000, 10).is_empty(),
+            "recorded deadline is later than the floor"
+        );
+        b.on_leadership_gained(45_000, 10_000);
+        assert!(b.take_expired(54_999, 10).is_empty());
+        assert_eq!(b.take_expired(55_000, 10), vec![("t".to_string(), 55_000)]);
+        assert!(b.take_expired(60_000, 10).is_empty(), "already expiring");
+    }
+}

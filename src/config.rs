@@ -1,0 +1,227 @@
+//! Node configuration: defaults, then a TOML file, then environment variables
+//! and command-line flags (flags win). [`Config::validate`] names every broken
+//! rule in one message.
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::limits;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// This node's Raft id (unique in the cluster, > 0).
+    pub node_id: u64,
+    /// Address the gRPC server binds (public API and Raft traffic).
+    pub listen: String,
+    /// Address clients and peers use to reach this node; defaults to the bound address.
+    pub advertise: Option<String>,
+    /// Directory holding RocksDB and snapshots.
+    pub data_dir: PathBuf,
+    /// Enables ResetShards (wipes all jobs). Never on in production.
+    pub dev_mode: bool,
+    /// Shards the tenant-hash space is split into when a cluster is first formed.
+    pub num_shards: u32,
+    /// Largest job payload accepted, in bytes.
+    pub max_payload_bytes: usize,
+    /// Prometheus endpoint (`host:port`); empty disables it.
+    pub metrics_listen: String,
+    /// Serve GetJob/GetJobResult from local state without a read barrier.
+    pub stale_reads: bool,
+    pub tenancy: TenancyConfig,
+    pub auth: AuthConfig,
+    pub raft: RaftConfig,
+    pub cluster: ClusterConfig,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TenancyConfig {
+    pub enabled: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// When set, every silo.v1.Silo call needs `authorization: Bearer <token>`.
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RaftConfig {
+    pub heartbeat_interval_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    pub snapshot_logs_since_last: u64,
+    pub max_in_snapshot_log_to_keep: u64,
+}
+
+impl Default for RaftConfig {
+    fn default() -> Self {
+        RaftConfig {
+            heartbeat_interval_ms: 150,
+            election_timeout_min_ms: 750,
+            election_timeout_max_ms: 1500,
+            snapshot_logs_since_last: 20_000,
+            max_in_snapshot_log_to_keep: 5_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Members that form the cluster on first start: `[{id = 1, addr = "host:port"}]`.
+    /// Empty = a single-node cluster of this node. Only the node with the lowest
+    /// id initialises; a node with data rejoins from it and ignores this list.
+    pub initial_members: Vec<Member>,
+    /// Start without forming a cluster; wait to be added by an existing one.
+    pub join: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Member {
+    pub id: u64,
+    pub addr: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            node_id: 1,
+            listen: "127.0.0.1:7450".into(),
+            advertise: None,
+            data_dir: PathBuf::from("./silo-data"),
+            dev_mode: false,
+            num_shards: 1,
+            max_payload_bytes: limits::PAYLOAD_BYTES_DEFAULT_MAX,
+            metrics_listen: String::new(),
+            stale_reads: false,
+            tenancy: TenancyConfig::default(),
+            auth: AuthConfig::default(),
+            raft: RaftConfig::default(),
+            cluster: ClusterConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    pub fn from_toml(text: &str) -> anyhow::Result<Self> {
+        Ok(toml::from_str(text)?)
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        let mut errors = Vec::new();
+        if self.node_id == 0 {
+            errors.push("node_id must be greater than 0".to_string());
+        }
+        if self.listen.parse::<SocketAddr>().is_err() {
+            errors.push(format!(
+                "listen must be host:port with a numeric IP, got {:?}",
+                self.listen
+            ));
+        }
+        if let Some(a) = &self.advertise {
+            if !a.contains(':') {
+                errors.push(format!("advertise must be host:port, got {a:?}"));
+            }
+        }
+        if !self.metrics_listen.is_empty() && self.metrics_listen.parse::<SocketAddr>().is_err() {
+            errors.push(format!(
+                "metrics_listen must be host:port or empty, got {:?}",
+                self.metrics_listen
+            ));
+        }
+        if self.num_shards == 0 || self.num_shards > 1024 {
+            errors.push(format!(
+                "num_shards must be between 1 and 1024, got {}",
+                self.num_shards
+            ));
+        }
+        if self.max_payload_bytes == 0
+            || self.max_payload_bytes > limits::GRPC_MESSAGE_BYTES_MAX / 2
+        {
+            errors.push(format!(
+                "max_payload_bytes must be between 1 and {}, got {}",
+                limits::GRPC_MESSAGE_BYTES_MAX / 2,
+                self.max_payload_bytes
+            ));
+        }
+        if let Some(t) = &self.auth.token {
+            if t.is_empty() || !t.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+                errors
+                    .push("auth.token must be non-empty visible ASCII without spaces".to_string());
+            }
+        }
+        let r = &self.raft;
+        if r.heartbeat_interval_ms == 0 || r.election_timeout_min_ms <= r.heartbeat_interval_ms {
+            errors.push(
+                "raft.election_timeout_min_ms must exceed raft.heartbeat_interval_ms (> 0)"
+                    .to_string(),
+            );
+        }
+        if r.election_timeout_max_ms <= r.election_timeout_min_ms {
+            errors.push(
+                "raft.election_timeout_max_ms must exceed raft.election_timeout_min_ms".to_string(),
+            );
+        }
+        if r.snapshot_logs_since_last == 0 {
+            errors.push("raft.snapshot_logs_since_last must be greater than 0".to_string());
+        }
+        let ids: std::collections::BTreeSet<u64> =
+            self.cluster.initial_members.iter().map(|m| m.id).collect();
+        if ids.len() != self.cluster.initial_members.len() {
+            errors.push("cluster.initial_members has duplicate ids".to_string());
+        }
+        if !self.cluster.initial_members.is_empty() && !ids.contains(&self.node_id) {
+            errors.push(format!(
+                "cluster.initial_members must include this node ({})",
+                self.node_id
+            ));
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "invalid configuration:\n  - {}",
+                errors.join("\n  - ")
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn every_broken_rule_is_named() {
+        let mut c = Config {
+            node_id: 0,
+            listen: "nope".into(),
+            num_shards: 0,
+            ..Config::default()
+        };
+        c.raft.election_timeout_max_ms = 1;
+        let e = c.validate().unwrap_err();
+        for needle in ["node_id", "listen", "num_shards", "election_timeout_max_ms"] {
+            assert!(e.contains(needle), "{e}");
+        }
+    }
+
+    #[test]
+    fn toml_round_trip_and_unknown_keys_rejected() {
+        let c = Config::from_toml("node_id = 3\n[tenancy]\nenabled = true\n").unwrap();
+        assert_eq!(c.node_id, 3);
+        assert!(c.tenancy.enabled);
+        assert!(Config::from_toml("nodeid = 3").is_err());
+    }
+}

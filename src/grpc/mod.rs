@@ -1,0 +1,178 @@
+//! The gRPC edge: validation, routing (is this node the shard's owner?),
+//! tenancy rules and the error map. No business rules live here: requests
+//! become state-machine commands, rejections come back as values.
+pub mod auth;
+pub mod convert;
+pub mod service;
+pub mod status;
+pub mod validate;
+
+use std::sync::{Arc, OnceLock};
+
+use tonic::Status;
+
+use crate::broker::Broker;
+use crate::raft::{Leadership, RaftNode};
+use crate::state_machine::{ShardSpec, Tables, View};
+use crate::storage::rocks::ReadKv;
+
+/// The tenant every job belongs to while tenancy is off.
+pub const DEFAULT_TENANT: &str = "-";
+
+/// Node-local settings the edge needs.
+#[derive(Debug, Clone)]
+pub struct EdgeConfig {
+    pub tenancy_enabled: bool,
+    pub dev_mode: bool,
+    pub max_payload_bytes: usize,
+    pub stale_reads: bool,
+    pub lease_ms: i64,
+    /// This node's client-facing address.
+    pub advertise_addr: String,
+}
+
+pub struct SiloService {
+    node: Arc<RaftNode>,
+    broker: Arc<Broker>,
+    edge: EdgeConfig,
+    shard_map: OnceLock<Arc<Vec<ShardSpec>>>,
+}
+
+/// A request's resolved shard.
+#[derive(Debug, Clone, Copy)]
+pub struct ShardRef {
+    pub index: u32,
+}
+
+impl SiloService {
+    pub fn new(node: Arc<RaftNode>, broker: Arc<Broker>, edge: EdgeConfig) -> Self {
+        SiloService {
+            node,
+            broker,
+            edge,
+            shard_map: OnceLock::new(),
+        }
+    }
+
+    /// The shard map; never changes once written, so it is cached on first sight.
+    fn shards(&self) -> Option<Arc<Vec<ShardSpec>>> {
+        if let Some(m) = self.shard_map.get() {
+            return Some(m.clone());
+        }
+        let map = View(&ReadKv { db: self.node.db() }).shards();
+        if map.is_empty() {
+            return None;
+        }
+        Some(self.shard_map.get_or_init(|| Arc::new(map)).clone())
+    }
+
+    fn shard_spec(&self, index: u32) -> ShardSpec {
+        self.shards()
+            .and_then(|m| m.get(index as usize).cloned())
+            .expect("resolved shards exist")
+    }
+
+    /// SEMANTICS §2.4: parse the shard id and find it in the map.
+    fn locate(&self, shard: &str) -> Result<ShardRef, Status> {
+        let parsed = uuid::Uuid::parse_str(shard)
+            .map_err(|_| status::invalid(format!("invalid shard ID: {shard}")))?;
+        let Some(map) = self.shards() else {
+            return Err(Status::unavailable(
+                "shard not ready: acquisition in progress",
+            ));
+        };
+        let wanted = parsed.hyphenated().to_string();
+        match map.iter().position(|s| s.id == wanted) {
+            Some(i) => Ok(ShardRef { index: i as u32 }),
+            None => Err(status::shard_not_found(None)),
+        }
+    }
+
+    /// Locate the shard and require that this node leads it (writes, worker calls).
+    fn route_write(&self, shard: &str) -> Result<ShardRef, Status> {
+        let s = self.locate(shard)?;
+        match self.node.leadership() {
+            Leadership::Leader => Ok(s),
+            Leadership::Follower { leader } => Err(status::not_leader(leader)),
+        }
+    }
+
+    /// Locate the shard for a read served by any node; linearizable unless the
+    /// node runs with `stale_reads`.
+    async fn route_read(&self, shard: &str) -> Result<ShardRef, Status> {
+        let s = self.locate(shard)?;
+        if !self.edge.stale_reads {
+            match self.node.leadership() {
+                Leadership::Leader => self.node.read_barrier().await.map_err(status::propose)?,
+                Leadership::Follower { leader: None } => return Err(status::not_leader(None)),
+                // Follower reads serve applied state; the cluster issue adds the read-index barrier.
+                Leadership::Follower { .. } => {}
+            }
+        }
+        Ok(s)
+    }
+
+    /// SEMANTICS §2.1 for job-scoped calls.
+    fn job_tenant(&self, given: Option<&str>, shard: ShardRef) -> Result<String, Status> {
+        let given = given.filter(|t| !t.is_empty());
+        if !self.edge.tenancy_enabled {
+            return match given {
+                None => Ok(DEFAULT_TENANT.to_string()),
+                Some(_) => Err(Status::failed_precondition(
+                    "tenant must not be provided when tenancy is disabled on the server",
+                )),
+            };
+        }
+        let Some(t) = given else {
+            return Err(status::invalid("tenant id required"));
+        };
+        if t.chars().count() > crate::limits::TENANT_CHARS_MAX {
+            return Err(status::invalid("invalid tenant id"));
+        }
+        self.range_check(t, shard)?;
+        Ok(t.to_string())
+    }
+
+    /// SEMANTICS §2.1 for worker calls: required and range-checked with tenancy
+    /// on, ignored with it off.
+    fn worker_tenant(&self, given: Option<&str>, shard: ShardRef) -> Result<(), Status> {
+        if !self.edge.tenancy_enabled {
+            return Ok(());
+        }
+        match given.filter(|t| !t.is_empty()) {
+            None => Err(status::invalid(
+                "tenant_id is required for worker operations when tenancy is enabled",
+            )),
+            Some(t) => self.range_check(t, shard),
+        }
+    }
+
+    fn range_check(&self, tenant: &str, shard: ShardRef) -> Result<(), Status> {
+        let spec = self.shard_spec(shard.index);
+        let h = tenant_hash(tenant);
+        let above_start = spec.range_start.is_empty() || h.as_str() >= spec.range_start.as_str();
+        let below_end = spec.range_end.is_empty() || h.as_str() < spec.range_end.as_str();
+        if above_start && below_end {
+            return Ok(());
+        }
+        let start = if spec.range_start.is_empty() {
+            "-∞"
+        } else {
+            &spec.range_start
+        };
+        let end = if spec.range_end.is_empty() {
+            "+∞"
+        } else {
+            &spec.range_end
+        };
+        Err(Status::failed_precondition(format!(
+            "tenant '{tenant}' is not within shard {} range [{start}, {end}); refresh topology and retry",
+            spec.id
+        )))
+    }
+}
+
+/// XXH64 (seed 0) of the tenant as 16 lowercase hex digits (SEMANTICS §2.2).
+pub fn tenant_hash(tenant: &str) -> String {
+    format!("{:016x}", xxhash_rust::xxh64::xxh64(tenant.as_bytes(), 0))
+}

@@ -1,0 +1,579 @@
+//! `silo.v1.Silo` handlers. Each one: route (shard, leadership), tenant rules,
+//! field validation, then one proposal or one read. RPCs this server does not
+//! offer answer UNIMPLEMENTED with a reason (generated default stubs cover the
+//! profiling and split administration calls).
+use std::future::Future;
+use std::time::Instant;
+
+use tonic::{Request, Response, Status};
+
+use super::convert::{self, serialized};
+use super::status;
+use super::validate;
+use super::{SiloService, DEFAULT_TENANT};
+use crate::pb::silo as pb;
+use crate::pb::silo::silo_server::Silo;
+use crate::raft::Leadership;
+use crate::state_machine::read::{self, JobResult, NotComplete};
+use crate::state_machine::{JobKey, NewJob, Op, Output, Tables, View};
+use crate::storage::rocks::ReadKv;
+
+/// Records count and latency per RPC and status code, and wraps the reply.
+async fn observed<T>(
+    rpc: &'static str,
+    fut: impl Future<Output = Result<T, Status>>,
+) -> Result<Response<T>, Status> {
+    let started = Instant::now();
+    let result = fut.await;
+    let code = match &result {
+        Ok(_) => "Ok".to_string(),
+        Err(s) => format!("{:?}", s.code()),
+    };
+    metrics::counter!("silo_rpc_total", "rpc" => rpc, "code" => code).increment(1);
+    metrics::histogram!("silo_rpc_seconds", "rpc" => rpc).record(started.elapsed().as_secs_f64());
+    if let Err(s) = &result {
+        tracing::debug!(rpc, code = ?s.code(), message = s.message(), "rpc rejected");
+    }
+    result.map(Response::new)
+}
+
+fn unexpected(output: Output) -> Status {
+    Status::internal(format!("unexpected state machine output: {output:?}"))
+}
+
+impl SiloService {
+    /// Proposes `op`; a rejection becomes its status.
+    async fn write(&self, op: Op) -> Result<Output, Status> {
+        match self.node.propose(op).await.map_err(status::propose)? {
+            Ok(output) => Ok(output),
+            Err(rejection) => Err(status::rejection(&rejection)),
+        }
+    }
+
+    async fn job_write(
+        &self,
+        shard: &str,
+        tenant: Option<&str>,
+        id: String,
+        op: impl FnOnce(JobKey) -> Op,
+    ) -> Result<(), Status> {
+        let s = self.route_write(shard)?;
+        let tenant = self.job_tenant(tenant, s)?;
+        self.write(op(JobKey {
+            shard: s.index,
+            tenant,
+            id,
+        }))
+        .await
+        .map(|_| ())
+    }
+
+    fn view(&self) -> ReadKv<'_> {
+        ReadKv { db: self.node.db() }
+    }
+
+    fn shard_id(&self, index: u32) -> String {
+        self.shard_spec(index).id
+    }
+}
+
+#[tonic::async_trait]
+impl Silo for SiloService {
+    async fn get_cluster_info(
+        &self,
+        _request: Request<pb::GetClusterInfoRequest>,
+    ) -> Result<Response<pb::GetClusterInfoResponse>, Status> {
+        observed("get_cluster_info", async {
+            let Some(map) = self.shards() else {
+                return Err(Status::unavailable(
+                    "GetClusterInfo unavailable: the cluster has not formed yet",
+                ));
+            };
+            let me = self.node.id();
+            let addr_of = |id: u64, stored: &str| -> String {
+                if id == me {
+                    self.edge.advertise_addr.clone()
+                } else {
+                    stored.to_string()
+                }
+            };
+            let owner = match self.node.leadership() {
+                Leadership::Leader => Some((me, self.edge.advertise_addr.clone())),
+                Leadership::Follower { leader } => {
+                    leader.map(|(id, info)| (id, addr_of(id, &info.grpc_addr)))
+                }
+            };
+            let (owner_id, owner_addr) =
+                owner.map(|(id, a)| (id.to_string(), a)).unwrap_or_default();
+            Ok(pb::GetClusterInfoResponse {
+                num_shards: map.len() as u32,
+                shard_owners: map
+                    .iter()
+                    .map(|s| pb::ShardOwner {
+                        shard_id: s.id.clone(),
+                        grpc_addr: owner_addr.clone(),
+                        node_id: owner_id.clone(),
+                        range_start: s.range_start.clone(),
+                        range_end: s.range_end.clone(),
+                        placement_ring: None,
+                    })
+                    .collect(),
+                this_node_id: me.to_string(),
+                this_grpc_addr: self.edge.advertise_addr.clone(),
+                members: self
+                    .node
+                    .members()
+                    .into_iter()
+                    .map(|(id, info)| pb::ClusterMember {
+                        node_id: id.to_string(),
+                        grpc_addr: addr_of(id, &info.grpc_addr),
+                        placement_rings: vec![],
+                    })
+                    .collect(),
+            })
+        })
+        .await
+    }
+
+    async fn get_node_info(
+        &self,
+        _request: Request<pb::GetNodeInfoRequest>,
+    ) -> Result<Response<pb::GetNodeInfoResponse>, Status> {
+        observed("get_node_info", async {
+            let leads = self.node.leadership() == Leadership::Leader;
+            let view = self.view();
+            let t = View(&view);
+            let owned_shards = match (leads, self.shards()) {
+                (true, Some(map)) => map
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| {
+                        let c = t.counters(i as u32);
+                        pb::OwnedShardInfo {
+                            shard_id: s.id.clone(),
+                            total_jobs: c.total_jobs,
+                            completed_jobs: c.completed_jobs,
+                            cleanup_status: "CompactionDone".into(),
+                            created_at_ms: c.created_at_ms,
+                            cleanup_completed_at_ms: 0,
+                        }
+                    })
+                    .collect(),
+                _ => vec![],
+            };
+            Ok(pb::GetNodeInfoResponse {
+                node_id: self.node.id().to_string(),
+                owned_shards,
+                placement_rings: vec![],
+            })
+        })
+        .await
+    }
+
+    async fn enqueue(
+        &self,
+        request: Request<pb::EnqueueRequest>,
+    ) -> Result<Response<pb::EnqueueResponse>, Status> {
+        observed("enqueue", async {
+            let r = request.into_inner();
+            let s = self.route_write(&r.shard)?;
+            let tenant = self.job_tenant(r.tenant.as_deref(), s)?;
+            let priority = validate::priority(r.priority)?;
+            let metadata = validate::metadata(r.metadata)?;
+            validate::task_group(&r.task_group)?;
+            let id = if r.id.is_empty() {
+                uuid::Uuid::new_v4().to_string()
+            } else {
+                validate::job_id(&r.id)?;
+                r.id
+            };
+            let new = NewJob {
+                key: JobKey {
+                    shard: s.index,
+                    tenant,
+                    id,
+                },
+                task_group: r.task_group,
+                priority,
+                start_at_ms: r.start_at_ms,
+                retry_policy: validate::retry_policy(r.retry_policy)?,
+                payload: validate::payload(r.payload, self.edge.max_payload_bytes)?,
+                limits: validate::limits(r.limits)?,
+                metadata,
+            };
+            match self.write(Op::Enqueue(new)).await? {
+                Output::Enqueued { id } => Ok(pb::EnqueueResponse { id }),
+                other => Err(unexpected(other)),
+            }
+        })
+        .await
+    }
+
+    async fn get_job(
+        &self,
+        request: Request<pb::GetJobRequest>,
+    ) -> Result<Response<pb::GetJobResponse>, Status> {
+        observed("get_job", async {
+            let r = request.into_inner();
+            let s = self.route_read(&r.shard).await?;
+            let tenant = self.job_tenant(r.tenant.as_deref(), s)?;
+            let key = JobKey {
+                shard: s.index,
+                tenant,
+                id: r.id,
+            };
+            let view = read::get_job(&View(&self.view()), &key, r.include_attempts)
+                .map_err(|e| status::rejection(&e))?;
+            Ok(convert::job_to_pb(view))
+        })
+        .await
+    }
+
+    async fn get_job_result(
+        &self,
+        request: Request<pb::GetJobResultRequest>,
+    ) -> Result<Response<pb::GetJobResultResponse>, Status> {
+        observed("get_job_result", async {
+            let r = request.into_inner();
+            let s = self.route_read(&r.shard).await?;
+            let tenant = self.job_tenant(r.tenant.as_deref(), s)?;
+            let key = JobKey {
+                shard: s.index,
+                tenant,
+                id: r.id.clone(),
+            };
+            let result = read::get_job_result(&View(&self.view()), &key)
+                .map_err(|e| status::rejection(&e))?;
+            use pb::get_job_result_response::Result as R;
+            let (status, finished_at_ms, result) = match result {
+                Err(NotComplete(st)) => {
+                    return Err(Status::failed_precondition(format!(
+                        "job is not complete: status is {}",
+                        st.name()
+                    )))
+                }
+                Ok(JobResult::Succeeded {
+                    finished_at_ms,
+                    result,
+                }) => (
+                    pb::JobStatus::Succeeded,
+                    finished_at_ms,
+                    R::SuccessData(serialized(result)),
+                ),
+                Ok(JobResult::Failed {
+                    finished_at_ms,
+                    error_code,
+                    error_data,
+                }) => (
+                    pb::JobStatus::Failed,
+                    finished_at_ms,
+                    R::Failure(pb::JobFailure {
+                        error_code,
+                        error_data: Some(serialized(error_data)),
+                    }),
+                ),
+                Ok(JobResult::Cancelled {
+                    finished_at_ms,
+                    cancelled_at_ms,
+                }) => (
+                    pb::JobStatus::Cancelled,
+                    finished_at_ms,
+                    R::Cancelled(pb::JobCancelled { cancelled_at_ms }),
+                ),
+            };
+            Ok(pb::GetJobResultResponse {
+                id: r.id,
+                status: status as i32,
+                finished_at_ms,
+                result: Some(result),
+            })
+        })
+        .await
+    }
+
+    async fn delete_job(
+        &self,
+        request: Request<pb::DeleteJobRequest>,
+    ) -> Result<Response<pb::DeleteJobResponse>, Status> {
+        observed("delete_job", async {
+            let r = request.into_inner();
+            self.job_write(&r.shard, r.tenant.as_deref(), r.id, |job| Op::DeleteJob {
+                job,
+            })
+            .await?;
+            Ok(pb::DeleteJobResponse {})
+        })
+        .await
+    }
+
+    async fn cancel_job(
+        &self,
+        request: Request<pb::CancelJobRequest>,
+    ) -> Result<Response<pb::CancelJobResponse>, Status> {
+        observed("cancel_job", async {
+            let r = request.into_inner();
+            self.job_write(&r.shard, r.tenant.as_deref(), r.id, |job| Op::CancelJob {
+                job,
+            })
+            .await?;
+            Ok(pb::CancelJobResponse {})
+        })
+        .await
+    }
+
+    async fn restart_job(
+        &self,
+        request: Request<pb::RestartJobRequest>,
+    ) -> Result<Response<pb::RestartJobResponse>, Status> {
+        observed("restart_job", async {
+            let r = request.into_inner();
+            self.job_write(&r.shard, r.tenant.as_deref(), r.id, |job| Op::RestartJob {
+                job,
+            })
+            .await?;
+            Ok(pb::RestartJobResponse {})
+        })
+        .await
+    }
+
+    async fn expedite_job(
+        &self,
+        request: Request<pb::ExpediteJobRequest>,
+    ) -> Result<Response<pb::ExpediteJobResponse>, Status> {
+        observed("expedite_job", async {
+            let r = request.into_inner();
+            self.job_write(&r.shard, r.tenant.as_deref(), r.id, |job| Op::ExpediteJob {
+                job,
+            })
+            .await?;
+            Ok(pb::ExpediteJobResponse {})
+        })
+        .await
+    }
+
+    async fn lease_task(
+        &self,
+        request: Request<pb::LeaseTaskRequest>,
+    ) -> Result<Response<pb::LeaseTaskResponse>, Status> {
+        observed("lease_task", async {
+            let r = request.into_inner();
+            let s = self.route_write(&r.shard)?;
+            let tenant = self.job_tenant(r.tenant.as_deref(), s)?;
+            validate::worker_id(&r.worker_id)?;
+            let op = Op::LeaseJob {
+                job: JobKey {
+                    shard: s.index,
+                    tenant,
+                    id: r.id,
+                },
+                worker_id: r.worker_id,
+                lease_ms: self.edge.lease_ms,
+            };
+            match self.write(op).await? {
+                Output::Granted { mut tasks } if tasks.len() == 1 => {
+                    let task = tasks.pop().expect("one task");
+                    let shard = self.shard_id(task.job.shard);
+                    Ok(pb::LeaseTaskResponse {
+                        task: Some(convert::task_to_pb(task, shard)),
+                    })
+                }
+                other => Err(unexpected(other)),
+            }
+        })
+        .await
+    }
+
+    async fn lease_tasks(
+        &self,
+        request: Request<pb::LeaseTasksRequest>,
+    ) -> Result<Response<pb::LeaseTasksResponse>, Status> {
+        observed("lease_tasks", async {
+            let r = request.into_inner();
+            validate::task_group(&r.task_group)?;
+            let empty = pb::LeaseTasksResponse {
+                tasks: vec![],
+                refresh_tasks: vec![],
+            };
+            let shard_filter = match r.shard.as_deref().filter(|s| !s.is_empty()) {
+                Some(shard) => Some(self.route_write(shard)?.index),
+                None => None,
+            };
+            if r.max_tasks == 0
+                || (shard_filter.is_none() && self.node.leadership() != Leadership::Leader)
+            {
+                return Ok(empty);
+            }
+            let tenant_filter = match r.tenant.as_deref().filter(|t| !t.is_empty()) {
+                Some(t) if self.edge.tenancy_enabled => Some(t.to_string()),
+                _ => None,
+            };
+            let max = r.max_tasks.min(crate::limits::LEASE_TASKS_MAX) as usize;
+            let picked = self
+                .broker
+                .pick(&r.task_group, max, crate::wall_clock_ms(), |job| {
+                    shard_filter.is_none_or(|s| s == job.shard)
+                        && tenant_filter.as_deref().is_none_or(|t| t == job.tenant)
+                });
+            if picked.task_ids.is_empty() {
+                return Ok(empty);
+            }
+            let op = Op::GrantLeases {
+                worker_id: r.worker_id,
+                task_ids: picked.task_ids.clone(),
+                lease_ms: self.edge.lease_ms,
+            };
+            let result = self.write(op).await;
+            self.broker.release(&picked.task_ids);
+            match result? {
+                Output::Granted { tasks } => {
+                    metrics::counter!("silo_tasks_leased_total").increment(tasks.len() as u64);
+                    let tasks = tasks
+                        .into_iter()
+                        .map(|t| {
+                            let shard = self.shard_id(t.job.shard);
+                            convert::task_to_pb(t, shard)
+                        })
+                        .collect();
+                    Ok(pb::LeaseTasksResponse {
+                        tasks,
+                        refresh_tasks: vec![],
+                    })
+                }
+                other => Err(unexpected(other)),
+            }
+        })
+        .await
+    }
+
+    async fn report_outcome(
+        &self,
+        request: Request<pb::ReportOutcomeRequest>,
+    ) -> Result<Response<pb::ReportOutcomeResponse>, Status> {
+        observed("report_outcome", async {
+            let r = request.into_inner();
+            let s = self.route_write(&r.shard)?;
+            self.worker_tenant(r.tenant_id.as_deref(), s)?;
+            let outcome = validate::outcome(r.outcome)?;
+            validate::task_id(&r.task_id).map_err(|_| Status::not_found("lease not found"))?;
+            self.write(Op::ReportOutcome {
+                task_id: r.task_id,
+                outcome,
+            })
+            .await?;
+            Ok(pb::ReportOutcomeResponse {})
+        })
+        .await
+    }
+
+    async fn report_refresh_outcome(
+        &self,
+        request: Request<pb::ReportRefreshOutcomeRequest>,
+    ) -> Result<Response<pb::ReportRefreshOutcomeResponse>, Status> {
+        observed("report_refresh_outcome", async {
+            let r = request.into_inner();
+            let s = self.route_write(&r.shard)?;
+            self.worker_tenant(r.tenant_id.as_deref(), s)?;
+            if r.outcome.is_none() {
+                return Err(status::invalid("missing outcome"));
+            }
+            // Floating-limit refresh tasks are not issued by this build, so no
+            // refresh lease can exist.
+            Err(Status::not_found("lease not found"))
+        })
+        .await
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        observed("heartbeat", async {
+            let r = request.into_inner();
+            let s = self.route_write(&r.shard)?;
+            self.worker_tenant(r.tenant_id.as_deref(), s)?;
+            let check = read::check_lease(&View(&self.view()), &r.task_id, &r.worker_id)
+                .map_err(status::heartbeat)?;
+            self.broker
+                .extend_lease(&r.task_id, crate::wall_clock_ms(), self.edge.lease_ms);
+            Ok(pb::HeartbeatResponse {
+                cancelled: check.cancelled_at_ms.is_some(),
+                cancelled_at_ms: check.cancelled_at_ms,
+            })
+        })
+        .await
+    }
+
+    async fn query(
+        &self,
+        _request: Request<pb::QueryRequest>,
+    ) -> Result<Response<pb::QueryResponse>, Status> {
+        observed("query", async {
+            Err(status::unimplemented(
+                "Query",
+                "SQL queries are not offered yet",
+            ))
+        })
+        .await
+    }
+
+    async fn query_arrow(
+        &self,
+        _request: Request<pb::QueryArrowRequest>,
+    ) -> Result<Response<tonic::codegen::BoxStream<pb::ArrowIpcMessage>>, Status> {
+        Err(status::unimplemented(
+            "QueryArrow",
+            "SQL queries are not offered yet",
+        ))
+    }
+
+    async fn drop_tenant_holders(
+        &self,
+        request: Request<pb::DropTenantHoldersRequest>,
+    ) -> Result<Response<pb::DropTenantHoldersResponse>, Status> {
+        observed("drop_tenant_holders", async {
+            let r = request.into_inner();
+            let s = self.route_write(&r.shard)?;
+            let _tenant = self.job_tenant(r.tenant.as_deref(), s)?;
+            // Concurrency limits are stored but not yet enforced, so no job holds a slot.
+            Ok(pb::DropTenantHoldersResponse { holders_dropped: 0 })
+        })
+        .await
+    }
+
+    async fn reset_shards(
+        &self,
+        _request: Request<pb::ResetShardsRequest>,
+    ) -> Result<Response<pb::ResetShardsResponse>, Status> {
+        observed("reset_shards", async {
+            if !self.edge.dev_mode {
+                return Err(Status::permission_denied(
+                    "ResetShards is only available in dev mode",
+                ));
+            }
+            if self.node.leadership() != Leadership::Leader {
+                return Ok(pb::ResetShardsResponse { shards_reset: 0 });
+            }
+            self.write(Op::ResetAll).await?;
+            Ok(pb::ResetShardsResponse {
+                shards_reset: self.shards().map_or(0, |m| m.len() as u32),
+            })
+        })
+        .await
+    }
+
+    async fn import_jobs(
+        &self,
+        _request: Request<pb::ImportJobsRequest>,
+    ) -> Result<Response<pb::ImportJobsResponse>, Status> {
+        observed("import_jobs", async {
+            Err(status::unimplemented(
+                "ImportJobs",
+                "bulk import is not offered yet",
+            ))
+        })
+        .await
+    }
+}
+
+/// The default tenant is never sent to workers (kept here for the tests' sake).
+pub const WIRE_DEFAULT_TENANT: &str = DEFAULT_TENANT;

@@ -1,0 +1,75 @@
+//! The one place that turns errors into gRPC statuses (SEMANTICS §12,
+//! DECISIONS #1–#3, #17). Messages are part of the contract: the client matches
+//! `shard not found`, `lease not found` and `lease owner mismatch`.
+use tonic::metadata::MetadataValue;
+use tonic::{Code, Status};
+
+use crate::raft::{NodeId, NodeInfo, ProposeError};
+use crate::state_machine::read::HeartbeatError;
+use crate::state_machine::Rejection;
+
+pub const OWNER_ADDR_HEADER: &str = "x-silo-shard-owner-addr";
+pub const OWNER_NODE_HEADER: &str = "x-silo-shard-owner-node";
+
+pub fn rejection(r: &Rejection) -> Status {
+    let message = r.to_string();
+    let code = match r {
+        Rejection::JobNotFound | Rejection::LeaseNotFound => Code::NotFound,
+        Rejection::JobAlreadyExists { .. } => Code::AlreadyExists,
+        Rejection::AlreadyCancelled
+        | Rejection::AlreadyTerminal
+        | Rejection::CannotRestart { .. }
+        | Rejection::CannotExpedite { .. }
+        | Rejection::CannotLease { .. } => Code::FailedPrecondition,
+        Rejection::DeleteInProgress { .. } | Rejection::ShardsAlreadyInitialised => Code::Internal,
+    };
+    Status::new(code, message)
+}
+
+pub fn heartbeat(e: HeartbeatError) -> Status {
+    match e {
+        HeartbeatError::LeaseNotFound => Status::not_found("lease not found"),
+        HeartbeatError::OwnerMismatch => Status::failed_precondition("lease owner mismatch"),
+    }
+}
+
+pub fn propose(e: ProposeError) -> Status {
+    match e {
+        ProposeError::NotLeader { leader } => not_leader(leader),
+        ProposeError::Fatal(m) => Status::unavailable(format!("node is not serving: {m}")),
+        ProposeError::Other(m) => Status::internal(m),
+    }
+}
+
+/// A shard-scoped call reached a node that does not lead: redirect to the
+/// leader when known, else ask the client to back off.
+pub fn not_leader(leader: Option<(NodeId, NodeInfo)>) -> Status {
+    match leader {
+        Some((id, info)) => shard_not_found(Some((id, &info.grpc_addr))),
+        None => Status::unavailable(
+            "no leader is known for this shard (election in progress); retry shortly",
+        ),
+    }
+}
+
+pub fn shard_not_found(owner: Option<(NodeId, &str)>) -> Status {
+    let mut status = Status::not_found("shard not found");
+    if let Some((id, addr)) = owner {
+        let md = status.metadata_mut();
+        if let Ok(v) = MetadataValue::try_from(addr) {
+            md.insert(OWNER_ADDR_HEADER, v);
+        }
+        if let Ok(v) = MetadataValue::try_from(id.to_string()) {
+            md.insert(OWNER_NODE_HEADER, v);
+        }
+    }
+    status
+}
+
+pub fn invalid(message: impl Into<String>) -> Status {
+    Status::invalid_argument(message.into())
+}
+
+pub fn unimplemented(rpc: &str, why: &str) -> Status {
+    Status::unimplemented(format!("{rpc} is not supported by this server: {why}"))
+}

@@ -1,0 +1,49 @@
+//! A Silo-compatible background-job queue replicated with Raft.
+//!
+//! The path of a request (see ARCHITECTURE.md):
+//!
+//! ```text
+//! grpc (validate, map errors) ─► raft (openraft: replicate, fsync) ─► state_machine (pure apply)
+//!                                                                        │ effects
+//!                                                                        ▼
+//!                                                      broker (leader-only queues and lease clocks)
+//! ```
+//!
+//! - [`state_machine`]: pure, deterministic job lifecycle; knows nothing of IO.
+//! - [`storage`]: key layout, value codec, RocksDB.
+//! - [`raft`]: the only module that imports openraft.
+//! - [`broker`]: the leader's ready queues and lease deadlines.
+//! - [`grpc`]: request validation, the one error→status map, service impls.
+//! - [`server`]: wires a node together: `run(config, shutdown)`.
+pub mod broker;
+pub mod config;
+pub mod grpc;
+pub mod limits;
+pub mod raft;
+pub mod server;
+pub mod state_machine;
+pub mod storage;
+
+/// Code generated from `proto/`.
+pub mod pb {
+    pub mod silo {
+        #![allow(clippy::all)]
+        tonic::include_proto!("silo.v1");
+        /// Encoded file descriptors for gRPC reflection.
+        pub const FILE_DESCRIPTOR_SET: &[u8] =
+            tonic::include_file_descriptor_set!("silo_descriptor");
+    }
+    pub mod raft {
+        #![allow(clippy::all)]
+        tonic::include_proto!("silo.raft.v1");
+    }
+}
+
+/// Wall-clock milliseconds since the Unix epoch. Only the leader's edge reads
+/// it, to stamp commands; the state machine never does.
+pub fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,36 @@
+//! Every limit the server enforces, as a named constant with its unit last.
+//! Validation (`grpc::validate`) and the state machine read these; nothing else
+//! hard-codes a bound.
+
+/// Highest (least urgent) job priority; 0 is the most urgent.
+pub const PRIORITY_MAX: u32 = 99;
+/// Longest task group name, in characters.
+pub const TASK_GROUP_CHARS_MAX: usize = 64;
+/// Longest tenant id, in characters.
+pub const TENANT_CHARS_MAX: usize = 64;
+/// Most metadata entries on one job.
+pub const METADATA_ENTRIES_MAX: usize = 16;
+/// Metadata keys must be shorter than this many characters.
+pub const METADATA_KEY_CHARS_LIMIT: usize = 64;
+/// Metadata values must be shorter than this many bytes.
+pub const METADATA_VALUE_BYTES_LIMIT: usize = u16::MAX as usize;
+/// Longest caller-chosen job id, in bytes.
+pub const JOB_ID_BYTES_MAX: usize = 512;
+/// Longest worker id, in bytes.
+pub const WORKER_ID_BYTES_MAX: usize = 512;
+/// Default cap on one job payload (configurable with `max_payload_bytes`).
+pub const PAYLOAD_BYTES_DEFAULT_MAX: usize = 16 * 1024 * 1024;
+/// Cap on one result or error blob reported by a worker.
+pub const RESULT_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Most limits on one job.
+pub const LIMITS_PER_JOB_MAX: usize = 16;
+/// Most tasks one LeaseTasks call may return.
+pub const LEASE_TASKS_MAX: u32 = 1_000;
+/// Largest gRPC message accepted or sent (SEMANTICS §1).
+pub const GRPC_MESSAGE_BYTES_MAX: usize = 128 * 1024 * 1024;
+/// Length of every lease granted to a worker (reference value).
+pub const LEASE_MS: i64 = 10_000;
+/// Most leases one ExpireLeases command reaps.
+pub const EXPIRE_BATCH_MAX: usize = 512;
+/// Most jobs in one ImportJobs call.
+pub const IMPORT_JOBS_MAX: usize = 1_000;

@@ -1,0 +1,225 @@
+//! Consensus: the only module that imports openraft.
+//!
+//! [`RaftNode`] wraps one node of the (single) Raft group that holds every
+//! shard: it opens the log and state-machine stores on the node's RocksDB,
+//! bootstraps a fresh cluster once, proposes commands stamped with the leader's
+//! clock, and answers "who leads?" for redirects. Everything above this module
+//! talks in our own types ([`ProposeError`], [`Leadership`]).
+pub mod log_store;
+pub mod network;
+pub mod sm_store;
+pub mod types;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
+use openraft::{ServerState, SnapshotPolicy};
+use rocksdb::DB;
+
+use crate::broker::Broker;
+use crate::state_machine::{ApplyResult, Command, Op};
+pub use types::{NodeId, NodeInfo};
+use types::{Raft, TypeConfig};
+
+/// Raft timing and compaction settings (see `config::RaftConfig`).
+#[derive(Debug, Clone)]
+pub struct RaftSettings {
+    pub heartbeat_interval_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// Build a snapshot after this many entries since the last one.
+    pub snapshot_logs_since_last: u64,
+    /// Entries kept in the log behind the latest snapshot (lagging followers
+    /// within this distance catch up from the log instead of a snapshot).
+    pub max_in_snapshot_log_to_keep: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProposeError {
+    /// This node does not lead; `leader` is the current leader when known.
+    #[error("not the leader")]
+    NotLeader { leader: Option<(NodeId, NodeInfo)> },
+    #[error("raft is shutting down or failed: {0}")]
+    Fatal(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Leadership {
+    Leader,
+    Follower { leader: Option<(NodeId, NodeInfo)> },
+}
+
+pub struct RaftNode {
+    raft: Raft,
+    id: NodeId,
+    db: Arc<DB>,
+}
+
+impl RaftNode {
+    pub async fn open(
+        id: NodeId,
+        settings: &RaftSettings,
+        db: Arc<DB>,
+        broker: Arc<Broker>,
+        data_dir: &Path,
+    ) -> anyhow::Result<Self> {
+        let config = openraft::Config {
+            cluster_name: "silo".into(),
+            heartbeat_interval: settings.heartbeat_interval_ms,
+            election_timeout_min: settings.election_timeout_min_ms,
+            election_timeout_max: settings.election_timeout_max_ms,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(settings.snapshot_logs_since_last),
+            max_in_snapshot_log_to_keep: settings.max_in_snapshot_log_to_keep,
+            purge_batch_size: 1024,
+            max_payload_entries: 512,
+            ..Default::default()
+        };
+        let config = Arc::new(config.validate()?);
+        let log_store = log_store::LogStore::new(db.clone());
+        let sm_store = sm_store::StateMachineStore::new(db.clone(), broker, data_dir);
+        let raft = Raft::new(id, config, network::Network, log_store, sm_store).await?;
+        Ok(RaftNode { raft, id, db })
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    pub fn db(&self) -> &Arc<DB> {
+        &self.db
+    }
+
+    /// Forms a new cluster of `members` unless this node already belongs to one
+    /// (then it rejoins from its own data and this is a no-op).
+    pub async fn initialize_if_fresh(
+        &self,
+        members: BTreeMap<NodeId, NodeInfo>,
+    ) -> anyhow::Result<bool> {
+        match self.raft.initialize(members).await {
+            Ok(()) => Ok(true),
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Proposes `op` stamped with this node's clock and waits until it is
+    /// committed on a majority and applied here.
+    pub async fn propose(&self, op: Op) -> Result<ApplyResult, ProposeError> {
+        let name = op.name();
+        let started = std::time::Instant::now();
+        let command = Command {
+            now_ms: crate::wall_clock_ms(),
+            op,
+        };
+        let result = self.raft.client_write(command).await;
+        metrics::histogram!("silo_propose_seconds", "op" => name)
+            .record(started.elapsed().as_secs_f64());
+        match result {
+            Ok(resp) => Ok(resp.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(ProposeError::NotLeader {
+                    leader: f.leader_id.zip(f.leader_node),
+                })
+            }
+            Err(RaftError::APIError(e)) => Err(ProposeError::Other(e.to_string())),
+            Err(RaftError::Fatal(f)) => Err(ProposeError::Fatal(f.to_string())),
+        }
+    }
+
+    /// Linearizable read barrier on the leader: confirms leadership with a
+    /// quorum and waits until this node applied everything committed before.
+    pub async fn read_barrier(&self) -> Result<(), ProposeError> {
+        match self.raft.ensure_linearizable().await {
+            Ok(_) => Ok(()),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+                Err(ProposeError::NotLeader {
+                    leader: f.leader_id.zip(f.leader_node),
+                })
+            }
+            Err(RaftError::APIError(e)) => Err(ProposeError::Other(e.to_string())),
+            Err(RaftError::Fatal(f)) => Err(ProposeError::Fatal(f.to_string())),
+        }
+    }
+
+    pub fn leadership(&self) -> Leadership {
+        let m = self.raft.metrics().borrow().clone();
+        if m.state == ServerState::Leader && m.current_leader == Some(self.id) {
+            return Leadership::Leader;
+        }
+        let leader = m.current_leader.and_then(|id| {
+            m.membership_config
+                .membership()
+                .get_node(&id)
+                .map(|n| (id, n.clone()))
+        });
+        Leadership::Follower { leader }
+    }
+
+    /// The current term while this node leads.
+    pub fn leader_term(&self) -> Option<u64> {
+        let m = self.raft.metrics().borrow().clone();
+        (m.state == ServerState::Leader && m.current_leader == Some(self.id))
+            .then_some(m.current_term)
+    }
+
+    /// Every voter and learner with its address, by node id.
+    pub fn members(&self) -> Vec<(NodeId, NodeInfo)> {
+        let m = self.raft.metrics().borrow().clone();
+        m.membership_config
+            .membership()
+            .nodes()
+            .map(|(id, n)| (*id, n.clone()))
+            .collect()
+    }
+
+    pub fn status(&self) -> NodeStatus {
+        let m = self.raft.metrics().borrow().clone();
+        NodeStatus {
+            id: self.id,
+            state: format!("{:?}", m.state),
+            term: m.current_term,
+            leader: m.current_leader,
+            last_log_index: m.last_log_index,
+            last_applied_index: m.last_applied.map(|l| l.index),
+            snapshot_index: m.snapshot.map(|l| l.index),
+        }
+    }
+
+    /// Waits until this node sees some leader (itself or another), up to `timeout`.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> bool {
+        self.raft
+            .wait(Some(timeout))
+            .metrics(|m| m.current_leader.is_some(), "a leader is known")
+            .await
+            .is_ok()
+    }
+
+    pub fn raft_service(&self) -> crate::pb::raft::raft_server::RaftServer<network::RaftService> {
+        network::service(self.raft.clone())
+    }
+
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NodeStatus {
+    pub id: NodeId,
+    pub state: String,
+    pub term: u64,
+    pub leader: Option<NodeId>,
+    pub last_log_index: Option<u64>,
+    pub last_applied_index: Option<u64>,
+    pub snapshot_index: Option<u64>,
+}
+
+/// Type used by the storage conformance tests.
+pub type Config = TypeConfig;

@@ -1,0 +1,191 @@
+//! Wires one node together: RocksDB, Raft, broker, leader duties and the gRPC
+//! server (public API with auth, Raft traffic, health, reflection) on one
+//! listener. `run` returns when `shutdown` resolves.
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::broker::duties::Duties;
+use crate::broker::Broker;
+use crate::config::Config;
+use crate::grpc::auth::Auth;
+use crate::grpc::{EdgeConfig, SiloService};
+use crate::limits::{GRPC_MESSAGE_BYTES_MAX, LEASE_MS};
+use crate::pb::silo::silo_server::SiloServer;
+use crate::raft::{NodeInfo, RaftNode, RaftSettings};
+
+/// A bound, not yet serving node: lets callers learn the address first.
+pub struct Bound {
+    pub config: Config,
+    pub listener: TcpListener,
+    pub local_addr: SocketAddr,
+}
+
+pub async fn bind(config: Config) -> anyhow::Result<Bound> {
+    config.validate().map_err(anyhow::Error::msg)?;
+    let listener = TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let local_addr = listener.local_addr()?;
+    Ok(Bound {
+        config,
+        listener,
+        local_addr,
+    })
+}
+
+impl Bound {
+    /// The address clients and peers should use for this node.
+    pub fn advertise_addr(&self) -> String {
+        self.config
+            .advertise
+            .clone()
+            .unwrap_or_else(|| self.local_addr.to_string())
+    }
+
+    pub async fn serve(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let advertise_addr = self.advertise_addr();
+        let Bound {
+            config, listener, ..
+        } = self;
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+        let db = crate::storage::rocks::open(&config.data_dir.join("db"))
+            .with_context(|| format!("opening RocksDB in {}", config.data_dir.display()))?;
+        let broker = Arc::new(Broker::new());
+        let settings = RaftSettings {
+            heartbeat_interval_ms: config.raft.heartbeat_interval_ms,
+            election_timeout_min_ms: config.raft.election_timeout_min_ms,
+            election_timeout_max_ms: config.raft.election_timeout_max_ms,
+            snapshot_logs_since_last: config.raft.snapshot_logs_since_last,
+            max_in_snapshot_log_to_keep: config.raft.max_in_snapshot_log_to_keep,
+        };
+        let node = Arc::new(
+            RaftNode::open(
+                config.node_id,
+                &settings,
+                db,
+                broker.clone(),
+                &config.data_dir,
+            )
+            .await?,
+        );
+
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let edge = EdgeConfig {
+            tenancy_enabled: config.tenancy.enabled,
+            dev_mode: config.dev_mode,
+            max_payload_bytes: config.max_payload_bytes,
+            stale_reads: config.stale_reads,
+            lease_ms: LEASE_MS,
+            advertise_addr: advertise_addr.clone(),
+        };
+        let silo = SiloServer::new(SiloService::new(node.clone(), broker.clone(), edge))
+            .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX);
+        let auth = Auth::new(config.auth.token.clone());
+        let silo =
+            tonic::service::interceptor::InterceptedService::new(silo, move |r| auth.check(r));
+        let (health_reporter, health) = tonic_health::server::health_reporter();
+        health_reporter
+            .set_serving::<SiloServer<SiloService>>()
+            .await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::pb::silo::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+
+        let server = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .trace_fn(|req| tracing::info_span!("rpc", path = %req.uri().path()))
+            .add_service(health)
+            .add_service(reflection)
+            .add_service(node.raft_service())
+            .add_service(silo);
+        let incoming = TcpListenerStream::new(listener);
+        let mut server_stop = stop_rx.clone();
+        let serving = tokio::spawn(async move {
+            server
+                .serve_with_incoming_shutdown(incoming, async move {
+                    let _ = server_stop.changed().await;
+                })
+                .await
+        });
+
+        if config.cluster.join {
+            tracing::info!("waiting to be added to an existing cluster");
+        } else {
+            let members: BTreeMap<u64, NodeInfo> = if config.cluster.initial_members.is_empty() {
+                BTreeMap::from([(
+                    config.node_id,
+                    NodeInfo {
+                        grpc_addr: advertise_addr.clone(),
+                    },
+                )])
+            } else {
+                config
+                    .cluster
+                    .initial_members
+                    .iter()
+                    .map(|m| {
+                        (
+                            m.id,
+                            NodeInfo {
+                                grpc_addr: m.addr.clone(),
+                            },
+                        )
+                    })
+                    .collect()
+            };
+            let lowest = *members.keys().next().expect("members are non-empty");
+            if lowest == config.node_id && node.initialize_if_fresh(members).await? {
+                tracing::info!(node_id = config.node_id, "formed a new cluster");
+            }
+        }
+
+        let duties = Duties {
+            node: node.clone(),
+            broker: broker.clone(),
+            num_shards: config.num_shards,
+            lease_ms: LEASE_MS,
+            tick: Duration::from_millis(100),
+        };
+        let duties_task = tokio::spawn(duties.run(stop_rx.clone()));
+
+        tracing::info!(addr = %advertise_addr, node_id = config.node_id, data_dir = %config.data_dir.display(), "silo serving");
+        // A machine-readable line for scripts and tests that start on port 0.
+        println!("SILO_LISTENING {advertise_addr}");
+
+        shutdown.await;
+        tracing::info!("shutting down");
+        let _ = stop_tx.send(true);
+        let _ = duties_task.await;
+        node.shutdown().await;
+        match serving.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.into()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Installs the Prometheus exporter on `addr` (`/metrics`).
+pub fn install_metrics(addr: &str) -> anyhow::Result<()> {
+    let addr: SocketAddr = addr
+        .parse()
+        .with_context(|| format!("metrics_listen {addr:?}"))?;
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .install()
+        .with_context(|| format!("starting the metrics endpoint on {addr}"))?;
+    Ok(())
+}

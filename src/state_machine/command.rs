@@ -1,0 +1,104 @@
+//! Commands: the only way state changes. Each is a Raft log entry; `now_ms` is
+//! the proposing leader's wall clock, which the state machine keeps monotonic.
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::job::{JobKey, Limit, Ms, ShardSpec};
+use super::retry::RetryPolicy;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Command {
+    pub now_ms: Ms,
+    pub op: Op,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Op {
+    /// Create the shard map once, when a fresh cluster elects its first leader.
+    InitShards {
+        shards: Vec<ShardSpec>,
+    },
+    Enqueue(NewJob),
+    /// The broker's pick for one LeaseTasks call: one entry however many tasks.
+    GrantLeases {
+        worker_id: String,
+        task_ids: Vec<String>,
+        lease_ms: Ms,
+    },
+    /// LeaseTask test helper: lease this job's pending attempt now.
+    LeaseJob {
+        job: JobKey,
+        worker_id: String,
+        lease_ms: Ms,
+    },
+    ReportOutcome {
+        task_id: String,
+        outcome: Outcome,
+    },
+    /// Reap leases whose deadline passed on the leader's clock.
+    ExpireLeases {
+        leases: Vec<ExpiredLease>,
+    },
+    CancelJob {
+        job: JobKey,
+    },
+    RestartJob {
+        job: JobKey,
+    },
+    ExpediteJob {
+        job: JobKey,
+    },
+    DeleteJob {
+        job: JobKey,
+    },
+    /// ResetShards (dev mode): wipe every job, keep the shard map.
+    ResetAll,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewJob {
+    pub key: JobKey,
+    pub task_group: String,
+    pub priority: u32,
+    /// `<= 0` means now.
+    pub start_at_ms: Ms,
+    pub retry_policy: Option<RetryPolicy>,
+    pub payload: Vec<u8>,
+    pub limits: Vec<Limit>,
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// What a worker reports for an attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    Success { result: Vec<u8> },
+    Failure { code: String, data: Vec<u8> },
+    Cancelled,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExpiredLease {
+    pub task_id: String,
+    /// The deadline the leader observed passing (reported in the error blob).
+    pub deadline_ms: Ms,
+}
+
+impl Op {
+    /// snake_case name shared by the op's file, metric label and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::InitShards { .. } => "init_shards",
+            Op::Enqueue(_) => "enqueue",
+            Op::GrantLeases { .. } => "grant_leases",
+            Op::LeaseJob { .. } => "lease_job",
+            Op::ReportOutcome { .. } => "report_outcome",
+            Op::ExpireLeases { .. } => "expire_leases",
+            Op::CancelJob { .. } => "cancel_job",
+            Op::RestartJob { .. } => "restart_job",
+            Op::ExpediteJob { .. } => "expedite_job",
+            Op::DeleteJob { .. } => "delete_job",
+            Op::ResetAll => "reset_all",
+        }
+    }
+}

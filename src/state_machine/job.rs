@@ -1,0 +1,190 @@
+//! Records stored by the state machine. Plain data: no behaviour beyond small
+//! derived views, so the ops files read as the whole story of each transition.
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::retry::RetryPolicy;
+
+/// Milliseconds since the Unix epoch (leader-stamped) or a duration in ms.
+pub type Ms = i64;
+
+/// Identity of a job: the shard it was addressed to, its tenant and its id.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct JobKey {
+    pub shard: u32,
+    pub tenant: String,
+    pub id: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JobStatus {
+    Scheduled,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl JobStatus {
+    pub fn name(self) -> &'static str {
+        match self {
+            JobStatus::Scheduled => "Scheduled",
+            JobStatus::Running => "Running",
+            JobStatus::Succeeded => "Succeeded",
+            JobStatus::Failed => "Failed",
+            JobStatus::Cancelled => "Cancelled",
+        }
+    }
+    /// Succeeded, Failed or Cancelled: no attempt is pending or running.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Succeeded | JobStatus::Failed | JobStatus::Cancelled
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AttemptStatus {
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+/// Limits are stored exactly as enqueued and echoed back; enforcement comes with
+/// the limits issue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Limit {
+    Concurrency {
+        key: String,
+        max_concurrency: u32,
+    },
+    RateLimit(RateLimit),
+    FloatingConcurrency {
+        key: String,
+        default_max_concurrency: u32,
+        refresh_interval_ms: Ms,
+        metadata: BTreeMap<String, String>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RateLimit {
+    pub name: String,
+    pub unique_key: String,
+    pub limit: i64,
+    pub duration_ms: Ms,
+    pub hits: i32,
+    /// 0 = token bucket, 1 = leaky bucket.
+    pub algorithm: i32,
+    pub behavior: i32,
+    pub retry_initial_backoff_ms: Ms,
+    pub retry_max_backoff_ms: Ms,
+    pub retry_backoff_multiplier: f64,
+    pub retry_max_retries: u32,
+}
+
+/// The attempt a Scheduled job is waiting to start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pending {
+    pub task_id: String,
+    pub attempt_number: u32,
+    pub start_at_ms: Ms,
+}
+
+/// A job without its payload (stored under its own key, written once).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    pub key: JobKey,
+    pub task_group: String,
+    pub priority: u32,
+    pub enqueue_time_ms: Ms,
+    pub retry_policy: Option<RetryPolicy>,
+    pub limits: Vec<Limit>,
+    pub metadata: BTreeMap<String, String>,
+    pub status: JobStatus,
+    pub status_changed_at_ms: Ms,
+    /// The cancellation record: set by CancelJob, cleared by RestartJob.
+    pub cancelled_at_ms: Option<Ms>,
+    /// Highest attempt number ever started (0 = none yet).
+    pub last_attempt_number: u32,
+    /// Attempt numbers above this belong to the current run (restart moves it).
+    pub run_base_attempt: u32,
+    /// Set exactly while the job is Scheduled.
+    pub pending: Option<Pending>,
+    /// Task id of the leased attempt; set exactly while the job is Running.
+    pub running_task: Option<String>,
+    /// Enqueue order within the cluster; the last tie-breaker of scheduling.
+    pub seq: u64,
+}
+
+impl Job {
+    pub fn relative(&self, attempt_number: u32) -> u32 {
+        attempt_number.saturating_sub(self.run_base_attempt)
+    }
+    /// Attempts allowed per run: retry_count + 1, or 1 without a policy.
+    pub fn attempts_per_run(&self) -> u32 {
+        self.retry_policy
+            .as_ref()
+            .map_or(1, |p| p.retry_count.saturating_add(1))
+    }
+    pub fn is_last_attempt(&self, attempt_number: u32) -> bool {
+        self.relative(attempt_number) >= self.attempts_per_run()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub attempt_number: u32,
+    pub task_id: String,
+    pub status: AttemptStatus,
+    pub started_at_ms: Ms,
+    pub finished_at_ms: Option<Ms>,
+    pub result: Option<Vec<u8>>,
+    pub error_code: Option<String>,
+    pub error_data: Option<Vec<u8>>,
+}
+
+/// A worker's hold on one running attempt. The authoritative deadline lives in
+/// the leader's broker (heartbeats extend it in memory); `granted_at_ms` and
+/// `lease_ms` seed it when a leader rebuilds its broker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    pub task_id: String,
+    pub job: JobKey,
+    pub attempt_number: u32,
+    pub worker_id: String,
+    pub granted_at_ms: Ms,
+    pub lease_ms: Ms,
+}
+
+/// Index entry of a pending attempt, everything the broker needs to order it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueuedTask {
+    pub task_id: String,
+    pub job: JobKey,
+    pub task_group: String,
+    pub priority: u32,
+    pub start_at_ms: Ms,
+    pub seq: u64,
+}
+
+/// One shard of the tenant-hash space (SEMANTICS §2.2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardSpec {
+    pub id: String,
+    /// Inclusive lower bound, 16 lowercase hex digits; empty = unbounded.
+    pub range_start: String,
+    /// Exclusive upper bound; empty = unbounded.
+    pub range_end: String,
+}
+
+/// Per-shard counters reported by GetNodeInfo.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardCounters {
+    pub total_jobs: i64,
+    pub completed_jobs: i64,
+    pub created_at_ms: Ms,
+}

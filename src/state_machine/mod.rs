@@ -1,0 +1,72 @@
+//! The replicated state machine: pure and deterministic.
+//!
+//! It owns every job, attempt, lease and queue-index record and is the only
+//! code that changes them. It does no IO, reads no clock, draws no random
+//! numbers and never iterates a hash map: time comes in the command
+//! (`Command::now_ms`, kept monotonic), ids are derived from the log index,
+//! retry jitter is a hash of (time, attempt). Applying the same log to the same
+//! store gives the same bytes on every replica; `tests/state_machine` proves it
+//! with random command sequences.
+//!
+//! Who moves a job between statuses:
+//! - `Scheduled` ← enqueue, a retryable failure or expiry, restart;
+//! - `Running` ← grant_leases / lease_job (only from Scheduled);
+//! - `Succeeded` / `Failed` / `Cancelled` ← report_outcome, expire_leases;
+//!   `Cancelled` also ← cancel_job on a Scheduled job.
+//!
+//! Business rejections are values ([`Rejection`]) and change nothing; a broken
+//! store panics inside the [`Kv`] implementation (crash rather than diverge).
+pub mod command;
+pub mod invariants;
+pub mod job;
+pub mod ops;
+pub mod outcome;
+pub mod read;
+pub mod retry;
+pub mod tx;
+
+pub use command::{Command, ExpiredLease, NewJob, Op, Outcome};
+pub use job::{
+    Attempt, AttemptStatus, Job, JobKey, JobStatus, Lease, Limit, Ms, QueuedTask, RateLimit,
+    ShardSpec,
+};
+pub use outcome::{ApplyResult, Effect, Output, Rejection, TaskView};
+pub use retry::RetryPolicy;
+pub use tx::{Tables, View};
+
+use crate::storage::kv::Kv;
+use tx::Tx;
+
+/// Applies `command`, the entry at `log_index`, to `kv`. Returns the result for
+/// the proposer and the effects for the broker.
+pub fn apply<K: Kv>(kv: &mut K, log_index: u64, command: &Command) -> (ApplyResult, Vec<Effect>) {
+    let mut tx = Tx::begin(kv, log_index, command.now_ms);
+    let result = match &command.op {
+        Op::InitShards { shards } => ops::init_shards::apply(&mut tx, shards),
+        Op::Enqueue(new) => ops::enqueue::apply(&mut tx, new),
+        Op::GrantLeases {
+            worker_id,
+            task_ids,
+            lease_ms,
+        } => ops::grant_leases::apply(&mut tx, worker_id, task_ids, *lease_ms),
+        Op::LeaseJob {
+            job,
+            worker_id,
+            lease_ms,
+        } => ops::lease_job::apply(&mut tx, job, worker_id, *lease_ms),
+        Op::ReportOutcome { task_id, outcome } => {
+            ops::report_outcome::apply(&mut tx, task_id, outcome)
+        }
+        Op::ExpireLeases { leases } => ops::expire_leases::apply(&mut tx, leases),
+        Op::CancelJob { job } => ops::cancel_job::apply(&mut tx, job),
+        Op::RestartJob { job } => ops::restart_job::apply(&mut tx, job),
+        Op::ExpediteJob { job } => ops::expedite_job::apply(&mut tx, job),
+        Op::DeleteJob { job } => ops::delete_job::apply(&mut tx, job),
+        Op::ResetAll => ops::reset_all::apply(&mut tx),
+    };
+    debug_assert!(
+        result.is_ok() || tx.effects.is_empty(),
+        "a rejection must change nothing"
+    );
+    (result, tx.effects)
+}

@@ -1,0 +1,13 @@
+//! One file per command. Each file's doc says what happens from every starting
+//! status; checks come first and a rejection writes nothing.
+pub mod cancel_job;
+pub mod delete_job;
+pub mod enqueue;
+pub mod expedite_job;
+pub mod expire_leases;
+pub mod grant_leases;
+pub mod init_shards;
+pub mod lease_job;
+pub mod report_outcome;
+pub mod reset_all;
+pub mod restart_job;

@@ -1,0 +1,97 @@
+//! What applying a command returns: a business result or a rejection value,
+//! plus the effects the leader's broker needs to keep its in-memory queues in
+//! step with the applied state. A rejection changes nothing.
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::job::{JobKey, JobStatus, Limit, Ms, QueuedTask};
+
+pub type ApplyResult = Result<Output, Rejection>;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Output {
+    Done,
+    Enqueued {
+        id: String,
+    },
+    Granted {
+        tasks: Vec<TaskView>,
+    },
+    /// Number of records removed (ResetAll).
+    Removed {
+        count: u64,
+    },
+}
+
+/// A leased attempt as delivered to a worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskView {
+    pub task_id: String,
+    pub job: JobKey,
+    pub attempt_number: u32,
+    pub relative_attempt_number: u32,
+    pub is_last_attempt: bool,
+    pub metadata: BTreeMap<String, String>,
+    pub limits: Vec<Limit>,
+    pub payload: Vec<u8>,
+    pub priority: u32,
+    pub task_group: String,
+    pub lease_ms: Ms,
+}
+
+/// Business rejections, each mapped to one gRPC status in `grpc::status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum Rejection {
+    #[error("job not found")]
+    JobNotFound,
+    #[error("job already exists with id {id}")]
+    JobAlreadyExists { id: String },
+    #[error("lease not found")]
+    LeaseNotFound,
+    #[error("job is already cancelled")]
+    AlreadyCancelled,
+    #[error("job is already in terminal state")]
+    AlreadyTerminal,
+    #[error("cannot restart job {id}: {reason} (status: {})", status.name())]
+    CannotRestart {
+        id: String,
+        reason: String,
+        status: JobStatus,
+    },
+    #[error("cannot expedite job {id}: {reason} (status: {})", status.name())]
+    CannotExpedite {
+        id: String,
+        reason: String,
+        status: JobStatus,
+    },
+    #[error("cannot lease job {id}: {reason} (status: {})", status.name())]
+    CannotLease {
+        id: String,
+        reason: String,
+        status: JobStatus,
+    },
+    #[error("cannot delete job {id}: job is currently running or has pending requests")]
+    DeleteInProgress { id: String },
+    #[error("shard map is already initialised")]
+    ShardsAlreadyInitialised,
+}
+
+/// Changes to the schedulable set, in apply order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// A pending attempt entered the queue (or was re-keyed: same task id).
+    Queued(QueuedTask),
+    /// A pending attempt left the queue (leased, cancelled, deleted).
+    Dequeued { task_id: String },
+    /// A lease began; the broker starts its clock.
+    LeaseStarted {
+        task_id: String,
+        worker_id: String,
+        deadline_ms: Ms,
+    },
+    /// A lease ended (reported, expired).
+    LeaseEnded { task_id: String },
+    /// Every job was wiped.
+    Reset,
+}

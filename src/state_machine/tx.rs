@@ -1,0 +1,265 @@
+//! `Tx`: one command's view of the store while it is applied — typed table
+//! access over [`Kv`], the command's clock, deterministic id generation, and the
+//! effects collected for the broker.
+use crate::storage::codec::{decode_or_die, encode};
+use crate::storage::keys;
+use crate::storage::kv::Kv;
+
+use super::job::{
+    Attempt, Job, JobKey, JobStatus, Lease, Ms, QueuedTask, ShardCounters, ShardSpec,
+};
+use super::outcome::Effect;
+
+const META_CLOCK: &str = "clock";
+const META_SEQ: &str = "seq";
+pub(crate) const META_SHARDS: &str = "shards";
+
+pub(crate) fn counters_meta(shard: u32) -> String {
+    format!("counters/{shard:08x}")
+}
+
+/// Typed reads shared by `Tx` and the read path (`read.rs`).
+pub trait Tables {
+    fn kv_get(&self, key: &[u8]) -> Option<Vec<u8>>;
+    fn kv_scan(&self, prefix: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)>;
+
+    fn job(&self, key: &JobKey) -> Option<Job> {
+        self.kv_get(&keys::job(key))
+            .map(|b| decode_or_die("job", &b))
+    }
+    fn payload(&self, key: &JobKey) -> Vec<u8> {
+        self.kv_get(&keys::payload(key))
+            .map(|b| decode_or_die("payload", &b))
+            .unwrap_or_default()
+    }
+    fn attempt(&self, key: &JobKey, n: u32) -> Option<Attempt> {
+        self.kv_get(&keys::attempt(key, n))
+            .map(|b| decode_or_die("attempt", &b))
+    }
+    /// Every attempt of `key`, ascending by attempt number.
+    fn attempts(&self, key: &JobKey) -> Vec<Attempt> {
+        self.kv_scan(&keys::attempts_of(key))
+            .iter()
+            .map(|(_, v)| decode_or_die("attempt", v))
+            .collect()
+    }
+    fn lease(&self, task_id: &str) -> Option<Lease> {
+        self.kv_get(&keys::lease(task_id))
+            .map(|b| decode_or_die("lease", &b))
+    }
+    fn leases(&self) -> Vec<Lease> {
+        self.kv_scan(&keys::table(keys::LEASE))
+            .iter()
+            .map(|(_, v)| decode_or_die("lease", v))
+            .collect()
+    }
+    fn queued(&self, task_id: &str) -> Option<QueuedTask> {
+        self.kv_get(&keys::queued(task_id))
+            .map(|b| decode_or_die("queued task", &b))
+    }
+    fn queued_all(&self) -> Vec<QueuedTask> {
+        self.kv_scan(&keys::table(keys::QUEUED))
+            .iter()
+            .map(|(_, v)| decode_or_die("queued task", v))
+            .collect()
+    }
+    fn meta<T: serde::de::DeserializeOwned>(&self, name: &str) -> Option<T> {
+        self.kv_get(&keys::meta(name))
+            .map(|b| decode_or_die(name, &b))
+    }
+    fn shards(&self) -> Vec<ShardSpec> {
+        self.meta(META_SHARDS).unwrap_or_default()
+    }
+    fn counters(&self, shard: u32) -> ShardCounters {
+        self.meta(&counters_meta(shard)).unwrap_or_default()
+    }
+    /// The state machine's clock: the largest `now_ms` applied so far.
+    fn clock_ms(&self) -> Ms {
+        self.meta(META_CLOCK).unwrap_or(0)
+    }
+}
+
+/// Read-only [`Tables`] over any [`Kv`].
+pub struct View<'a, K: Kv>(pub &'a K);
+
+impl<K: Kv> Tables for View<'_, K> {
+    fn kv_get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.0.get(key)
+    }
+    fn kv_scan(&self, prefix: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        self.0.scan_prefix(prefix)
+    }
+}
+
+pub struct Tx<'a, K: Kv> {
+    kv: &'a mut K,
+    /// This command's time: max(previous clock, command's `now_ms`).
+    pub now_ms: Ms,
+    log_index: u64,
+    ids_issued: u32,
+    pub effects: Vec<Effect>,
+}
+
+impl<K: Kv> Tables for Tx<'_, K> {
+    fn kv_get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.kv.get(key)
+    }
+    fn kv_scan(&self, prefix: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        self.kv.scan_prefix(prefix)
+    }
+}
+
+impl<'a, K: Kv> Tx<'a, K> {
+    /// Starts applying the command at `log_index` stamped `command_now_ms`.
+    pub fn begin(kv: &'a mut K, log_index: u64, command_now_ms: Ms) -> Self {
+        let previous: Ms = View(&*kv).clock_ms();
+        let now_ms = previous.max(command_now_ms);
+        if now_ms != previous {
+            kv.put(keys::meta(META_CLOCK), encode(&now_ms));
+        }
+        Tx {
+            kv,
+            now_ms,
+            log_index,
+            ids_issued: 0,
+            effects: Vec::new(),
+        }
+    }
+
+    /// A task id unique for all time: a bijection of (log index, ordinal within
+    /// the command), formatted as a UUID. Same on every replica.
+    pub fn new_task_id(&mut self) -> String {
+        let ordinal = self.ids_issued;
+        self.ids_issued += 1;
+        let hi = self
+            .log_index
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .rotate_left(29);
+        let mid = ordinal.wrapping_mul(0x85EB_CA6B);
+        let lo =
+            xxhash_rust::xxh64::xxh64(&[hi.to_be_bytes(), (mid as u64).to_be_bytes()].concat(), 7)
+                as u32;
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&hi.to_be_bytes());
+        bytes[8..12].copy_from_slice(&mid.to_be_bytes());
+        bytes[12..].copy_from_slice(&lo.to_be_bytes());
+        uuid::Builder::from_custom_bytes(bytes)
+            .into_uuid()
+            .to_string()
+    }
+
+    pub fn next_seq(&mut self) -> u64 {
+        let seq: u64 = self.meta(META_SEQ).unwrap_or(0) + 1;
+        self.put_meta(META_SEQ, &seq);
+        seq
+    }
+
+    pub fn put_meta<T: serde::Serialize>(&mut self, name: &str, value: &T) {
+        self.kv.put(keys::meta(name), encode(value));
+    }
+
+    pub fn put_job(&mut self, job: &Job) {
+        self.kv.put(keys::job(&job.key), encode(job));
+    }
+    pub fn put_payload(&mut self, key: &JobKey, payload: &[u8]) {
+        self.kv.put(keys::payload(key), encode(&payload));
+    }
+    pub fn put_attempt(&mut self, key: &JobKey, attempt: &Attempt) {
+        self.kv
+            .put(keys::attempt(key, attempt.attempt_number), encode(attempt));
+    }
+    pub fn put_lease(&mut self, lease: &Lease) {
+        self.kv.put(keys::lease(&lease.task_id), encode(lease));
+        self.effects.push(Effect::LeaseStarted {
+            task_id: lease.task_id.clone(),
+            worker_id: lease.worker_id.clone(),
+            deadline_ms: self.now_ms.saturating_add(lease.lease_ms),
+        });
+    }
+    pub fn delete_lease(&mut self, task_id: &str) {
+        self.kv.delete(&keys::lease(task_id));
+        self.effects.push(Effect::LeaseEnded {
+            task_id: task_id.to_string(),
+        });
+    }
+
+    /// Removes the job, its payload and every attempt.
+    pub fn delete_job_records(&mut self, key: &JobKey) {
+        self.kv.delete(&keys::job(key));
+        self.kv.delete(&keys::payload(key));
+        for (k, _) in self.kv.scan_prefix(&keys::attempts_of(key)) {
+            self.kv.delete(&k);
+        }
+    }
+
+    /// Puts `job`'s pending attempt into the queue index (or re-keys it).
+    pub fn enqueue_pending(&mut self, job: &Job) {
+        let pending = job
+            .pending
+            .as_ref()
+            .expect("enqueue_pending needs a pending attempt");
+        let entry = QueuedTask {
+            task_id: pending.task_id.clone(),
+            job: job.key.clone(),
+            task_group: job.task_group.clone(),
+            priority: job.priority,
+            start_at_ms: pending.start_at_ms,
+            seq: job.seq,
+        };
+        self.kv.put(keys::queued(&entry.task_id), encode(&entry));
+        self.effects.push(Effect::Queued(entry));
+    }
+
+    pub fn dequeue(&mut self, task_id: &str) {
+        self.kv.delete(&keys::queued(task_id));
+        self.effects.push(Effect::Dequeued {
+            task_id: task_id.to_string(),
+        });
+    }
+
+    /// Moves `job` to `status` at the command's time, keeping the shard's
+    /// completed-jobs counter in step with terminal-ness.
+    pub fn set_status(&mut self, job: &mut Job, status: JobStatus) {
+        let was_terminal = job.status.is_terminal();
+        job.status = status;
+        job.status_changed_at_ms = self.now_ms;
+        if was_terminal != status.is_terminal() {
+            let delta = if status.is_terminal() { 1 } else { -1 };
+            self.bump_counters(job.key.shard, 0, delta);
+        }
+    }
+
+    pub fn bump_counters(&mut self, shard: u32, total_delta: i64, completed_delta: i64) {
+        let mut c = self.counters(shard);
+        if c.created_at_ms == 0 {
+            c.created_at_ms = self.now_ms;
+        }
+        c.total_jobs += total_delta;
+        c.completed_jobs += completed_delta;
+        self.put_meta(&counters_meta(shard), &c);
+    }
+
+    /// Removes every record except the shard map and the clock (ResetAll).
+    pub fn wipe_jobs(&mut self) -> u64 {
+        let mut removed = 0;
+        for tag in [
+            keys::JOB,
+            keys::PAYLOAD,
+            keys::ATTEMPT,
+            keys::LEASE,
+            keys::QUEUED,
+        ] {
+            for (k, _) in self.kv.scan_prefix(&keys::table(tag)) {
+                self.kv.delete(&k);
+                if tag == keys::JOB {
+                    removed += 1;
+                }
+            }
+        }
+        for (k, _) in self.kv.scan_prefix(&keys::meta("counters/")) {
+            self.kv.delete(&k);
+        }
+        self.effects.push(Effect::Reset);
+        removed
+    }
+}

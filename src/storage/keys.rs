@@ -1,0 +1,148 @@
+//! The one file that knows key bytes.
+//!
+//! State-machine keys (column family `sm`) start with a one-byte table tag.
+//! Strings inside keys are length-prefixed (u16 big-endian) so that a prefix
+//! of one tenant or job can never match another; integers are big-endian so
+//! byte order equals numeric order.
+//!
+//! | tag | key                                   | value          |
+//! |-----|---------------------------------------|----------------|
+//! | `J` | shard, tenant, job id                 | `Job`          |
+//! | `P` | shard, tenant, job id                 | payload bytes  |
+//! | `A` | shard, tenant, job id, attempt (u32)  | `Attempt`      |
+//! | `L` | task id                               | `Lease`        |
+//! | `Q` | task id                               | `QueuedTask`   |
+//! | `M` | meta name                             | meta value     |
+//!
+//! Raft keys (column families `log`, `raft_meta`, `sm_meta`) are defined at the
+//! bottom.
+use crate::state_machine::JobKey;
+
+pub const JOB: u8 = b'J';
+pub const PAYLOAD: u8 = b'P';
+pub const ATTEMPT: u8 = b'A';
+pub const LEASE: u8 = b'L';
+pub const QUEUED: u8 = b'Q';
+pub const META: u8 = b'M';
+
+fn push_str(out: &mut Vec<u8>, s: &str) {
+    let len = u16::try_from(s.len()).expect("key strings are validated to be shorter than 64 KiB");
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn job_prefixed(tag: u8, job: &JobKey) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + 4 + 4 + job.tenant.len() + job.id.len() + 4);
+    out.push(tag);
+    out.extend_from_slice(&job.shard.to_be_bytes());
+    push_str(&mut out, &job.tenant);
+    push_str(&mut out, &job.id);
+    out
+}
+
+pub fn job(job: &JobKey) -> Vec<u8> {
+    job_prefixed(JOB, job)
+}
+
+pub fn payload(job: &JobKey) -> Vec<u8> {
+    job_prefixed(PAYLOAD, job)
+}
+
+/// Prefix of every attempt of `job`; attempts sort by attempt number.
+pub fn attempts_of(job: &JobKey) -> Vec<u8> {
+    job_prefixed(ATTEMPT, job)
+}
+
+pub fn attempt(job: &JobKey, attempt_number: u32) -> Vec<u8> {
+    let mut out = attempts_of(job);
+    out.extend_from_slice(&attempt_number.to_be_bytes());
+    out
+}
+
+pub fn lease(task_id: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + task_id.len());
+    out.push(LEASE);
+    out.extend_from_slice(task_id.as_bytes());
+    out
+}
+
+pub fn queued(task_id: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + task_id.len());
+    out.push(QUEUED);
+    out.extend_from_slice(task_id.as_bytes());
+    out
+}
+
+pub fn meta(name: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + name.len());
+    out.push(META);
+    out.extend_from_slice(name.as_bytes());
+    out
+}
+
+/// Prefix covering a whole table.
+pub fn table(tag: u8) -> Vec<u8> {
+    vec![tag]
+}
+
+// ---- Raft storage (outside the state machine) ----
+
+/// Column family holding log entries keyed by [`log_index`].
+pub const CF_LOG: &str = "log";
+/// Column family holding the vote, the committed log id and the last purged log id.
+pub const CF_RAFT_META: &str = "raft_meta";
+/// Column family holding the state machine's records (the tables above).
+pub const CF_SM: &str = "sm";
+/// Column family holding last-applied log id and membership of the state machine.
+pub const CF_SM_META: &str = "sm_meta";
+
+pub fn log_index(index: u64) -> [u8; 8] {
+    index.to_be_bytes()
+}
+
+pub fn parse_log_index(key: &[u8]) -> u64 {
+    u64::from_be_bytes(key.try_into().expect("log keys are 8 bytes"))
+}
+
+pub const RAFT_VOTE: &[u8] = b"vote";
+pub const RAFT_COMMITTED: &[u8] = b"committed";
+pub const RAFT_LAST_PURGED: &[u8] = b"last_purged";
+pub const SM_LAST_APPLIED: &[u8] = b"last_applied";
+pub const SM_MEMBERSHIP: &[u8] = b"membership";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn jk(shard: u32, tenant: &str, id: &str) -> JobKey {
+        JobKey {
+            shard,
+            tenant: tenant.into(),
+            id: id.into(),
+        }
+    }
+
+    #[test]
+    fn attempts_sort_numerically() {
+        let j = jk(0, "-", "a");
+        assert!(attempt(&j, 2) < attempt(&j, 10));
+        assert!(attempt(&j, 255) < attempt(&j, 256));
+    }
+
+    proptest! {
+        #[test]
+        fn job_prefix_never_matches_another_job(t1 in ".{0,8}", i1 in ".{0,8}", t2 in ".{0,8}", i2 in ".{0,8}") {
+            prop_assume!((t1.clone(), i1.clone()) != (t2.clone(), i2.clone()));
+            let a = attempts_of(&jk(0, &t1, &i1));
+            let b = attempt(&jk(0, &t2, &i2), 1);
+            prop_assert!(!b.starts_with(&a));
+        }
+
+        #[test]
+        fn log_index_round_trips_and_sorts(a in any::<u64>(), b in any::<u64>()) {
+            prop_assert_eq!(parse_log_index(&log_index(a)), a);
+            prop_assert_eq!(a.cmp(&b), log_index(a).cmp(&log_index(b)));
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! The node's RocksDB database and a [`Kv`] overlay over its `sm` column family.
+//!
+//! One database holds the Raft log, the Raft metadata and the state machine in
+//! separate column families. They share one write-ahead log, so the fsync of a
+//! log append also makes every earlier state-machine write durable; state
+//! machine batches are therefore written without their own fsync (they can be
+//! re-applied from the log after a crash, since `last_applied` travels in the
+//! same batch).
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use rocksdb::{
+    ColumnFamily, ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, DB,
+};
+
+use super::keys;
+use super::kv::Kv;
+
+pub fn open(path: &Path) -> Result<Arc<DB>, rocksdb::Error> {
+    let mut opts = Options::default();
+    opts.create_if_missing(true);
+    opts.create_missing_column_families(true);
+    opts.set_keep_log_file_num(4);
+    opts.set_max_total_wal_size(256 * 1024 * 1024);
+    opts.increase_parallelism(2);
+    let cfs = [
+        keys::CF_LOG,
+        keys::CF_RAFT_META,
+        keys::CF_SM,
+        keys::CF_SM_META,
+    ]
+    .into_iter()
+    .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+    Ok(Arc::new(DB::open_cf_descriptors(&opts, path, cfs)?))
+}
+
+pub fn cf<'a>(db: &'a DB, name: &str) -> &'a ColumnFamily {
+    db.cf_handle(name)
+        .unwrap_or_else(|| panic!("column family {name} is created at open"))
+}
+
+/// Every entry of column family `name` whose key starts with `prefix`.
+pub fn scan(db: &DB, name: &str, prefix: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut out = Vec::new();
+    for item in db.iterator_cf(cf(db, name), IteratorMode::From(prefix, Direction::Forward)) {
+        let (k, v) = item.unwrap_or_else(|e| panic!("rocksdb iteration failed: {e}"));
+        if !k.starts_with(prefix) {
+            break;
+        }
+        out.push((k.to_vec(), v.to_vec()));
+    }
+    out
+}
+
+/// Read-only [`Kv`] over the applied state (used by reads on any node).
+pub struct ReadKv<'a> {
+    pub db: &'a DB,
+}
+
+impl Kv for ReadKv<'_> {
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.db
+            .get_cf(cf(self.db, keys::CF_SM), key)
+            .unwrap_or_else(|e| panic!("rocksdb read failed: {e}"))
+    }
+    fn put(&mut self, _key: Vec<u8>, _value: Vec<u8>) {
+        unreachable!("ReadKv is read-only")
+    }
+    fn delete(&mut self, _key: &[u8]) {
+        unreachable!("ReadKv is read-only")
+    }
+    fn scan_prefix(&self, prefix: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        scan(self.db, keys::CF_SM, prefix)
+    }
+}
+
+/// Buffered writes over the `sm` column family: reads see earlier writes of the
+/// same batch; [`Overlay::into_batch`] turns them into one `WriteBatch`.
+pub struct Overlay<'a> {
+    db: &'a DB,
+    writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+impl<'a> Overlay<'a> {
+    pub fn new(db: &'a DB) -> Self {
+        Overlay {
+            db,
+            writes: BTreeMap::new(),
+        }
+    }
+
+    pub fn into_batch(self, batch: &mut WriteBatch) {
+        let cf = cf(self.db, keys::CF_SM);
+        for (k, v) in self.writes {
+            match v {
+                Some(v) => batch.put_cf(cf, k, v),
+                None => batch.delete_cf(cf, k),
+            }
+        }
+    }
+}
+
+impl Kv for Overlay<'_> {
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        match self.writes.get(key) {
+            Some(v) => v.clone(),
+            None => ReadKv { db: self.db }.get(key),
+        }
+    }
+    fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.writes.insert(key, Some(value));
+    }
+    fn delete(&mut self, key: &[u8]) {
+        self.writes.insert(key.to_vec(), None);
+    }
+    fn scan_prefix(&self, prefix: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> =
+            scan(self.db, keys::CF_SM, prefix).into_iter().collect();
+        for (k, v) in self
+            .writes
+            .range(prefix.to_vec()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+        {
+            match v {
+                Some(v) => merged.insert(k.clone(), v.clone()),
+                None => merged.remove(k),
+            };
+        }
+        merged.into_iter().collect()
+    }
+}
