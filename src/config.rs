@@ -29,6 +29,9 @@ pub struct Config {
     pub metrics_listen: String,
     /// Serve GetJob/GetJobResult from local state without a read barrier.
     pub stale_reads: bool,
+    /// Length of every lease granted to a worker (the reference always uses 10 s;
+    /// shorter values make expiry tests fast).
+    pub lease_ms: i64,
     pub tenancy: TenancyConfig,
     pub auth: AuthConfig,
     pub raft: RaftConfig,
@@ -100,6 +103,7 @@ impl Default for Config {
             max_payload_bytes: limits::PAYLOAD_BYTES_DEFAULT_MAX,
             metrics_listen: String::new(),
             stale_reads: false,
+            lease_ms: limits::LEASE_MS,
             tenancy: TenancyConfig::default(),
             auth: AuthConfig::default(),
             raft: RaftConfig::default(),
@@ -155,6 +159,12 @@ impl Config {
                 errors
                     .push("auth.token must be non-empty visible ASCII without spaces".to_string());
             }
+        }
+        if !(100..=3_600_000).contains(&self.lease_ms) {
+            errors.push(format!(
+                "lease_ms must be between 100 and 3600000, got {}",
+                self.lease_ms
+            ));
         }
         let r = &self.raft;
         if r.heartbeat_interval_ms == 0 || r.election_timeout_min_ms <= r.heartbeat_interval_ms {

@@ -16,7 +16,7 @@ use crate::broker::Broker;
 use crate::config::Config;
 use crate::grpc::auth::Auth;
 use crate::grpc::{EdgeConfig, SiloService};
-use crate::limits::{GRPC_MESSAGE_BYTES_MAX, LEASE_MS};
+use crate::limits::GRPC_MESSAGE_BYTES_MAX;
 use crate::pb::silo::silo_server::SiloServer;
 use crate::raft::{NodeInfo, RaftNode, RaftSettings};
 
@@ -86,7 +86,7 @@ impl Bound {
             dev_mode: config.dev_mode,
             max_payload_bytes: config.max_payload_bytes,
             stale_reads: config.stale_reads,
-            lease_ms: LEASE_MS,
+            lease_ms: config.lease_ms,
             advertise_addr: advertise_addr.clone(),
         };
         let silo = SiloServer::new(SiloService::new(node.clone(), broker.clone(), edge))
@@ -156,7 +156,7 @@ impl Bound {
             node: node.clone(),
             broker: broker.clone(),
             num_shards: config.num_shards,
-            lease_ms: LEASE_MS,
+            lease_ms: config.lease_ms,
             tick: Duration::from_millis(100),
         };
         let duties_task = tokio::spawn(duties.run(stop_rx.clone()));

@@ -1,1 +1,10 @@
+//! gRPC tier: every RPC and every error row of SEMANTICS §12 / DECISIONS,
+//! against a real `silo` process with a real RocksDB directory.
+#[path = "../support/mod.rs"]
+mod support;
 
+mod admin;
+mod crash;
+mod jobs;
+mod validation;
+mod workers;
