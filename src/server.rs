@@ -10,6 +10,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::StreamExt;
 
 use crate::broker::duties::Duties;
 use crate::broker::Broker;
@@ -104,14 +105,21 @@ impl Bound {
             .build_v1()?;
 
         let server = tonic::transport::Server::builder()
-            .tcp_nodelay(true)
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .trace_fn(|req| tracing::info_span!("rpc", path = %req.uri().path()))
             .add_service(health)
             .add_service(reflection)
             .add_service(node.raft_service())
             .add_service(silo);
-        let incoming = TcpListenerStream::new(listener);
+        // serve_with_incoming does not apply the builder's TCP options: set
+        // TCP_NODELAY on each accepted socket ourselves, or small replies wait
+        // for the peer's delayed ACK (~40 ms).
+        let incoming = TcpListenerStream::new(listener).map(|conn| {
+            if let Ok(stream) = &conn {
+                let _ = stream.set_nodelay(true);
+            }
+            conn
+        });
         let mut server_stop = stop_rx.clone();
         let serving = tokio::spawn(async move {
             server
@@ -169,11 +177,17 @@ impl Bound {
         tracing::info!("shutting down");
         let _ = stop_tx.send(true);
         let _ = duties_task.await;
+        // Stop accepting calls first, give in-flight ones a moment, then stop Raft.
+        let serving = tokio::time::timeout(Duration::from_secs(3), serving).await;
         node.shutdown().await;
-        match serving.await {
-            Ok(Ok(())) => Ok(()),
+        match serving {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(e))) => Err(e.into()),
             Ok(Err(e)) => Err(e.into()),
-            Err(e) => Err(e.into()),
+            Err(_) => {
+                tracing::info!("open client connections did not close within 3 s; exiting anyway");
+                Ok(())
+            }
         }
     }
 }

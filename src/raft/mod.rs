@@ -58,6 +58,7 @@ pub struct RaftNode {
     raft: Raft,
     id: NodeId,
     db: Arc<DB>,
+    applied: tokio::sync::watch::Receiver<u64>,
 }
 
 impl RaftNode {
@@ -82,8 +83,14 @@ impl RaftNode {
         let config = Arc::new(config.validate()?);
         let log_store = log_store::LogStore::new(db.clone());
         let sm_store = sm_store::StateMachineStore::new(db.clone(), broker, data_dir);
+        let applied = sm_store.applied_index();
         let raft = Raft::new(id, config, network::Network, log_store, sm_store).await?;
-        Ok(RaftNode { raft, id, db })
+        Ok(RaftNode {
+            raft,
+            id,
+            db,
+            applied,
+        })
     }
 
     pub fn id(&self) -> NodeId {
@@ -134,8 +141,11 @@ impl RaftNode {
     /// Linearizable read barrier on the leader: confirms leadership with a
     /// quorum and waits until this node applied everything committed before.
     pub async fn read_barrier(&self) -> Result<(), ProposeError> {
-        match self.raft.ensure_linearizable().await {
-            Ok(_) => Ok(()),
+        match self.raft.get_read_log_id().await {
+            Ok((read_log_id, _)) => {
+                self.wait_applied(read_log_id.map_or(0, |l| l.index)).await;
+                Ok(())
+            }
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
                 Err(ProposeError::NotLeader {
                     leader: f.leader_id.zip(f.leader_node),
@@ -144,6 +154,17 @@ impl RaftNode {
             Err(RaftError::APIError(e)) => Err(ProposeError::Other(e.to_string())),
             Err(RaftError::Fatal(f)) => Err(ProposeError::Fatal(f.to_string())),
         }
+    }
+
+    /// Waits until this node has applied the entry at `index`.
+    pub async fn wait_applied(&self, index: u64) {
+        let mut rx = self.applied.clone();
+        // The sender lives as long as the state machine; if it is gone the node is stopping.
+        let _ = rx.wait_for(|&applied| applied >= index).await;
+    }
+
+    pub fn applied_index(&self) -> u64 {
+        *self.applied.borrow()
     }
 
     pub fn leadership(&self) -> Leadership {

@@ -14,6 +14,7 @@ use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, StorageIOError};
 use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions, DB};
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 
 use super::types::{
     Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
@@ -29,6 +30,9 @@ pub struct StateMachineStore {
     db: Arc<DB>,
     broker: Arc<Broker>,
     snapshot_path: PathBuf,
+    /// Index of the last applied entry, published after its batch is written
+    /// (read barriers wait on it).
+    applied: Arc<watch::Sender<u64>>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -47,13 +51,23 @@ fn write_err(e: impl std::error::Error + 'static) -> StorageError {
 
 impl StateMachineStore {
     pub fn new(db: Arc<DB>, broker: Arc<Broker>, data_dir: &std::path::Path) -> Self {
+        let (applied, _) = watch::channel(0);
         let store = StateMachineStore {
             db,
             broker,
             snapshot_path: data_dir.join("snapshot.bin"),
+            applied: Arc::new(applied),
         };
+        if let Ok(Some(Some(l))) = store.meta_get::<Option<LogId>>(keys::SM_LAST_APPLIED) {
+            store.applied.send_replace(l.index);
+        }
         store.rebuild_broker();
         store
+    }
+
+    /// Watches the index of the last applied entry.
+    pub fn applied_index(&self) -> watch::Receiver<u64> {
+        self.applied.subscribe()
     }
 
     /// Re-derives the broker from applied state (start-up, snapshot install).
@@ -200,6 +214,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         db.write_opt(batch, &WriteOptions::default())
             .map_err(write_err)?;
         self.broker.apply_effects(&effects);
+        if let Some(l) = last_applied {
+            self.applied.send_replace(l.index);
+        }
         Ok(results)
     }
 
@@ -247,6 +264,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             data,
         })?;
         self.rebuild_broker();
+        self.applied
+            .send_replace(meta.last_log_id.map_or(0, |l| l.index));
         tracing::info!(entries = entries.len(), last_log_id = ?meta.last_log_id, "installed snapshot");
         Ok(())
     }

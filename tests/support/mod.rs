@@ -233,6 +233,11 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.kill9();
+        if std::env::var_os("SILO_TEST_KEEP").is_some() {
+            if let Some(tmp) = self._tmp.take() {
+                eprintln!("kept server dir {}", tmp.keep().display());
+            }
+        }
         if std::thread::panicking() {
             eprintln!("---- server log ({}) ----\n{}", self.addr, self.log());
         }
