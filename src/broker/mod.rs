@@ -342,6 +342,16 @@ mod tests {
         assert_eq!(picked, vec!["new-high", "old-low", "old-low-2"]);
         // reserved tasks are not picked twice
         assert!(b.pick("g", 10, 100, |_| true).task_ids.is_empty());
+        b.release(&picked[1..]);
+        assert_eq!(
+            b.pick("g", 5, 100, |_| true).task_ids,
+            vec!["old-low", "old-low-2"],
+            "released tasks return"
+        );
+        // once granted, a task leaves the queue for good
+        b.apply_effects(&[Effect::Dequeued {
+            task_id: "new-high".into(),
+        }]);
         b.release(&picked);
         assert_eq!(b.pick("g", 1, 2000, |_| true).task_ids, vec!["future-high"]);
     }

@@ -7,6 +7,8 @@ use tonic::Code;
 
 use crate::support::*;
 
+type Mutation = Box<dyn Fn(&mut pb::EnqueueRequest)>;
+
 async fn total_jobs(c: &mut Client) -> i64 {
     let info = c
         .get_node_info(pb::GetNodeInfoRequest {})
@@ -25,7 +27,7 @@ async fn enqueue_validation_rows() {
     .await;
     let shard = s.shard(0).await;
     let mut c = s.client().await;
-    let cases: Vec<(Box<dyn Fn(&mut pb::EnqueueRequest)>, Code, &str)> = vec![
+    let cases: Vec<(Mutation, Code, &str)> = vec![
         (
             Box::new(|r| r.shard = "not-a-uuid".into()),
             Code::InvalidArgument,

@@ -1,1 +1,485 @@
+//! State-machine tier: the pure state machine over the in-memory store.
+//!
+//! Property tests feed random command sequences (built from abstract actions
+//! resolved against the current state, so leases and task ids are real most of
+//! the time and stale some of the time) and check after every apply that the
+//! invariants hold, that a rejection changed nothing, that no attempt is ever
+//! granted twice, and that replaying the log on a fresh store gives the same
+//! digest, byte for byte.
+use std::collections::{BTreeMap, BTreeSet};
 
+use proptest::prelude::*;
+use silo::state_machine::{
+    self as sm, invariants, read, Command, ExpiredLease, JobKey, JobStatus, NewJob, Op, Outcome,
+    Output, RetryPolicy, Tables, View,
+};
+use silo::storage::kv::MemKv;
+
+#[derive(Debug, Clone)]
+enum Action {
+    Enqueue {
+        job: u8,
+        tenant: u8,
+        group: u8,
+        priority: u32,
+        delay_ms: i64,
+        retries: Option<u32>,
+    },
+    Grant {
+        group: u8,
+        max: usize,
+        stale: bool,
+    },
+    LeaseJob {
+        job: u8,
+        tenant: u8,
+    },
+    Report {
+        lease: usize,
+        outcome: u8,
+    },
+    Expire {
+        lease: usize,
+    },
+    Cancel {
+        job: u8,
+        tenant: u8,
+    },
+    Restart {
+        job: u8,
+        tenant: u8,
+    },
+    Expedite {
+        job: u8,
+        tenant: u8,
+    },
+    Delete {
+        job: u8,
+        tenant: u8,
+    },
+    Reset,
+}
+
+fn action() -> impl Strategy<Value = Action> {
+    let job = 0u8..6;
+    let tenant = 0u8..2;
+    prop_oneof![
+        4 => (job.clone(), tenant.clone(), 0u8..2, 0u32..100, -50i64..200, proptest::option::of(0u32..3))
+            .prop_map(|(job, tenant, group, priority, delay_ms, retries)| Action::Enqueue { job, tenant, group, priority, delay_ms, retries }),
+        4 => (0u8..2, 0usize..4, any::<bool>()).prop_map(|(group, max, stale)| Action::Grant { group, max, stale }),
+        1 => (job.clone(), tenant.clone()).prop_map(|(job, tenant)| Action::LeaseJob { job, tenant }),
+        4 => (0usize..8, 0u8..3).prop_map(|(lease, outcome)| Action::Report { lease, outcome }),
+        2 => (0usize..8).prop_map(|lease| Action::Expire { lease }),
+        2 => (job.clone(), tenant.clone()).prop_map(|(job, tenant)| Action::Cancel { job, tenant }),
+        2 => (job.clone(), tenant.clone()).prop_map(|(job, tenant)| Action::Restart { job, tenant }),
+        1 => (job.clone(), tenant.clone()).prop_map(|(job, tenant)| Action::Expedite { job, tenant }),
+        1 => (job.clone(), tenant.clone()).prop_map(|(job, tenant)| Action::Delete { job, tenant }),
+        1 => Just(Action::Reset),
+    ]
+}
+
+fn key(job: u8, tenant: u8) -> JobKey {
+    JobKey {
+        shard: 0,
+        tenant: if tenant == 0 {
+            "-".into()
+        } else {
+            "acme".into()
+        },
+        id: format!("job-{job}"),
+    }
+}
+
+fn group(g: u8) -> String {
+    format!("group-{g}")
+}
+
+/// Turns an abstract action into a concrete operation against the current store.
+fn resolve(kv: &MemKv, a: &Action, now: i64) -> Op {
+    let v = View(kv);
+    match a.clone() {
+        Action::Enqueue {
+            job,
+            tenant,
+            group: g,
+            priority,
+            delay_ms,
+            retries,
+        } => Op::Enqueue(NewJob {
+            key: key(job, tenant),
+            task_group: group(g),
+            priority,
+            start_at_ms: if delay_ms < 0 { 0 } else { now + delay_ms },
+            retry_policy: retries.map(|retry_count| RetryPolicy {
+                retry_count,
+                initial_interval_ms: 10,
+                max_interval_ms: 100,
+                randomize_interval: job % 2 == 0,
+                backoff_factor: 2.0,
+            }),
+            payload: vec![job],
+            limits: vec![],
+            metadata: BTreeMap::new(),
+        }),
+        Action::Grant {
+            group: g,
+            max,
+            stale,
+        } => {
+            let mut ids: Vec<String> = v
+                .queued_all()
+                .into_iter()
+                .filter(|q| q.task_group == group(g))
+                .map(|q| q.task_id)
+                .take(max)
+                .collect();
+            if stale {
+                ids.push("no-such-task".into());
+                if let Some(l) = v.leases().first() {
+                    ids.push(l.task_id.clone());
+                }
+            }
+            Op::GrantLeases {
+                worker_id: format!("w{g}"),
+                task_ids: ids,
+                lease_ms: 1_000,
+            }
+        }
+        Action::LeaseJob { job, tenant } => Op::LeaseJob {
+            job: key(job, tenant),
+            worker_id: "helper".into(),
+            lease_ms: 1_000,
+        },
+        Action::Report { lease, outcome } => {
+            let leases = v.leases();
+            let task_id = if leases.is_empty() || lease > leases.len() {
+                "stale-task".to_string()
+            } else {
+                leases[lease % leases.len()].task_id.clone()
+            };
+            let outcome = match outcome {
+                0 => Outcome::Success { result: vec![1, 2] },
+                1 => Outcome::Failure {
+                    code: "E".into(),
+                    data: vec![3],
+                },
+                _ => Outcome::Cancelled,
+            };
+            Op::ReportOutcome { task_id, outcome }
+        }
+        Action::Expire { lease } => {
+            let leases = v.leases();
+            let task_id = if leases.is_empty() {
+                "stale".into()
+            } else {
+                leases[lease % leases.len()].task_id.clone()
+            };
+            Op::ExpireLeases {
+                leases: vec![ExpiredLease {
+                    task_id,
+                    deadline_ms: now,
+                }],
+            }
+        }
+        Action::Cancel { job, tenant } => Op::CancelJob {
+            job: key(job, tenant),
+        },
+        Action::Restart { job, tenant } => Op::RestartJob {
+            job: key(job, tenant),
+        },
+        Action::Expedite { job, tenant } => Op::ExpediteJob {
+            job: key(job, tenant),
+        },
+        Action::Delete { job, tenant } => Op::DeleteJob {
+            job: key(job, tenant),
+        },
+        Action::Reset => Op::ResetAll,
+    }
+}
+
+/// Runs the actions, checking everything after each apply; returns the log.
+fn run(actions: &[(Action, i64)]) -> (Vec<Command>, MemKv) {
+    let mut kv = MemKv::default();
+    sm::apply(
+        &mut kv,
+        1,
+        &Command {
+            now_ms: 1_000,
+            op: Op::InitShards { shards: vec![] },
+        },
+    )
+    .0
+    .unwrap();
+    let mut log = Vec::new();
+    let mut now = 1_000i64;
+    let mut granted_ever = BTreeSet::new();
+    for (i, (action, dt)) in actions.iter().enumerate() {
+        now += dt; // may go backwards: the state machine must keep time monotonic
+        let op = resolve(&kv, action, now);
+        let command = Command { now_ms: now, op };
+        let before = kv.clone();
+        let clock_before = View(&kv).clock_ms();
+        let (result, effects) = sm::apply(&mut kv, i as u64 + 2, &command);
+        match &result {
+            Err(rejection) => {
+                let mut expected = before.clone();
+                // the clock may move even when the command is rejected
+                expected.map.retain(|k, _| !k.starts_with(b"Mclock"));
+                let mut got = kv.clone();
+                got.map.retain(|k, _| !k.starts_with(b"Mclock"));
+                assert_eq!(expected, got, "rejection {rejection:?} changed state");
+                assert!(effects.is_empty());
+            }
+            Ok(Output::Granted { tasks }) => {
+                for t in tasks {
+                    assert!(
+                        granted_ever.insert(t.task_id.clone()),
+                        "task {} granted twice",
+                        t.task_id
+                    );
+                    assert!(
+                        t.relative_attempt_number >= 1
+                            && t.relative_attempt_number <= t.attempt_number
+                    );
+                }
+            }
+            Ok(_) => {}
+        }
+        assert!(View(&kv).clock_ms() >= clock_before, "clock went backwards");
+        let errors = invariants::check(&View(&kv));
+        assert!(errors.is_empty(), "after {command:?}: {errors:#?}");
+        log.push(command);
+    }
+    (log, kv)
+}
+
+fn replay(log: &[Command]) -> MemKv {
+    let mut kv = MemKv::default();
+    sm::apply(
+        &mut kv,
+        1,
+        &Command {
+            now_ms: 1_000,
+            op: Op::InitShards { shards: vec![] },
+        },
+    )
+    .0
+    .unwrap();
+    for (i, c) in log.iter().enumerate() {
+        let _ = sm::apply(&mut kv, i as u64 + 2, c);
+    }
+    kv
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn invariants_hold_and_replay_is_identical(actions in proptest::collection::vec((action(), -20i64..300), 1..120)) {
+        let (log, kv) = run(&actions);
+        let replayed = replay(&log);
+        prop_assert_eq!(kv.digest(), replayed.digest());
+        prop_assert_eq!(kv, replayed);
+    }
+}
+
+// ---- targeted unit tests of single transitions ----
+
+fn apply(kv: &mut MemKv, index: u64, now_ms: i64, op: Op) -> sm::ApplyResult {
+    sm::apply(kv, index, &Command { now_ms, op }).0
+}
+
+fn enqueue(kv: &mut MemKv, id: &str, retries: Option<u32>) {
+    let op = Op::Enqueue(NewJob {
+        key: JobKey {
+            shard: 0,
+            tenant: "-".into(),
+            id: id.into(),
+        },
+        task_group: "g".into(),
+        priority: 50,
+        start_at_ms: 0,
+        retry_policy: retries.map(|retry_count| RetryPolicy {
+            retry_count,
+            initial_interval_ms: 1_000,
+            max_interval_ms: 30_000,
+            randomize_interval: false,
+            backoff_factor: 2.0,
+        }),
+        payload: vec![0xc0],
+        limits: vec![],
+        metadata: BTreeMap::new(),
+    });
+    apply(kv, 1, 1_000, op).unwrap();
+}
+
+fn grant_all(kv: &mut MemKv, index: u64, now: i64) -> Vec<sm::TaskView> {
+    let ids = View(&*kv)
+        .queued_all()
+        .into_iter()
+        .map(|q| q.task_id)
+        .collect();
+    match apply(
+        kv,
+        index,
+        now,
+        Op::GrantLeases {
+            worker_id: "w".into(),
+            task_ids: ids,
+            lease_ms: 10_000,
+        },
+    )
+    .unwrap()
+    {
+        Output::Granted { tasks } => tasks,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn retry_schedule_follows_the_formula() {
+    let mut kv = MemKv::default();
+    enqueue(&mut kv, "r", Some(3));
+    let key = JobKey {
+        shard: 0,
+        tenant: "-".into(),
+        id: "r".into(),
+    };
+    let mut now = 2_000;
+    for (n, expected_delay) in [(1u32, 2_000i64), (2, 4_000), (3, 8_000)] {
+        let t = grant_all(&mut kv, 10 + n as u64, now);
+        assert_eq!(t.len(), 1);
+        assert_eq!(t[0].relative_attempt_number, n);
+        let failure = Outcome::Failure {
+            code: "E".into(),
+            data: vec![],
+        };
+        apply(
+            &mut kv,
+            20 + n as u64,
+            now,
+            Op::ReportOutcome {
+                task_id: t[0].task_id.clone(),
+                outcome: failure,
+            },
+        )
+        .unwrap();
+        let job = View(&kv).job(&key).unwrap();
+        assert_eq!(job.status, JobStatus::Scheduled);
+        assert_eq!(
+            job.pending.as_ref().unwrap().start_at_ms,
+            now + expected_delay
+        );
+        assert!(
+            grant_all(&mut kv, 30 + n as u64, now + expected_delay - 1).is_empty(),
+            "not due before backoff"
+        );
+        now += expected_delay;
+    }
+    let t = grant_all(&mut kv, 40, now);
+    assert!(t[0].is_last_attempt);
+    apply(
+        &mut kv,
+        41,
+        now,
+        Op::ReportOutcome {
+            task_id: t[0].task_id.clone(),
+            outcome: Outcome::Failure {
+                code: "E".into(),
+                data: vec![],
+            },
+        },
+    )
+    .unwrap();
+    assert_eq!(View(&kv).job(&key).unwrap().status, JobStatus::Failed);
+    match read::get_job_result(&View(&kv), &key).unwrap() {
+        Ok(read::JobResult::Failed { error_code, .. }) => assert_eq!(error_code, "E"),
+        _ => panic!("expected a failed result"),
+    }
+}
+
+#[test]
+fn time_never_runs_backwards() {
+    let mut kv = MemKv::default();
+    enqueue(&mut kv, "t", None);
+    apply(
+        &mut kv,
+        2,
+        50_000,
+        Op::CancelJob {
+            job: JobKey {
+                shard: 0,
+                tenant: "-".into(),
+                id: "t".into(),
+            },
+        },
+    )
+    .unwrap();
+    // a command stamped by a leader whose clock is behind
+    enqueue(&mut kv, "u", None);
+    let job = View(&kv)
+        .job(&JobKey {
+            shard: 0,
+            tenant: "-".into(),
+            id: "u".into(),
+        })
+        .unwrap();
+    assert_eq!(job.enqueue_time_ms, 50_000);
+}
+
+#[test]
+fn task_ids_are_unique_per_index_and_ordinal() {
+    let mut seen = BTreeSet::new();
+    let mut kv = MemKv::default();
+    for index in 0..200u64 {
+        let key = JobKey {
+            shard: 0,
+            tenant: "-".into(),
+            id: format!("j{index}"),
+        };
+        let op = Op::Enqueue(NewJob {
+            key,
+            task_group: "g".into(),
+            priority: 0,
+            start_at_ms: 0,
+            retry_policy: None,
+            payload: vec![],
+            limits: vec![],
+            metadata: BTreeMap::new(),
+        });
+        apply(&mut kv, index, 1, op).unwrap();
+    }
+    for q in View(&kv).queued_all() {
+        assert!(seen.insert(q.task_id.clone()));
+        uuid::Uuid::parse_str(&q.task_id).unwrap();
+    }
+    assert_eq!(seen.len(), 200);
+}
+
+#[test]
+fn failure_of_a_cancelled_running_job_does_not_retry() {
+    let mut kv = MemKv::default();
+    enqueue(&mut kv, "c", Some(5));
+    let key = JobKey {
+        shard: 0,
+        tenant: "-".into(),
+        id: "c".into(),
+    };
+    let t = grant_all(&mut kv, 2, 2_000);
+    apply(&mut kv, 3, 2_000, Op::CancelJob { job: key.clone() }).unwrap();
+    apply(
+        &mut kv,
+        4,
+        2_000,
+        Op::ReportOutcome {
+            task_id: t[0].task_id.clone(),
+            outcome: Outcome::Failure {
+                code: "E".into(),
+                data: vec![],
+            },
+        },
+    )
+    .unwrap();
+    assert_eq!(View(&kv).job(&key).unwrap().status, JobStatus::Cancelled);
+    assert!(View(&kv).queued_all().is_empty());
+}
