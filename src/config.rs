@@ -123,10 +123,7 @@ impl Config {
             errors.push("node_id must be greater than 0".to_string());
         }
         if self.listen.parse::<SocketAddr>().is_err() {
-            errors.push(format!(
-                "listen must be host:port with a numeric IP, got {:?}",
-                self.listen
-            ));
+            errors.push(format!("listen must be host:port with a numeric IP, got {:?}", self.listen));
         }
         if let Some(a) = &self.advertise {
             if !a.contains(':') {
@@ -134,20 +131,12 @@ impl Config {
             }
         }
         if !self.metrics_listen.is_empty() && self.metrics_listen.parse::<SocketAddr>().is_err() {
-            errors.push(format!(
-                "metrics_listen must be host:port or empty, got {:?}",
-                self.metrics_listen
-            ));
+            errors.push(format!("metrics_listen must be host:port or empty, got {:?}", self.metrics_listen));
         }
         if self.num_shards == 0 || self.num_shards > 1024 {
-            errors.push(format!(
-                "num_shards must be between 1 and 1024, got {}",
-                self.num_shards
-            ));
+            errors.push(format!("num_shards must be between 1 and 1024, got {}", self.num_shards));
         }
-        if self.max_payload_bytes == 0
-            || self.max_payload_bytes > limits::GRPC_MESSAGE_BYTES_MAX / 2
-        {
+        if self.max_payload_bytes == 0 || self.max_payload_bytes > limits::GRPC_MESSAGE_BYTES_MAX / 2 {
             errors.push(format!(
                 "max_payload_bytes must be between 1 and {}, got {}",
                 limits::GRPC_MESSAGE_BYTES_MAX / 2,
@@ -156,49 +145,33 @@ impl Config {
         }
         if let Some(t) = &self.auth.token {
             if t.is_empty() || !t.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
-                errors
-                    .push("auth.token must be non-empty visible ASCII without spaces".to_string());
+                errors.push("auth.token must be non-empty visible ASCII without spaces".to_string());
             }
         }
         if !(100..=3_600_000).contains(&self.lease_ms) {
-            errors.push(format!(
-                "lease_ms must be between 100 and 3600000, got {}",
-                self.lease_ms
-            ));
+            errors.push(format!("lease_ms must be between 100 and 3600000, got {}", self.lease_ms));
         }
         let r = &self.raft;
         if r.heartbeat_interval_ms == 0 || r.election_timeout_min_ms <= r.heartbeat_interval_ms {
-            errors.push(
-                "raft.election_timeout_min_ms must exceed raft.heartbeat_interval_ms (> 0)"
-                    .to_string(),
-            );
+            errors.push("raft.election_timeout_min_ms must exceed raft.heartbeat_interval_ms (> 0)".to_string());
         }
         if r.election_timeout_max_ms <= r.election_timeout_min_ms {
-            errors.push(
-                "raft.election_timeout_max_ms must exceed raft.election_timeout_min_ms".to_string(),
-            );
+            errors.push("raft.election_timeout_max_ms must exceed raft.election_timeout_min_ms".to_string());
         }
         if r.snapshot_logs_since_last == 0 {
             errors.push("raft.snapshot_logs_since_last must be greater than 0".to_string());
         }
-        let ids: std::collections::BTreeSet<u64> =
-            self.cluster.initial_members.iter().map(|m| m.id).collect();
+        let ids: std::collections::BTreeSet<u64> = self.cluster.initial_members.iter().map(|m| m.id).collect();
         if ids.len() != self.cluster.initial_members.len() {
             errors.push("cluster.initial_members has duplicate ids".to_string());
         }
         if !self.cluster.initial_members.is_empty() && !ids.contains(&self.node_id) {
-            errors.push(format!(
-                "cluster.initial_members must include this node ({})",
-                self.node_id
-            ));
+            errors.push(format!("cluster.initial_members must include this node ({})", self.node_id));
         }
         if errors.is_empty() {
             Ok(())
         } else {
-            Err(format!(
-                "invalid configuration:\n  - {}",
-                errors.join("\n  - ")
-            ))
+            Err(format!("invalid configuration:\n  - {}", errors.join("\n  - ")))
         }
     }
 }
@@ -214,12 +187,7 @@ mod tests {
 
     #[test]
     fn every_broken_rule_is_named() {
-        let mut c = Config {
-            node_id: 0,
-            listen: "nope".into(),
-            num_shards: 0,
-            ..Config::default()
-        };
+        let mut c = Config { node_id: 0, listen: "nope".into(), num_shards: 0, ..Config::default() };
         c.raft.election_timeout_max_ms = 1;
         let e = c.validate().unwrap_err();
         for needle in ["node_id", "listen", "num_shards", "election_timeout_max_ms"] {

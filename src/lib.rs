@@ -30,8 +30,7 @@ pub mod pb {
         #![allow(clippy::all)]
         tonic::include_proto!("silo.v1");
         /// Encoded file descriptors for gRPC reflection.
-        pub const FILE_DESCRIPTOR_SET: &[u8] =
-            tonic::include_file_descriptor_set!("silo_descriptor");
+        pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("silo_descriptor");
     }
     pub mod raft {
         #![allow(clippy::all)]
@@ -42,8 +41,5 @@ pub mod pb {
 /// Wall-clock milliseconds since the Unix epoch. Only the leader's edge reads
 /// it, to stamp commands; the state machine never does.
 pub fn wall_clock_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }

@@ -15,11 +15,15 @@ use tokio_stream::StreamExt;
 use crate::broker::duties::Duties;
 use crate::broker::Broker;
 use crate::config::Config;
+use crate::grpc::admin::AdminService;
 use crate::grpc::auth::Auth;
+use crate::grpc::peers::Peers;
 use crate::grpc::{EdgeConfig, SiloService};
 use crate::limits::GRPC_MESSAGE_BYTES_MAX;
+use crate::pb::raft::admin_server::AdminServer;
 use crate::pb::silo::silo_server::SiloServer;
 use crate::raft::{NodeInfo, RaftNode, RaftSettings};
+use tonic::service::interceptor::InterceptedService;
 
 /// A bound, not yet serving node: lets callers learn the address first.
 pub struct Bound {
@@ -30,34 +34,20 @@ pub struct Bound {
 
 pub async fn bind(config: Config) -> anyhow::Result<Bound> {
     config.validate().map_err(anyhow::Error::msg)?;
-    let listener = TcpListener::bind(&config.listen)
-        .await
-        .with_context(|| format!("binding {}", config.listen))?;
+    let listener = TcpListener::bind(&config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     let local_addr = listener.local_addr()?;
-    Ok(Bound {
-        config,
-        listener,
-        local_addr,
-    })
+    Ok(Bound { config, listener, local_addr })
 }
 
 impl Bound {
     /// The address clients and peers should use for this node.
     pub fn advertise_addr(&self) -> String {
-        self.config
-            .advertise
-            .clone()
-            .unwrap_or_else(|| self.local_addr.to_string())
+        self.config.advertise.clone().unwrap_or_else(|| self.local_addr.to_string())
     }
 
-    pub async fn serve(
-        self,
-        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
+    pub async fn serve(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let advertise_addr = self.advertise_addr();
-        let Bound {
-            config, listener, ..
-        } = self;
+        let Bound { config, listener, .. } = self;
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
         let db = crate::storage::rocks::open(&config.data_dir.join("db"))
@@ -71,15 +61,10 @@ impl Bound {
             max_in_snapshot_log_to_keep: config.raft.max_in_snapshot_log_to_keep,
         };
         let node = Arc::new(
-            RaftNode::open(
-                config.node_id,
-                &settings,
-                db,
-                broker.clone(),
-                &config.data_dir,
-            )
-            .await?,
+            RaftNode::open(config.node_id, &settings, config.auth.token.clone(), db, broker.clone(), &config.data_dir)
+                .await?,
         );
+        let peers = Arc::new(Peers::new(config.auth.token.clone()));
 
         let (stop_tx, stop_rx) = watch::channel(false);
         let edge = EdgeConfig {
@@ -90,16 +75,23 @@ impl Bound {
             lease_ms: config.lease_ms,
             advertise_addr: advertise_addr.clone(),
         };
-        let silo = SiloServer::new(SiloService::new(node.clone(), broker.clone(), edge))
+        let silo = SiloServer::new(SiloService::new(node.clone(), broker.clone(), peers.clone(), edge))
             .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
             .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX);
         let auth = Auth::new(config.auth.token.clone());
-        let silo =
-            tonic::service::interceptor::InterceptedService::new(silo, move |r| auth.check(r));
+        let with_auth = |auth: Auth| move |r| auth.check(r);
+        let silo = InterceptedService::new(silo, with_auth(auth.clone()));
+        // Node-to-node and admin traffic share the listener and the token.
+        let raft_service = InterceptedService::new(node.raft_service(), with_auth(auth.clone()));
+        let admin = AdminServer::new(AdminService {
+            node: node.clone(),
+            peers: peers.clone(),
+            advertise_addr: advertise_addr.clone(),
+            election_timeout_max_ms: config.raft.election_timeout_max_ms,
+        });
+        let admin = InterceptedService::new(admin, with_auth(auth));
         let (health_reporter, health) = tonic_health::server::health_reporter();
-        health_reporter
-            .set_serving::<SiloServer<SiloService>>()
-            .await;
+        health_reporter.set_serving::<SiloServer<SiloService>>().await;
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(crate::pb::silo::FILE_DESCRIPTOR_SET)
             .build_v1()?;
@@ -109,7 +101,8 @@ impl Bound {
             .trace_fn(|req| tracing::info_span!("rpc", path = %req.uri().path()))
             .add_service(health)
             .add_service(reflection)
-            .add_service(node.raft_service())
+            .add_service(raft_service)
+            .add_service(admin)
             .add_service(silo);
         // serve_with_incoming does not apply the builder's TCP options: set
         // TCP_NODELAY on each accepted socket ourselves, or small replies wait
@@ -133,26 +126,9 @@ impl Bound {
             tracing::info!("waiting to be added to an existing cluster");
         } else {
             let members: BTreeMap<u64, NodeInfo> = if config.cluster.initial_members.is_empty() {
-                BTreeMap::from([(
-                    config.node_id,
-                    NodeInfo {
-                        grpc_addr: advertise_addr.clone(),
-                    },
-                )])
+                BTreeMap::from([(config.node_id, NodeInfo { grpc_addr: advertise_addr.clone() })])
             } else {
-                config
-                    .cluster
-                    .initial_members
-                    .iter()
-                    .map(|m| {
-                        (
-                            m.id,
-                            NodeInfo {
-                                grpc_addr: m.addr.clone(),
-                            },
-                        )
-                    })
-                    .collect()
+                config.cluster.initial_members.iter().map(|m| (m.id, NodeInfo { grpc_addr: m.addr.clone() })).collect()
             };
             let lowest = *members.keys().next().expect("members are non-empty");
             if lowest == config.node_id && node.initialize_if_fresh(members).await? {
@@ -194,9 +170,7 @@ impl Bound {
 
 /// Installs the Prometheus exporter on `addr` (`/metrics`).
 pub fn install_metrics(addr: &str) -> anyhow::Result<()> {
-    let addr: SocketAddr = addr
-        .parse()
-        .with_context(|| format!("metrics_listen {addr:?}"))?;
+    let addr: SocketAddr = addr.parse().with_context(|| format!("metrics_listen {addr:?}"))?;
     metrics_exporter_prometheus::PrometheusBuilder::new()
         .with_http_listener(addr)
         .install()

@@ -5,11 +5,7 @@ use clap::{Parser, Subcommand};
 use silo::config::Config;
 
 #[derive(Parser)]
-#[command(
-    name = "silo",
-    version,
-    about = "A Silo-compatible job queue replicated with Raft"
-)]
+#[command(name = "silo", version, about = "A Silo-compatible job queue replicated with Raft")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -58,8 +54,7 @@ struct ServeArgs {
 fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
     let mut config = match &args.config {
         Some(path) => Config::from_toml(
-            &std::fs::read_to_string(path)
-                .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?,
+            &std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?,
         )
         .map_err(|e| anyhow::anyhow!("parsing {}: {e}", path.display()))?,
         None => Config::default(),
@@ -90,8 +85,7 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
 
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
     tokio::select! {
         _ = ctrl_c => {}
         _ = term.recv() => {}
@@ -115,9 +109,7 @@ fn main() -> anyhow::Result<()> {
                 std::process::abort();
             }));
             let config = load_config(&args)?;
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(async move {
                 if !config.metrics_listen.is_empty() {
                     silo::server::install_metrics(&config.metrics_listen)?;

@@ -41,8 +41,7 @@ impl Duties {
                 led_term = term;
                 tracing::info!(term = ?term, node = self.node.id(), "became leader");
                 metrics::counter!("silo_leadership_gained_total").increment(1);
-                self.broker
-                    .on_leadership_gained(crate::wall_clock_ms(), self.lease_ms);
+                self.broker.on_leadership_gained(crate::wall_clock_ms(), self.lease_ms);
                 self.init_shards_if_fresh().await;
             }
             self.expire_leases().await;
@@ -65,20 +64,13 @@ impl Duties {
 
     async fn expire_leases(&self) {
         loop {
-            let expired = self
-                .broker
-                .take_expired(crate::wall_clock_ms(), EXPIRE_BATCH_MAX);
+            let expired = self.broker.take_expired(crate::wall_clock_ms(), EXPIRE_BATCH_MAX);
             if expired.is_empty() {
                 return;
             }
             let ids: Vec<String> = expired.iter().map(|(id, _)| id.clone()).collect();
-            let leases = expired
-                .into_iter()
-                .map(|(task_id, deadline_ms)| ExpiredLease {
-                    task_id,
-                    deadline_ms,
-                })
-                .collect();
+            let leases =
+                expired.into_iter().map(|(task_id, deadline_ms)| ExpiredLease { task_id, deadline_ms }).collect();
             match self.node.propose(Op::ExpireLeases { leases }).await {
                 Ok(_) => metrics::counter!("silo_leases_expired_total").increment(ids.len() as u64),
                 Err(e) => {
@@ -103,11 +95,7 @@ pub fn initial_shard_map(n: u32) -> Vec<ShardSpec> {
         .map(|i| ShardSpec {
             id: uuid::Uuid::new_v4().to_string(),
             range_start: if i == 0 { String::new() } else { boundary(i) },
-            range_end: if i + 1 == n {
-                String::new()
-            } else {
-                boundary(i + 1)
-            },
+            range_end: if i + 1 == n { String::new() } else { boundary(i + 1) },
         })
         .collect()
 }
@@ -119,10 +107,7 @@ mod tests {
     #[test]
     fn shard_map_partitions_the_space() {
         let one = initial_shard_map(1);
-        assert_eq!(
-            (one[0].range_start.as_str(), one[0].range_end.as_str()),
-            ("", "")
-        );
+        assert_eq!((one[0].range_start.as_str(), one[0].range_end.as_str()), ("", ""));
         let m = initial_shard_map(8);
         assert_eq!(m[0].range_start, "");
         assert_eq!(m[0].range_end, "2000000000000000");

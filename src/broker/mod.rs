@@ -81,19 +81,11 @@ impl Broker {
             match effect {
                 Effect::Queued(task) => inner.insert_task(task.clone()),
                 Effect::Dequeued { task_id } => inner.remove_task(task_id),
-                Effect::LeaseStarted {
-                    task_id,
-                    worker_id,
-                    deadline_ms,
-                } => {
+                Effect::LeaseStarted { task_id, worker_id, deadline_ms } => {
                     let deadline_ms = (*deadline_ms).max(inner.lease_floor_ms);
                     inner.leases.insert(
                         task_id.clone(),
-                        LeaseClock {
-                            deadline_ms,
-                            worker_id: worker_id.clone(),
-                            expiring: false,
-                        },
+                        LeaseClock { deadline_ms, worker_id: worker_id.clone(), expiring: false },
                     );
                 }
                 Effect::LeaseEnded { task_id } => {
@@ -101,10 +93,7 @@ impl Broker {
                 }
                 Effect::Reset => {
                     let floor = inner.lease_floor_ms;
-                    *inner = Inner {
-                        lease_floor_ms: floor,
-                        ..Inner::default()
-                    };
+                    *inner = Inner { lease_floor_ms: floor, ..Inner::default() };
                 }
             }
         }
@@ -114,26 +103,13 @@ impl Broker {
     pub fn rebuild(&self, queued: Vec<QueuedTask>, leases: Vec<Lease>) {
         let mut inner = self.inner.lock();
         let floor = inner.lease_floor_ms;
-        *inner = Inner {
-            lease_floor_ms: floor,
-            ..Inner::default()
-        };
+        *inner = Inner { lease_floor_ms: floor, ..Inner::default() };
         for task in queued {
             inner.insert_task(task);
         }
         for lease in leases {
-            let deadline_ms = lease
-                .granted_at_ms
-                .saturating_add(lease.lease_ms)
-                .max(floor);
-            inner.leases.insert(
-                lease.task_id,
-                LeaseClock {
-                    deadline_ms,
-                    worker_id: lease.worker_id,
-                    expiring: false,
-                },
-            );
+            let deadline_ms = lease.granted_at_ms.saturating_add(lease.lease_ms).max(floor);
+            inner.leases.insert(lease.task_id, LeaseClock { deadline_ms, worker_id: lease.worker_id, expiring: false });
         }
     }
 
@@ -153,20 +129,9 @@ impl Broker {
     /// Picks up to `max` due tasks of `task_group` in scheduling order and
     /// reserves them until [`Broker::release`]. `accept` filters by job (shard,
     /// tenant).
-    pub fn pick(
-        &self,
-        task_group: &str,
-        max: usize,
-        now_ms: Ms,
-        accept: impl Fn(&JobKey) -> bool,
-    ) -> Picked {
+    pub fn pick(&self, task_group: &str, max: usize, now_ms: Ms, accept: impl Fn(&JobKey) -> bool) -> Picked {
         let mut inner = self.inner.lock();
-        let Inner {
-            groups,
-            tasks,
-            reserved,
-            ..
-        } = &mut *inner;
+        let Inner { groups, tasks, reserved, .. } = &mut *inner;
         let mut task_ids = Vec::new();
         let Some(group) = groups.get_mut(task_group) else {
             return Picked { task_ids };
@@ -250,20 +215,12 @@ impl Broker {
 
     /// Worker that owns a lease, as the broker knows it.
     pub fn lease_owner(&self, task_id: &str) -> Option<String> {
-        self.inner
-            .lock()
-            .leases
-            .get(task_id)
-            .map(|c| c.worker_id.clone())
+        self.inner.lock().leases.get(task_id).map(|c| c.worker_id.clone())
     }
 
     pub fn stats(&self) -> BrokerStats {
         let inner = self.inner.lock();
-        BrokerStats {
-            queued: inner.tasks.len(),
-            leases: inner.leases.len(),
-            reserved: inner.reserved.len(),
-        }
+        BrokerStats { queued: inner.tasks.len(), leases: inner.leases.len(), reserved: inner.reserved.len() }
     }
 }
 
@@ -279,12 +236,7 @@ impl Inner {
         // Re-keying (expedite) arrives as a second Queued for the same id.
         self.remove_task(&task.task_id);
         let group = self.groups.entry(task.task_group.clone()).or_default();
-        group.future.insert((
-            task.start_at_ms,
-            task.priority,
-            task.seq,
-            task.task_id.clone(),
-        ));
+        group.future.insert((task.start_at_ms, task.priority, task.seq, task.task_id.clone()));
         self.tasks.insert(task.task_id.clone(), task);
     }
 
@@ -294,15 +246,8 @@ impl Inner {
             return;
         };
         if let Some(group) = self.groups.get_mut(&task.task_group) {
-            group.future.remove(&(
-                task.start_at_ms,
-                task.priority,
-                task.seq,
-                task.task_id.clone(),
-            ));
-            group
-                .ready
-                .remove(&(task.priority, task.start_at_ms, task.seq, task.task_id));
+            group.future.remove(&(task.start_at_ms, task.priority, task.seq, task.task_id.clone()));
+            group.ready.remove(&(task.priority, task.start_at_ms, task.seq, task.task_id));
             if group.future.is_empty() && group.ready.is_empty() {
                 self.groups.remove(&task.task_group);
             }
@@ -317,11 +262,7 @@ mod tests {
     fn task(id: &str, group: &str, priority: u32, start: Ms, seq: u64) -> QueuedTask {
         QueuedTask {
             task_id: id.into(),
-            job: JobKey {
-                shard: 0,
-                tenant: "-".into(),
-                id: id.into(),
-            },
+            job: JobKey { shard: 0, tenant: "-".into(), id: id.into() },
             task_group: group.into(),
             priority,
             start_at_ms: start,
@@ -343,15 +284,9 @@ mod tests {
         // reserved tasks are not picked twice
         assert!(b.pick("g", 10, 100, |_| true).task_ids.is_empty());
         b.release(&picked[1..]);
-        assert_eq!(
-            b.pick("g", 5, 100, |_| true).task_ids,
-            vec!["old-low", "old-low-2"],
-            "released tasks return"
-        );
+        assert_eq!(b.pick("g", 5, 100, |_| true).task_ids, vec!["old-low", "old-low-2"], "released tasks return");
         // once granted, a task leaves the queue for good
-        b.apply_effects(&[Effect::Dequeued {
-            task_id: "new-high".into(),
-        }]);
+        b.apply_effects(&[Effect::Dequeued { task_id: "new-high".into() }]);
         b.release(&picked);
         assert_eq!(b.pick("g", 1, 2000, |_| true).task_ids, vec!["future-high"]);
     }
@@ -359,16 +294,9 @@ mod tests {
     #[test]
     fn leadership_only_extends_leases() {
         let b = Broker::new();
-        b.apply_effects(&[Effect::LeaseStarted {
-            task_id: "t".into(),
-            worker_id: "w".into(),
-            deadline_ms: 50_000,
-        }]);
+        b.apply_effects(&[Effect::LeaseStarted { task_id: "t".into(), worker_id: "w".into(), deadline_ms: 50_000 }]);
         b.on_leadership_gained(1_000, 10_000);
-        assert!(
-            b.take_expired(20_000, 10).is_empty(),
-            "recorded deadline is later than the floor"
-        );
+        assert!(b.take_expired(20_000, 10).is_empty(), "recorded deadline is later than the floor");
         b.on_leadership_gained(45_000, 10_000);
         assert!(b.take_expired(54_999, 10).is_empty());
         assert_eq!(b.take_expired(55_000, 10), vec![("t".to_string(), 55_000)]);

@@ -9,9 +9,7 @@ pub struct Auth {
 
 impl Auth {
     pub fn new(token: Option<String>) -> Self {
-        Auth {
-            expected: token.map(|t| format!("Bearer {t}")),
-        }
+        Auth { expected: token.map(|t| format!("Bearer {t}")) }
     }
 
     pub fn check(&self, request: Request<()>) -> Result<Request<()>, Status> {
@@ -51,21 +49,9 @@ mod tests {
         assert!(open.check(req(None)).is_ok());
         let auth = Auth::new(Some("s3cret".into()));
         assert!(auth.check(req(Some(b"Bearer s3cret"))).is_ok());
-        assert_eq!(
-            auth.check(req(None)).unwrap_err().message(),
-            "missing authorization header"
-        );
-        assert_eq!(
-            auth.check(req(Some(b"Bearer nope"))).unwrap_err().message(),
-            "invalid auth token"
-        );
-        assert_eq!(
-            auth.check(req(Some(b"s3cret"))).unwrap_err().message(),
-            "invalid auth token"
-        );
-        assert_eq!(
-            auth.check(req(Some(b"Bearer \xff"))).unwrap_err().message(),
-            "invalid authorization header"
-        );
+        assert_eq!(auth.check(req(None)).unwrap_err().message(), "missing authorization header");
+        assert_eq!(auth.check(req(Some(b"Bearer nope"))).unwrap_err().message(), "invalid auth token");
+        assert_eq!(auth.check(req(Some(b"s3cret"))).unwrap_err().message(), "invalid auth token");
+        assert_eq!(auth.check(req(Some(b"Bearer \xff"))).unwrap_err().message(), "invalid authorization header");
     }
 }

@@ -3,9 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::pb::silo as pb;
-use crate::state_machine::{
-    self as sm, read::JobView, Attempt, AttemptStatus, JobStatus, TaskView,
-};
+use crate::state_machine::{self as sm, read::JobView, Attempt, AttemptStatus, JobStatus, TaskView};
 
 pub fn bytes(b: Option<pb::SerializedBytes>) -> Vec<u8> {
     match b.and_then(|b| b.encoding) {
@@ -15,9 +13,7 @@ pub fn bytes(b: Option<pb::SerializedBytes>) -> Vec<u8> {
 }
 
 pub fn serialized(v: Vec<u8>) -> pb::SerializedBytes {
-    pb::SerializedBytes {
-        encoding: Some(pb::serialized_bytes::Encoding::Msgpack(v)),
-    }
+    pb::SerializedBytes { encoding: Some(pb::serialized_bytes::Encoding::Msgpack(v)) }
 }
 
 pub fn job_status(s: JobStatus) -> pb::JobStatus {
@@ -56,24 +52,17 @@ pub fn metadata_to_pb(m: &BTreeMap<String, String>) -> HashMap<String, String> {
 pub fn limit_to_pb(l: &sm::Limit) -> pb::Limit {
     use pb::limit::Limit as L;
     let inner = match l {
-        sm::Limit::Concurrency {
-            key,
-            max_concurrency,
-        } => L::Concurrency(pb::ConcurrencyLimit {
-            key: key.clone(),
-            max_concurrency: *max_concurrency,
-        }),
-        sm::Limit::FloatingConcurrency {
-            key,
-            default_max_concurrency,
-            refresh_interval_ms,
-            metadata,
-        } => L::FloatingConcurrency(pb::FloatingConcurrencyLimit {
-            key: key.clone(),
-            default_max_concurrency: *default_max_concurrency,
-            refresh_interval_ms: *refresh_interval_ms,
-            metadata: metadata_to_pb(metadata),
-        }),
+        sm::Limit::Concurrency { key, max_concurrency } => {
+            L::Concurrency(pb::ConcurrencyLimit { key: key.clone(), max_concurrency: *max_concurrency })
+        }
+        sm::Limit::FloatingConcurrency { key, default_max_concurrency, refresh_interval_ms, metadata } => {
+            L::FloatingConcurrency(pb::FloatingConcurrencyLimit {
+                key: key.clone(),
+                default_max_concurrency: *default_max_concurrency,
+                refresh_interval_ms: *refresh_interval_ms,
+                metadata: metadata_to_pb(metadata),
+            })
+        }
         sm::Limit::RateLimit(r) => L::RateLimit(pb::GubernatorRateLimit {
             name: r.name.clone(),
             unique_key: r.unique_key.clone(),
@@ -118,11 +107,7 @@ pub fn job_to_pb(v: JobView) -> pb::GetJobResponse {
         metadata: metadata_to_pb(&job.metadata),
         status: job_status(job.status) as i32,
         status_changed_at_ms: job.status_changed_at_ms,
-        attempts: v
-            .attempts
-            .into_iter()
-            .map(|a| attempt_to_pb(&job.key.id, a))
-            .collect(),
+        attempts: v.attempts.into_iter().map(|a| attempt_to_pb(&job.key.id, a)).collect(),
         next_attempt_starts_after_ms: v.next_attempt_starts_after_ms,
         task_group: job.task_group,
         result: v.result.map(serialized),

@@ -1,8 +1,10 @@
 //! The gRPC edge: validation, routing (is this node the shard's owner?),
 //! tenancy rules and the error map. No business rules live here: requests
 //! become state-machine commands, rejections come back as values.
+pub mod admin;
 pub mod auth;
 pub mod convert;
+pub mod peers;
 pub mod service;
 pub mod status;
 pub mod validate;
@@ -15,6 +17,9 @@ use crate::broker::Broker;
 use crate::raft::{Leadership, RaftNode};
 use crate::state_machine::{ShardSpec, Tables, View};
 use crate::storage::rocks::ReadKv;
+
+/// How long a follower waits to apply up to the leader's read index.
+const FOLLOWER_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The tenant every job belongs to while tenancy is off.
 pub const DEFAULT_TENANT: &str = "-";
@@ -34,6 +39,7 @@ pub struct EdgeConfig {
 pub struct SiloService {
     node: Arc<RaftNode>,
     broker: Arc<Broker>,
+    peers: Arc<peers::Peers>,
     edge: EdgeConfig,
     shard_map: OnceLock<Arc<Vec<ShardSpec>>>,
 }
@@ -45,13 +51,8 @@ pub struct ShardRef {
 }
 
 impl SiloService {
-    pub fn new(node: Arc<RaftNode>, broker: Arc<Broker>, edge: EdgeConfig) -> Self {
-        SiloService {
-            node,
-            broker,
-            edge,
-            shard_map: OnceLock::new(),
-        }
+    pub fn new(node: Arc<RaftNode>, broker: Arc<Broker>, peers: Arc<peers::Peers>, edge: EdgeConfig) -> Self {
+        SiloService { node, broker, peers, edge, shard_map: OnceLock::new() }
     }
 
     /// The shard map; never changes once written, so it is cached on first sight.
@@ -67,19 +68,14 @@ impl SiloService {
     }
 
     fn shard_spec(&self, index: u32) -> ShardSpec {
-        self.shards()
-            .and_then(|m| m.get(index as usize).cloned())
-            .expect("resolved shards exist")
+        self.shards().and_then(|m| m.get(index as usize).cloned()).expect("resolved shards exist")
     }
 
     /// SEMANTICS §2.4: parse the shard id and find it in the map.
     fn locate(&self, shard: &str) -> Result<ShardRef, Status> {
-        let parsed = uuid::Uuid::parse_str(shard)
-            .map_err(|_| status::invalid(format!("invalid shard ID: {shard}")))?;
+        let parsed = uuid::Uuid::parse_str(shard).map_err(|_| status::invalid(format!("invalid shard ID: {shard}")))?;
         let Some(map) = self.shards() else {
-            return Err(Status::unavailable(
-                "shard not ready: acquisition in progress",
-            ));
+            return Err(Status::unavailable("shard not ready: acquisition in progress"));
         };
         let wanted = parsed.hyphenated().to_string();
         match map.iter().position(|s| s.id == wanted) {
@@ -105,11 +101,25 @@ impl SiloService {
             match self.node.leadership() {
                 Leadership::Leader => self.node.read_barrier().await.map_err(status::propose)?,
                 Leadership::Follower { leader: None } => return Err(status::not_leader(None)),
-                // Follower reads serve applied state; the cluster issue adds the read-index barrier.
-                Leadership::Follower { .. } => {}
+                Leadership::Follower { leader: Some((_, info)) } => self.follower_read_barrier(&info.grpc_addr).await?,
             }
         }
         Ok(s)
+    }
+
+    /// Read index through the leader: it confirms its leadership with a quorum
+    /// and names the index this replica must apply before answering.
+    async fn follower_read_barrier(&self, leader_addr: &str) -> Result<(), Status> {
+        let mut admin = self.peers.admin(leader_addr)?;
+        let index = admin
+            .read_index(self.peers.request(crate::pb::raft::ReadIndexRequest {}))
+            .await
+            .map_err(|e| Status::unavailable(format!("could not get a read index from the leader: {}", e.message())))?
+            .into_inner()
+            .index;
+        tokio::time::timeout(FOLLOWER_CATCH_UP, self.node.wait_applied(index))
+            .await
+            .map_err(|_| Status::unavailable("this replica is behind the leader; retry or read from the leader"))
     }
 
     /// SEMANTICS §2.1 for job-scoped calls.
@@ -140,9 +150,7 @@ impl SiloService {
             return Ok(());
         }
         match given.filter(|t| !t.is_empty()) {
-            None => Err(status::invalid(
-                "tenant_id is required for worker operations when tenancy is enabled",
-            )),
+            None => Err(status::invalid("tenant_id is required for worker operations when tenancy is enabled")),
             Some(t) => self.range_check(t, shard),
         }
     }
@@ -155,16 +163,8 @@ impl SiloService {
         if above_start && below_end {
             return Ok(());
         }
-        let start = if spec.range_start.is_empty() {
-            "-∞"
-        } else {
-            &spec.range_start
-        };
-        let end = if spec.range_end.is_empty() {
-            "+∞"
-        } else {
-            &spec.range_end
-        };
+        let start = if spec.range_start.is_empty() { "-∞" } else { &spec.range_start };
+        let end = if spec.range_end.is_empty() { "+∞" } else { &spec.range_end };
         Err(Status::failed_precondition(format!(
             "tenant '{tenant}' is not within shard {} range [{start}, {end}); refresh topology and retry",
             spec.id

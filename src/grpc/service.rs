@@ -19,10 +19,7 @@ use crate::state_machine::{JobKey, NewJob, Op, Output, Tables, View};
 use crate::storage::rocks::ReadKv;
 
 /// Records count and latency per RPC and status code, and wraps the reply.
-async fn observed<T>(
-    rpc: &'static str,
-    fut: impl Future<Output = Result<T, Status>>,
-) -> Result<Response<T>, Status> {
+async fn observed<T>(rpc: &'static str, fut: impl Future<Output = Result<T, Status>>) -> Result<Response<T>, Status> {
     let started = Instant::now();
     let result = fut.await;
     let code = match &result {
@@ -59,13 +56,7 @@ impl SiloService {
     ) -> Result<(), Status> {
         let s = self.route_write(shard)?;
         let tenant = self.job_tenant(tenant, s)?;
-        self.write(op(JobKey {
-            shard: s.index,
-            tenant,
-            id,
-        }))
-        .await
-        .map(|_| ())
+        self.write(op(JobKey { shard: s.index, tenant, id })).await.map(|_| ())
     }
 
     fn view(&self) -> ReadKv<'_> {
@@ -85,9 +76,7 @@ impl Silo for SiloService {
     ) -> Result<Response<pb::GetClusterInfoResponse>, Status> {
         observed("get_cluster_info", async {
             let Some(map) = self.shards() else {
-                return Err(Status::unavailable(
-                    "GetClusterInfo unavailable: the cluster has not formed yet",
-                ));
+                return Err(Status::unavailable("GetClusterInfo unavailable: the cluster has not formed yet"));
             };
             let me = self.node.id();
             let addr_of = |id: u64, stored: &str| -> String {
@@ -99,12 +88,9 @@ impl Silo for SiloService {
             };
             let owner = match self.node.leadership() {
                 Leadership::Leader => Some((me, self.edge.advertise_addr.clone())),
-                Leadership::Follower { leader } => {
-                    leader.map(|(id, info)| (id, addr_of(id, &info.grpc_addr)))
-                }
+                Leadership::Follower { leader } => leader.map(|(id, info)| (id, addr_of(id, &info.grpc_addr))),
             };
-            let (owner_id, owner_addr) =
-                owner.map(|(id, a)| (id.to_string(), a)).unwrap_or_default();
+            let (owner_id, owner_addr) = owner.map(|(id, a)| (id.to_string(), a)).unwrap_or_default();
             Ok(pb::GetClusterInfoResponse {
                 num_shards: map.len() as u32,
                 shard_owners: map
@@ -161,19 +147,12 @@ impl Silo for SiloService {
                     .collect(),
                 _ => vec![],
             };
-            Ok(pb::GetNodeInfoResponse {
-                node_id: self.node.id().to_string(),
-                owned_shards,
-                placement_rings: vec![],
-            })
+            Ok(pb::GetNodeInfoResponse { node_id: self.node.id().to_string(), owned_shards, placement_rings: vec![] })
         })
         .await
     }
 
-    async fn enqueue(
-        &self,
-        request: Request<pb::EnqueueRequest>,
-    ) -> Result<Response<pb::EnqueueResponse>, Status> {
+    async fn enqueue(&self, request: Request<pb::EnqueueRequest>) -> Result<Response<pb::EnqueueResponse>, Status> {
         observed("enqueue", async {
             let r = request.into_inner();
             let s = self.route_write(&r.shard)?;
@@ -188,11 +167,7 @@ impl Silo for SiloService {
                 r.id
             };
             let new = NewJob {
-                key: JobKey {
-                    shard: s.index,
-                    tenant,
-                    id,
-                },
+                key: JobKey { shard: s.index, tenant, id },
                 task_group: r.task_group,
                 priority,
                 start_at_ms: r.start_at_ms,
@@ -209,21 +184,14 @@ impl Silo for SiloService {
         .await
     }
 
-    async fn get_job(
-        &self,
-        request: Request<pb::GetJobRequest>,
-    ) -> Result<Response<pb::GetJobResponse>, Status> {
+    async fn get_job(&self, request: Request<pb::GetJobRequest>) -> Result<Response<pb::GetJobResponse>, Status> {
         observed("get_job", async {
             let r = request.into_inner();
             let s = self.route_read(&r.shard).await?;
             let tenant = self.job_tenant(r.tenant.as_deref(), s)?;
-            let key = JobKey {
-                shard: s.index,
-                tenant,
-                id: r.id,
-            };
-            let view = read::get_job(&View(&self.view()), &key, r.include_attempts)
-                .map_err(|e| status::rejection(&e))?;
+            let key = JobKey { shard: s.index, tenant, id: r.id };
+            let view =
+                read::get_job(&View(&self.view()), &key, r.include_attempts).map_err(|e| status::rejection(&e))?;
             Ok(convert::job_to_pb(view))
         })
         .await
@@ -237,56 +205,26 @@ impl Silo for SiloService {
             let r = request.into_inner();
             let s = self.route_read(&r.shard).await?;
             let tenant = self.job_tenant(r.tenant.as_deref(), s)?;
-            let key = JobKey {
-                shard: s.index,
-                tenant,
-                id: r.id.clone(),
-            };
-            let result = read::get_job_result(&View(&self.view()), &key)
-                .map_err(|e| status::rejection(&e))?;
+            let key = JobKey { shard: s.index, tenant, id: r.id.clone() };
+            let result = read::get_job_result(&View(&self.view()), &key).map_err(|e| status::rejection(&e))?;
             use pb::get_job_result_response::Result as R;
             let (status, finished_at_ms, result) = match result {
                 Err(NotComplete(st)) => {
-                    return Err(Status::failed_precondition(format!(
-                        "job is not complete: status is {}",
-                        st.name()
-                    )))
+                    return Err(Status::failed_precondition(format!("job is not complete: status is {}", st.name())))
                 }
-                Ok(JobResult::Succeeded {
-                    finished_at_ms,
-                    result,
-                }) => (
-                    pb::JobStatus::Succeeded,
-                    finished_at_ms,
-                    R::SuccessData(serialized(result)),
-                ),
-                Ok(JobResult::Failed {
-                    finished_at_ms,
-                    error_code,
-                    error_data,
-                }) => (
+                Ok(JobResult::Succeeded { finished_at_ms, result }) => {
+                    (pb::JobStatus::Succeeded, finished_at_ms, R::SuccessData(serialized(result)))
+                }
+                Ok(JobResult::Failed { finished_at_ms, error_code, error_data }) => (
                     pb::JobStatus::Failed,
                     finished_at_ms,
-                    R::Failure(pb::JobFailure {
-                        error_code,
-                        error_data: Some(serialized(error_data)),
-                    }),
+                    R::Failure(pb::JobFailure { error_code, error_data: Some(serialized(error_data)) }),
                 ),
-                Ok(JobResult::Cancelled {
-                    finished_at_ms,
-                    cancelled_at_ms,
-                }) => (
-                    pb::JobStatus::Cancelled,
-                    finished_at_ms,
-                    R::Cancelled(pb::JobCancelled { cancelled_at_ms }),
-                ),
+                Ok(JobResult::Cancelled { finished_at_ms, cancelled_at_ms }) => {
+                    (pb::JobStatus::Cancelled, finished_at_ms, R::Cancelled(pb::JobCancelled { cancelled_at_ms }))
+                }
             };
-            Ok(pb::GetJobResultResponse {
-                id: r.id,
-                status: status as i32,
-                finished_at_ms,
-                result: Some(result),
-            })
+            Ok(pb::GetJobResultResponse { id: r.id, status: status as i32, finished_at_ms, result: Some(result) })
         })
         .await
     }
@@ -297,10 +235,7 @@ impl Silo for SiloService {
     ) -> Result<Response<pb::DeleteJobResponse>, Status> {
         observed("delete_job", async {
             let r = request.into_inner();
-            self.job_write(&r.shard, r.tenant.as_deref(), r.id, |job| Op::DeleteJob {
-                job,
-            })
-            .await?;
+            self.job_write(&r.shard, r.tenant.as_deref(), r.id, |job| Op::DeleteJob { job }).await?;
             Ok(pb::DeleteJobResponse {})
         })
         .await
@@ -312,10 +247,7 @@ impl Silo for SiloService {
     ) -> Result<Response<pb::CancelJobResponse>, Status> {
         observed("cancel_job", async {
             let r = request.into_inner();
-            self.job_write(&r.shard, r.tenant.as_deref(), r.id, |job| Op::CancelJob {
-                job,
-            })
-            .await?;
+            self.job_write(&r.shard, r.tenant.as_deref(), r.id, |job| Op::CancelJob { job }).await?;
             Ok(pb::CancelJobResponse {})
         })
         .await
@@ -327,10 +259,7 @@ impl Silo for SiloService {
     ) -> Result<Response<pb::RestartJobResponse>, Status> {
         observed("restart_job", async {
             let r = request.into_inner();
-            self.job_write(&r.shard, r.tenant.as_deref(), r.id, |job| Op::RestartJob {
-                job,
-            })
-            .await?;
+            self.job_write(&r.shard, r.tenant.as_deref(), r.id, |job| Op::RestartJob { job }).await?;
             Ok(pb::RestartJobResponse {})
         })
         .await
@@ -342,10 +271,7 @@ impl Silo for SiloService {
     ) -> Result<Response<pb::ExpediteJobResponse>, Status> {
         observed("expedite_job", async {
             let r = request.into_inner();
-            self.job_write(&r.shard, r.tenant.as_deref(), r.id, |job| Op::ExpediteJob {
-                job,
-            })
-            .await?;
+            self.job_write(&r.shard, r.tenant.as_deref(), r.id, |job| Op::ExpediteJob { job }).await?;
             Ok(pb::ExpediteJobResponse {})
         })
         .await
@@ -361,11 +287,7 @@ impl Silo for SiloService {
             let tenant = self.job_tenant(r.tenant.as_deref(), s)?;
             validate::worker_id(&r.worker_id)?;
             let op = Op::LeaseJob {
-                job: JobKey {
-                    shard: s.index,
-                    tenant,
-                    id: r.id,
-                },
+                job: JobKey { shard: s.index, tenant, id: r.id },
                 worker_id: r.worker_id,
                 lease_ms: self.edge.lease_ms,
             };
@@ -373,9 +295,7 @@ impl Silo for SiloService {
                 Output::Granted { mut tasks } if tasks.len() == 1 => {
                     let task = tasks.pop().expect("one task");
                     let shard = self.shard_id(task.job.shard);
-                    Ok(pb::LeaseTaskResponse {
-                        task: Some(convert::task_to_pb(task, shard)),
-                    })
+                    Ok(pb::LeaseTaskResponse { task: Some(convert::task_to_pb(task, shard)) })
                 }
                 other => Err(unexpected(other)),
             }
@@ -390,17 +310,12 @@ impl Silo for SiloService {
         observed("lease_tasks", async {
             let r = request.into_inner();
             validate::task_group(&r.task_group)?;
-            let empty = pb::LeaseTasksResponse {
-                tasks: vec![],
-                refresh_tasks: vec![],
-            };
+            let empty = pb::LeaseTasksResponse { tasks: vec![], refresh_tasks: vec![] };
             let shard_filter = match r.shard.as_deref().filter(|s| !s.is_empty()) {
                 Some(shard) => Some(self.route_write(shard)?.index),
                 None => None,
             };
-            if r.max_tasks == 0
-                || (shard_filter.is_none() && self.node.leadership() != Leadership::Leader)
-            {
+            if r.max_tasks == 0 || (shard_filter.is_none() && self.node.leadership() != Leadership::Leader) {
                 return Ok(empty);
             }
             let tenant_filter = match r.tenant.as_deref().filter(|t| !t.is_empty()) {
@@ -408,12 +323,9 @@ impl Silo for SiloService {
                 _ => None,
             };
             let max = r.max_tasks.min(crate::limits::LEASE_TASKS_MAX) as usize;
-            let picked = self
-                .broker
-                .pick(&r.task_group, max, crate::wall_clock_ms(), |job| {
-                    shard_filter.is_none_or(|s| s == job.shard)
-                        && tenant_filter.as_deref().is_none_or(|t| t == job.tenant)
-                });
+            let picked = self.broker.pick(&r.task_group, max, crate::wall_clock_ms(), |job| {
+                shard_filter.is_none_or(|s| s == job.shard) && tenant_filter.as_deref().is_none_or(|t| t == job.tenant)
+            });
             if picked.task_ids.is_empty() {
                 return Ok(empty);
             }
@@ -434,10 +346,7 @@ impl Silo for SiloService {
                             convert::task_to_pb(t, shard)
                         })
                         .collect();
-                    Ok(pb::LeaseTasksResponse {
-                        tasks,
-                        refresh_tasks: vec![],
-                    })
+                    Ok(pb::LeaseTasksResponse { tasks, refresh_tasks: vec![] })
                 }
                 other => Err(unexpected(other)),
             }
@@ -455,11 +364,7 @@ impl Silo for SiloService {
             self.worker_tenant(r.tenant_id.as_deref(), s)?;
             let outcome = validate::outcome(r.outcome)?;
             validate::task_id(&r.task_id).map_err(|_| Status::not_found("lease not found"))?;
-            self.write(Op::ReportOutcome {
-                task_id: r.task_id,
-                outcome,
-            })
-            .await?;
+            self.write(Op::ReportOutcome { task_id: r.task_id, outcome }).await?;
             Ok(pb::ReportOutcomeResponse {})
         })
         .await
@@ -491,10 +396,8 @@ impl Silo for SiloService {
             let r = request.into_inner();
             let s = self.route_write(&r.shard)?;
             self.worker_tenant(r.tenant_id.as_deref(), s)?;
-            let check = read::check_lease(&View(&self.view()), &r.task_id, &r.worker_id)
-                .map_err(status::heartbeat)?;
-            self.broker
-                .extend_lease(&r.task_id, crate::wall_clock_ms(), self.edge.lease_ms);
+            let check = read::check_lease(&View(&self.view()), &r.task_id, &r.worker_id).map_err(status::heartbeat)?;
+            self.broker.extend_lease(&r.task_id, crate::wall_clock_ms(), self.edge.lease_ms);
             Ok(pb::HeartbeatResponse {
                 cancelled: check.cancelled_at_ms.is_some(),
                 cancelled_at_ms: check.cancelled_at_ms,
@@ -503,27 +406,15 @@ impl Silo for SiloService {
         .await
     }
 
-    async fn query(
-        &self,
-        _request: Request<pb::QueryRequest>,
-    ) -> Result<Response<pb::QueryResponse>, Status> {
-        observed("query", async {
-            Err(status::unimplemented(
-                "Query",
-                "SQL queries are not offered yet",
-            ))
-        })
-        .await
+    async fn query(&self, _request: Request<pb::QueryRequest>) -> Result<Response<pb::QueryResponse>, Status> {
+        observed("query", async { Err(status::unimplemented("Query", "SQL queries are not offered yet")) }).await
     }
 
     async fn query_arrow(
         &self,
         _request: Request<pb::QueryArrowRequest>,
     ) -> Result<Response<tonic::codegen::BoxStream<pb::ArrowIpcMessage>>, Status> {
-        Err(status::unimplemented(
-            "QueryArrow",
-            "SQL queries are not offered yet",
-        ))
+        Err(status::unimplemented("QueryArrow", "SQL queries are not offered yet"))
     }
 
     async fn drop_tenant_holders(
@@ -546,17 +437,13 @@ impl Silo for SiloService {
     ) -> Result<Response<pb::ResetShardsResponse>, Status> {
         observed("reset_shards", async {
             if !self.edge.dev_mode {
-                return Err(Status::permission_denied(
-                    "ResetShards is only available in dev mode",
-                ));
+                return Err(Status::permission_denied("ResetShards is only available in dev mode"));
             }
             if self.node.leadership() != Leadership::Leader {
                 return Ok(pb::ResetShardsResponse { shards_reset: 0 });
             }
             self.write(Op::ResetAll).await?;
-            Ok(pb::ResetShardsResponse {
-                shards_reset: self.shards().map_or(0, |m| m.len() as u32),
-            })
+            Ok(pb::ResetShardsResponse { shards_reset: self.shards().map_or(0, |m| m.len() as u32) })
         })
         .await
     }
@@ -565,13 +452,8 @@ impl Silo for SiloService {
         &self,
         _request: Request<pb::ImportJobsRequest>,
     ) -> Result<Response<pb::ImportJobsResponse>, Status> {
-        observed("import_jobs", async {
-            Err(status::unimplemented(
-                "ImportJobs",
-                "bulk import is not offered yet",
-            ))
-        })
-        .await
+        observed("import_jobs", async { Err(status::unimplemented("ImportJobs", "bulk import is not offered yet")) })
+            .await
     }
 }
 

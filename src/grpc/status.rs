@@ -46,9 +46,7 @@ pub fn propose(e: ProposeError) -> Status {
 pub fn not_leader(leader: Option<(NodeId, NodeInfo)>) -> Status {
     match leader {
         Some((id, info)) => shard_not_found(Some((id, &info.grpc_addr))),
-        None => Status::unavailable(
-            "no leader is known for this shard (election in progress); retry shortly",
-        ),
+        None => Status::unavailable("no leader is known for this shard (election in progress); retry shortly"),
     }
 }
 

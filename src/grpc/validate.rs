@@ -13,29 +13,21 @@ use crate::state_machine as sm;
 
 pub fn priority(p: u32) -> Result<u32, Status> {
     if p > PRIORITY_MAX {
-        return Err(invalid(format!(
-            "priority must be between 0 and {PRIORITY_MAX}"
-        )));
+        return Err(invalid(format!("priority must be between 0 and {PRIORITY_MAX}")));
     }
     Ok(p)
 }
 
 pub fn metadata(m: HashMap<String, String>) -> Result<BTreeMap<String, String>, Status> {
     if m.len() > METADATA_ENTRIES_MAX {
-        return Err(invalid(format!(
-            "metadata has too many entries (max {METADATA_ENTRIES_MAX})"
-        )));
+        return Err(invalid(format!("metadata has too many entries (max {METADATA_ENTRIES_MAX})")));
     }
     for (k, v) in &m {
         if k.chars().count() >= METADATA_KEY_CHARS_LIMIT {
-            return Err(invalid(format!(
-                "metadata key too long (must be < {METADATA_KEY_CHARS_LIMIT} chars)"
-            )));
+            return Err(invalid(format!("metadata key too long (must be < {METADATA_KEY_CHARS_LIMIT} chars)")));
         }
         if v.len() >= METADATA_VALUE_BYTES_LIMIT {
-            return Err(invalid(
-                "metadata value too long (must be < u16::MAX bytes)",
-            ));
+            return Err(invalid("metadata value too long (must be < u16::MAX bytes)"));
         }
     }
     Ok(m.into_iter().collect())
@@ -46,9 +38,7 @@ pub fn task_group(g: &str) -> Result<(), Status> {
         return Err(invalid("task_group is required"));
     }
     if g.chars().count() > TASK_GROUP_CHARS_MAX {
-        return Err(invalid(format!(
-            "task_group too long (must be <= {TASK_GROUP_CHARS_MAX} chars)"
-        )));
+        return Err(invalid(format!("task_group too long (must be <= {TASK_GROUP_CHARS_MAX} chars)")));
     }
     Ok(())
 }
@@ -58,9 +48,7 @@ pub fn job_id(id: &str) -> Result<(), Status> {
         return Err(invalid("id is required"));
     }
     if id.len() > JOB_ID_BYTES_MAX {
-        return Err(invalid(format!(
-            "id too long (must be <= {JOB_ID_BYTES_MAX} bytes)"
-        )));
+        return Err(invalid(format!("id too long (must be <= {JOB_ID_BYTES_MAX} bytes)")));
     }
     Ok(())
 }
@@ -70,9 +58,7 @@ pub fn worker_id(id: &str) -> Result<(), Status> {
         return Err(invalid("worker_id is required"));
     }
     if id.len() > WORKER_ID_BYTES_MAX {
-        return Err(invalid(format!(
-            "worker_id too long (must be <= {WORKER_ID_BYTES_MAX} bytes)"
-        )));
+        return Err(invalid(format!("worker_id too long (must be <= {WORKER_ID_BYTES_MAX} bytes)")));
     }
     Ok(())
 }
@@ -90,10 +76,7 @@ pub fn task_id(id: &str) -> Result<(), Status> {
 pub fn payload(p: Option<pb::SerializedBytes>, max_bytes: usize) -> Result<Vec<u8>, Status> {
     let bytes = convert::bytes(p);
     if bytes.len() > max_bytes {
-        return Err(invalid(format!(
-            "payload too large: {} bytes (max {max_bytes})",
-            bytes.len()
-        )));
+        return Err(invalid(format!("payload too large: {} bytes (max {max_bytes})", bytes.len())));
     }
     Ok(bytes)
 }
@@ -101,10 +84,7 @@ pub fn payload(p: Option<pb::SerializedBytes>, max_bytes: usize) -> Result<Vec<u
 pub fn blob(what: &str, b: Option<pb::SerializedBytes>) -> Result<Vec<u8>, Status> {
     let bytes = convert::bytes(b);
     if bytes.len() > RESULT_BYTES_MAX {
-        return Err(invalid(format!(
-            "{what} too large: {} bytes (max {RESULT_BYTES_MAX})",
-            bytes.len()
-        )));
+        return Err(invalid(format!("{what} too large: {} bytes (max {RESULT_BYTES_MAX})", bytes.len())));
     }
     Ok(bytes)
 }
@@ -118,9 +98,7 @@ pub fn retry_policy(p: Option<pb::RetryPolicy>) -> Result<Option<sm::RetryPolicy
         return Err(invalid("retry_policy.max_interval_ms must be >= 0"));
     }
     if !p.backoff_factor.is_finite() || p.backoff_factor < 0.0 {
-        return Err(invalid(
-            "retry_policy.backoff_factor must be a finite number >= 0",
-        ));
+        return Err(invalid("retry_policy.backoff_factor must be a finite number >= 0"));
     }
     Ok(Some(sm::RetryPolicy {
         retry_count: p.retry_count,
@@ -141,17 +119,12 @@ pub fn limits(ls: Vec<pb::Limit>) -> Result<Vec<sm::Limit>, Status> {
         let limit = match l {
             L::Concurrency(c) => {
                 limit_key(i, &c.key)?;
-                sm::Limit::Concurrency {
-                    key: c.key,
-                    max_concurrency: c.max_concurrency,
-                }
+                sm::Limit::Concurrency { key: c.key, max_concurrency: c.max_concurrency }
             }
             L::FloatingConcurrency(f) => {
                 limit_key(i, &f.key)?;
                 if f.refresh_interval_ms < 0 {
-                    return Err(invalid(format!(
-                        "limits[{i}].refresh_interval_ms must be >= 0"
-                    )));
+                    return Err(invalid(format!("limits[{i}].refresh_interval_ms must be >= 0")));
                 }
                 sm::Limit::FloatingConcurrency {
                     key: f.key,
@@ -178,9 +151,7 @@ pub fn limits(ls: Vec<pb::Limit>) -> Result<Vec<sm::Limit>, Status> {
                     max_retries: 0,
                 });
                 if rp.initial_backoff_ms < 0 || rp.max_backoff_ms < 0 {
-                    return Err(invalid(format!(
-                        "limits[{i}].retry_policy backoffs must be >= 0"
-                    )));
+                    return Err(invalid(format!("limits[{i}].retry_policy backoffs must be >= 0")));
                 }
                 if !rp.backoff_multiplier.is_finite() || rp.backoff_multiplier < 0.0 {
                     return Err(invalid(format!(
@@ -205,9 +176,7 @@ pub fn limits(ls: Vec<pb::Limit>) -> Result<Vec<sm::Limit>, Status> {
         out.push(limit);
     }
     if out.len() > LIMITS_PER_JOB_MAX {
-        return Err(invalid(format!(
-            "too many limits (max {LIMITS_PER_JOB_MAX})"
-        )));
+        return Err(invalid(format!("too many limits (max {LIMITS_PER_JOB_MAX})")));
     }
     Ok(out)
 }
@@ -217,9 +186,7 @@ fn limit_key(i: usize, key: &str) -> Result<(), Status> {
         return Err(invalid(format!("limits[{i}] key is required")));
     }
     if key.len() > 256 {
-        return Err(invalid(format!(
-            "limits[{i}] key too long (must be <= 256 bytes)"
-        )));
+        return Err(invalid(format!("limits[{i}] key too long (must be <= 256 bytes)")));
     }
     Ok(())
 }
@@ -228,17 +195,12 @@ pub fn outcome(o: Option<pb::report_outcome_request::Outcome>) -> Result<sm::Out
     use pb::report_outcome_request::Outcome as O;
     match o {
         None => Err(invalid("missing outcome")),
-        Some(O::Success(b)) => Ok(sm::Outcome::Success {
-            result: blob("result", Some(b))?,
-        }),
+        Some(O::Success(b)) => Ok(sm::Outcome::Success { result: blob("result", Some(b))? }),
         Some(O::Failure(f)) => {
             if f.code.len() > 1024 {
                 return Err(invalid("failure.code too long (must be <= 1024 bytes)"));
             }
-            Ok(sm::Outcome::Failure {
-                code: f.code,
-                data: blob("failure.data", f.data)?,
-            })
+            Ok(sm::Outcome::Failure { code: f.code, data: blob("failure.data", f.data)? })
         }
         Some(O::Cancelled(_)) => Ok(sm::Outcome::Cancelled),
     }

@@ -40,10 +40,7 @@ impl LogStore {
         LogStore { db }
     }
 
-    fn meta_get<T: serde::de::DeserializeOwned>(
-        &self,
-        key: &[u8],
-    ) -> Result<Option<T>, StorageError> {
+    fn meta_get<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError> {
         match self.db.get_cf(cf(&self.db, keys::CF_RAFT_META), key) {
             Ok(Some(b)) => Ok(Some(decode(&b)?)),
             Ok(None) => Ok(None),
@@ -53,19 +50,12 @@ impl LogStore {
 
     fn meta_put<T: serde::Serialize>(&self, key: &[u8], v: &T) -> Result<(), StorageError> {
         self.db
-            .put_cf_opt(
-                cf(&self.db, keys::CF_RAFT_META),
-                key,
-                encode(v),
-                &sync_opts(),
-            )
+            .put_cf_opt(cf(&self.db, keys::CF_RAFT_META), key, encode(v), &sync_opts())
             .map_err(|e| StorageIOError::write(&e).into())
     }
 
     fn last_entry_log_id(&self) -> Result<Option<LogId>, StorageError> {
-        let mut it = self
-            .db
-            .iterator_cf(cf(&self.db, keys::CF_LOG), IteratorMode::End);
+        let mut it = self.db.iterator_cf(cf(&self.db, keys::CF_LOG), IteratorMode::End);
         match it.next() {
             None => Ok(None),
             Some(Ok((_, v))) => Ok(Some(decode::<Entry>(&v)?.log_id)),
@@ -86,10 +76,8 @@ impl RaftLogReader<TypeConfig> for LogStore {
         };
         let start_key = keys::log_index(start);
         let mut out = Vec::new();
-        for item in self.db.iterator_cf(
-            cf(&self.db, keys::CF_LOG),
-            IteratorMode::From(&start_key, Direction::Forward),
-        ) {
+        for item in self.db.iterator_cf(cf(&self.db, keys::CF_LOG), IteratorMode::From(&start_key, Direction::Forward))
+        {
             let (k, v) = item.map_err(|e| StorageIOError::read_logs(&e))?;
             let index = keys::parse_log_index(&k);
             if !range.contains(&index) {
@@ -107,10 +95,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let last_purged_log_id: Option<LogId> = self.meta_get(keys::RAFT_LAST_PURGED)?;
         let last_log_id = self.last_entry_log_id()?.or(last_purged_log_id);
-        Ok(LogState {
-            last_purged_log_id,
-            last_log_id,
-        })
+        Ok(LogState { last_purged_log_id, last_log_id })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -130,16 +115,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        Ok(self
-            .meta_get::<Option<LogId>>(keys::RAFT_COMMITTED)?
-            .flatten())
+        Ok(self.meta_get::<Option<LogId>>(keys::RAFT_COMMITTED)?.flatten())
     }
 
-    async fn append<I>(
-        &mut self,
-        entries: I,
-        callback: LogFlushed<TypeConfig>,
-    ) -> Result<(), StorageError>
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -174,26 +153,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(cf(&self.db, keys::CF_LOG), from, to);
         batch.delete_cf(cf(&self.db, keys::CF_LOG), to);
-        self.db
-            .write_opt(batch, &sync_opts())
-            .map_err(|e| StorageIOError::write_logs(&e).into())
+        self.db.write_opt(batch, &sync_opts()).map_err(|e| StorageIOError::write_logs(&e).into())
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         tracing::debug!(%log_id, "purge log up to");
         let mut batch = WriteBatch::default();
-        batch.put_cf(
-            cf(&self.db, keys::CF_RAFT_META),
-            keys::RAFT_LAST_PURGED,
-            encode(&log_id),
-        );
-        batch.delete_range_cf(
-            cf(&self.db, keys::CF_LOG),
-            keys::log_index(0),
-            keys::log_index(log_id.index + 1),
-        );
-        self.db
-            .write_opt(batch, &sync_opts())
-            .map_err(|e| StorageIOError::write_logs(&e).into())
+        batch.put_cf(cf(&self.db, keys::CF_RAFT_META), keys::RAFT_LAST_PURGED, encode(&log_id));
+        batch.delete_range_cf(cf(&self.db, keys::CF_LOG), keys::log_index(0), keys::log_index(log_id.index + 1));
+        self.db.write_opt(batch, &sync_opts()).map_err(|e| StorageIOError::write_logs(&e).into())
     }
 }

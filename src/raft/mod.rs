@@ -12,13 +12,13 @@ pub mod network;
 pub mod sm_store;
 pub mod types;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
-use openraft::{ServerState, SnapshotPolicy};
+use openraft::{ChangeMembers, ServerState, SnapshotPolicy};
 use rocksdb::DB;
 
 use crate::broker::Broker;
@@ -67,6 +67,7 @@ impl RaftNode {
     pub async fn open(
         id: NodeId,
         settings: &RaftSettings,
+        cluster_token: Option<String>,
         db: Arc<DB>,
         broker: Arc<Broker>,
         data_dir: &Path,
@@ -86,13 +87,8 @@ impl RaftNode {
         let log_store = log_store::LogStore::new(db.clone());
         let sm_store = sm_store::StateMachineStore::new(db.clone(), broker, data_dir);
         let applied = sm_store.applied_index();
-        let raft = Raft::new(id, config, network::Network, log_store, sm_store).await?;
-        Ok(RaftNode {
-            raft,
-            id,
-            db,
-            applied,
-        })
+        let raft = Raft::new(id, config, network::Network { token: cluster_token }, log_store, sm_store).await?;
+        Ok(RaftNode { raft, id, db, applied })
     }
 
     pub fn id(&self) -> NodeId {
@@ -105,10 +101,7 @@ impl RaftNode {
 
     /// Forms a new cluster of `members` unless this node already belongs to one
     /// (then it rejoins from its own data and this is a no-op).
-    pub async fn initialize_if_fresh(
-        &self,
-        members: BTreeMap<NodeId, NodeInfo>,
-    ) -> anyhow::Result<bool> {
+    pub async fn initialize_if_fresh(&self, members: BTreeMap<NodeId, NodeInfo>) -> anyhow::Result<bool> {
         match self.raft.initialize(members).await {
             Ok(()) => Ok(true),
             Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(false),
@@ -121,19 +114,13 @@ impl RaftNode {
     pub async fn propose(&self, op: Op) -> Result<ApplyResult, ProposeError> {
         let name = op.name();
         let started = std::time::Instant::now();
-        let command = Command {
-            now_ms: crate::wall_clock_ms(),
-            op,
-        };
+        let command = Command { now_ms: crate::wall_clock_ms(), op };
         let result = self.raft.client_write(command).await;
-        metrics::histogram!("silo_propose_seconds", "op" => name)
-            .record(started.elapsed().as_secs_f64());
+        metrics::histogram!("silo_propose_seconds", "op" => name).record(started.elapsed().as_secs_f64());
         match result {
             Ok(resp) => Ok(resp.data),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(ProposeError::NotLeader {
-                    leader: f.leader_id.zip(f.leader_node),
-                })
+                Err(ProposeError::NotLeader { leader: f.leader_id.zip(f.leader_node) })
             }
             Err(RaftError::APIError(e)) => Err(ProposeError::Other(e.to_string())),
             Err(RaftError::Fatal(f)) => Err(ProposeError::Fatal(f.to_string())),
@@ -149,9 +136,7 @@ impl RaftNode {
                 Ok(())
             }
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
-                Err(ProposeError::NotLeader {
-                    leader: f.leader_id.zip(f.leader_node),
-                })
+                Err(ProposeError::NotLeader { leader: f.leader_id.zip(f.leader_node) })
             }
             Err(RaftError::APIError(e)) => Err(ProposeError::Other(e.to_string())),
             Err(RaftError::Fatal(f)) => Err(ProposeError::Fatal(f.to_string())),
@@ -174,56 +159,130 @@ impl RaftNode {
         if m.state == ServerState::Leader && m.current_leader == Some(self.id) {
             return Leadership::Leader;
         }
-        let leader = m.current_leader.and_then(|id| {
-            m.membership_config
-                .membership()
-                .get_node(&id)
-                .map(|n| (id, n.clone()))
-        });
+        let leader =
+            m.current_leader.and_then(|id| m.membership_config.membership().get_node(&id).map(|n| (id, n.clone())));
         Leadership::Follower { leader }
     }
 
     /// The current term while this node leads.
     pub fn leader_term(&self) -> Option<u64> {
         let m = self.raft.metrics().borrow().clone();
-        (m.state == ServerState::Leader && m.current_leader == Some(self.id))
-            .then_some(m.current_term)
+        (m.state == ServerState::Leader && m.current_leader == Some(self.id)).then_some(m.current_term)
+    }
+
+    /// Adds `id` as a learner and waits until it has caught up with the log.
+    pub async fn add_learner(&self, id: NodeId, info: NodeInfo) -> Result<(), ProposeError> {
+        self.raft.add_learner(id, info, true).await.map(|_| ()).map_err(write_error)
+    }
+
+    /// Promotes learners to voters, then removes nodes (voters or learners).
+    pub async fn change_membership(
+        &self,
+        add_voters: BTreeSet<NodeId>,
+        remove: BTreeSet<NodeId>,
+    ) -> Result<(), ProposeError> {
+        if !add_voters.is_empty() {
+            self.raft.change_membership(ChangeMembers::AddVoterIds(add_voters), true).await.map_err(write_error)?;
+        }
+        if !remove.is_empty() {
+            let voters: BTreeSet<NodeId> = self.voters().into_iter().map(|(id, _)| id).collect();
+            let remove_voters: BTreeSet<NodeId> = remove.intersection(&voters).copied().collect();
+            if !remove_voters.is_empty() {
+                self.raft
+                    .change_membership(ChangeMembers::RemoveVoters(remove_voters), false)
+                    .await
+                    .map_err(write_error)?;
+            }
+            let remaining: BTreeSet<NodeId> =
+                self.members().into_iter().map(|(id, _)| id).filter(|id| remove.contains(id)).collect();
+            if !remaining.is_empty() {
+                self.raft.change_membership(ChangeMembers::RemoveNodes(remaining), false).await.map_err(write_error)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Voters with their addresses.
+    pub fn voters(&self) -> Vec<(NodeId, NodeInfo)> {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        membership.voter_ids().filter_map(|id| membership.get_node(&id).map(|n| (id, n.clone()))).collect()
+    }
+
+    /// Leader-side heartbeats on or off (leadership transfer lets follower leases lapse).
+    pub fn set_heartbeats(&self, enabled: bool) {
+        self.raft.runtime_config().heartbeat(enabled);
+    }
+
+    /// Starts an election at once (leadership transfer target).
+    pub async fn trigger_election(&self) -> Result<(), ProposeError> {
+        self.raft.trigger().elect().await.map_err(|f| ProposeError::Fatal(f.to_string()))
+    }
+
+    pub async fn trigger_snapshot(&self) -> Result<(), ProposeError> {
+        self.raft.trigger().snapshot().await.map_err(|f| ProposeError::Fatal(f.to_string()))
+    }
+
+    /// The index a linearizable read must wait for, confirmed with a quorum.
+    /// Leader only.
+    pub async fn read_index(&self) -> Result<u64, ProposeError> {
+        match self.raft.get_read_log_id().await {
+            Ok((read_log_id, _)) => Ok(read_log_id.map_or(0, |l| l.index)),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+                Err(ProposeError::NotLeader { leader: f.leader_id.zip(f.leader_node) })
+            }
+            Err(RaftError::APIError(e)) => Err(ProposeError::Other(e.to_string())),
+            Err(RaftError::Fatal(f)) => Err(ProposeError::Fatal(f.to_string())),
+        }
     }
 
     /// Every voter and learner with its address, by node id.
     pub fn members(&self) -> Vec<(NodeId, NodeInfo)> {
         let m = self.raft.metrics().borrow().clone();
-        m.membership_config
-            .membership()
-            .nodes()
-            .map(|(id, n)| (*id, n.clone()))
-            .collect()
+        m.membership_config.membership().nodes().map(|(id, n)| (*id, n.clone())).collect()
     }
 
     pub fn status(&self) -> NodeStatus {
         let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let voter_ids: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let mut voters = Vec::new();
+        let mut learners = Vec::new();
+        for (id, node) in membership.nodes() {
+            if voter_ids.contains(id) {
+                voters.push((*id, node.clone()));
+            } else {
+                learners.push((*id, node.clone()));
+            }
+        }
+        let leader_addr = m.current_leader.and_then(|id| membership.get_node(&id)).map(|n| n.grpc_addr.clone());
         NodeStatus {
             id: self.id,
             state: format!("{:?}", m.state),
             term: m.current_term,
             leader: m.current_leader,
+            leader_addr,
             last_log_index: m.last_log_index,
-            last_applied_index: m.last_applied.map(|l| l.index),
+            last_applied_index: Some(self.applied_index()),
             snapshot_index: m.snapshot.map(|l| l.index),
+            purged_index: m.purged.map(|l| l.index),
+            voters,
+            learners,
         }
     }
 
     /// Waits until this node sees some leader (itself or another), up to `timeout`.
     pub async fn wait_for_leader(&self, timeout: Duration) -> bool {
-        self.raft
-            .wait(Some(timeout))
-            .metrics(|m| m.current_leader.is_some(), "a leader is known")
-            .await
-            .is_ok()
+        self.raft.wait(Some(timeout)).metrics(|m| m.current_leader.is_some(), "a leader is known").await.is_ok()
     }
 
     pub fn raft_service(&self) -> crate::pb::raft::raft_server::RaftServer<network::RaftService> {
         network::service(self.raft.clone())
+    }
+
+    /// Digest of the applied state (equal on replicas at the same applied index).
+    pub fn state_digest(&self) -> u64 {
+        sm_store::state_digest(&self.db)
     }
 
     pub async fn shutdown(&self) {
@@ -233,15 +292,29 @@ impl RaftNode {
     }
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone)]
 pub struct NodeStatus {
     pub id: NodeId,
     pub state: String,
     pub term: u64,
     pub leader: Option<NodeId>,
+    pub leader_addr: Option<String>,
     pub last_log_index: Option<u64>,
     pub last_applied_index: Option<u64>,
     pub snapshot_index: Option<u64>,
+    pub purged_index: Option<u64>,
+    pub voters: Vec<(NodeId, NodeInfo)>,
+    pub learners: Vec<(NodeId, NodeInfo)>,
+}
+
+fn write_error(e: RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>) -> ProposeError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+            ProposeError::NotLeader { leader: f.leader_id.zip(f.leader_node) }
+        }
+        RaftError::APIError(e) => ProposeError::Other(e.to_string()),
+        RaftError::Fatal(f) => ProposeError::Fatal(f.to_string()),
+    }
 }
 
 /// Type used by the storage conformance tests.

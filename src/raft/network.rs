@@ -4,13 +4,11 @@
 //! body, transport failures become `Unreachable` so openraft backs off.
 use std::time::Duration;
 
-use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
-};
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -21,8 +19,11 @@ use crate::pb::raft::raft_client::RaftClient;
 use crate::pb::raft::raft_server::{Raft as RaftRpc, RaftServer};
 use crate::pb::raft::RaftMessage;
 
+/// Creates clients for peers; `token` is the cluster's bearer token, if any.
 #[derive(Clone, Default)]
-pub struct Network;
+pub struct Network {
+    pub token: Option<String>,
+}
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerClient;
@@ -41,11 +42,8 @@ impl RaftNetworkFactory<TypeConfig> for Network {
                 .max_decoding_message_size(crate::limits::GRPC_MESSAGE_BYTES_MAX)
                 .max_encoding_message_size(crate::limits::GRPC_MESSAGE_BYTES_MAX)
         });
-        PeerClient {
-            target,
-            addr: node.grpc_addr.clone(),
-            client,
-        }
+        let authorization = self.token.as_ref().and_then(|t| format!("Bearer {t}").parse().ok());
+        PeerClient { target, addr: node.grpc_addr.clone(), client, authorization }
     }
 }
 
@@ -53,6 +51,7 @@ pub struct PeerClient {
     target: NodeId,
     addr: String,
     client: Option<RaftClient<Channel>>,
+    authorization: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
 }
 
 fn encode<T: Serialize>(v: &T) -> Vec<u8> {
@@ -81,14 +80,17 @@ impl PeerClient {
         };
         let mut request = tonic::Request::new(RaftMessage { data: encode(req) });
         request.set_timeout(option.hard_ttl());
+        if let Some(v) = &self.authorization {
+            request.metadata_mut().insert("authorization", v.clone());
+        }
         let reply = match kind {
             "append" => client.append_entries(request).await,
             "vote" => client.vote(request).await,
             _ => client.install_snapshot(request).await,
         };
         let reply = reply.map_err(|status| RPCError::Unreachable(Unreachable::new(&status)))?;
-        let body: Result<Resp, RaftError<NodeId, E>> = decode(&reply.into_inner().data)
-            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let body: Result<Resp, RaftError<NodeId, E>> =
+            decode(&reply.into_inner().data).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         body.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 }
@@ -106,10 +108,8 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         &mut self,
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<
-        InstallSnapshotResponse<NodeId>,
-        RPCError<NodeId, NodeInfo, RaftError<NodeId, InstallSnapshotError>>,
-    > {
+    ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId, InstallSnapshotError>>>
+    {
         self.call("snapshot", &rpc, &option).await
     }
 
@@ -147,15 +147,11 @@ impl RaftRpc for RaftService {
         &self,
         request: tonic::Request<RaftMessage>,
     ) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
-        let req: AppendEntriesRequest<TypeConfig> =
-            decode(&request.into_inner().data).map_err(bad_request)?;
+        let req: AppendEntriesRequest<TypeConfig> = decode(&request.into_inner().data).map_err(bad_request)?;
         reply(&self.raft.append_entries(req).await)
     }
 
-    async fn vote(
-        &self,
-        request: tonic::Request<RaftMessage>,
-    ) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
+    async fn vote(&self, request: tonic::Request<RaftMessage>) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
         let req: VoteRequest<NodeId> = decode(&request.into_inner().data).map_err(bad_request)?;
         reply(&self.raft.vote(req).await)
     }
@@ -164,8 +160,7 @@ impl RaftRpc for RaftService {
         &self,
         request: tonic::Request<RaftMessage>,
     ) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
-        let req: InstallSnapshotRequest<TypeConfig> =
-            decode(&request.into_inner().data).map_err(bad_request)?;
+        let req: InstallSnapshotRequest<TypeConfig> = decode(&request.into_inner().data).map_err(bad_request)?;
         reply(&self.raft.install_snapshot(req).await)
     }
 }

@@ -16,9 +16,7 @@ use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions, DB};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use super::types::{
-    Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
-};
+use super::types::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 use crate::broker::Broker;
 use crate::state_machine::{self, ApplyResult, Output, Tables, View};
 use crate::storage::codec;
@@ -52,12 +50,8 @@ fn write_err(e: impl std::error::Error + 'static) -> StorageError {
 impl StateMachineStore {
     pub fn new(db: Arc<DB>, broker: Arc<Broker>, data_dir: &std::path::Path) -> Self {
         let (applied, _) = watch::channel(0);
-        let store = StateMachineStore {
-            db,
-            broker,
-            snapshot_path: data_dir.join("snapshot.bin"),
-            applied: Arc::new(applied),
-        };
+        let store =
+            StateMachineStore { db, broker, snapshot_path: data_dir.join("snapshot.bin"), applied: Arc::new(applied) };
         if let Ok(Some(Some(l))) = store.meta_get::<Option<LogId>>(keys::SM_LAST_APPLIED) {
             store.applied.send_replace(l.index);
         }
@@ -76,15 +70,8 @@ impl StateMachineStore {
         self.broker.rebuild(view.queued_all(), view.leases());
     }
 
-    fn meta_get<T: serde::de::DeserializeOwned>(
-        &self,
-        key: &[u8],
-    ) -> Result<Option<T>, StorageError> {
-        match self
-            .db
-            .get_cf(cf(&self.db, keys::CF_SM_META), key)
-            .map_err(read_err)?
-        {
+    fn meta_get<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError> {
+        match self.db.get_cf(cf(&self.db, keys::CF_SM_META), key).map_err(read_err)? {
             Some(b) => Ok(Some(codec::decode(&b).map_err(read_err)?)),
             None => Ok(None),
         }
@@ -121,9 +108,8 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
         let started = std::time::Instant::now();
         let snap = self.db.snapshot();
         let meta_cf = cf(&self.db, keys::CF_SM_META);
-        let get_meta = |key: &[u8]| -> Result<Option<Vec<u8>>, StorageError> {
-            snap.get_cf(meta_cf, key).map_err(read_err)
-        };
+        let get_meta =
+            |key: &[u8]| -> Result<Option<Vec<u8>>, StorageError> { snap.get_cf(meta_cf, key).map_err(read_err) };
         let last_applied: Option<LogId> = match get_meta(keys::SM_LAST_APPLIED)? {
             Some(b) => codec::decode(&b).map_err(read_err)?,
             None => None,
@@ -143,22 +129,12 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             Some(l) => format!("{}-{}-{}", l.leader_id, l.index, crate::wall_clock_ms()),
             None => format!("empty-{}", crate::wall_clock_ms()),
         };
-        let meta = SnapshotMeta {
-            last_log_id: last_applied,
-            last_membership: membership,
-            snapshot_id,
-        };
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            data,
-        };
+        let meta = SnapshotMeta { last_log_id: last_applied, last_membership: membership, snapshot_id };
+        let stored = StoredSnapshot { meta: meta.clone(), data };
         self.write_stored_snapshot(&stored)?;
         metrics::histogram!("silo_snapshot_build_seconds").record(started.elapsed().as_secs_f64());
         tracing::info!(entries = entries.len(), bytes = stored.data.len(), last_log_id = ?meta.last_log_id, "built snapshot");
-        Ok(Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(stored.data)),
-        })
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(stored.data)) })
     }
 }
 
@@ -166,9 +142,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     type SnapshotBuilder = Self;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
-        let last_applied = self
-            .meta_get::<Option<LogId>>(keys::SM_LAST_APPLIED)?
-            .flatten();
+        let last_applied = self.meta_get::<Option<LogId>>(keys::SM_LAST_APPLIED)?.flatten();
         let membership = self.meta_get(keys::SM_MEMBERSHIP)?.unwrap_or_default();
         Ok((last_applied, membership))
     }
@@ -190,8 +164,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 EntryPayload::Blank => results.push(Ok(Output::Done)),
                 EntryPayload::Normal(command) => {
                     let op = command.op.name();
-                    let (result, mut fx) =
-                        state_machine::apply(&mut overlay, entry.log_id.index, &command);
+                    let (result, mut fx) = state_machine::apply(&mut overlay, entry.log_id.index, &command);
                     metrics::counter!("silo_commands_applied_total", "op" => op, "ok" => if result.is_ok() { "true" } else { "false" }).increment(1);
                     effects.append(&mut fx);
                     results.push(result);
@@ -211,8 +184,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         if let Some(m) = &membership {
             batch.put_cf(meta_cf, keys::SM_MEMBERSHIP, codec::encode(m));
         }
-        db.write_opt(batch, &WriteOptions::default())
-            .map_err(write_err)?;
+        db.write_opt(batch, &WriteOptions::default()).map_err(write_err)?;
         self.broker.apply_effects(&effects);
         if let Some(l) = last_applied {
             self.applied.send_replace(l.index);
@@ -234,8 +206,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
         let data = snapshot.into_inner();
-        let entries: Vec<(Vec<u8>, Vec<u8>)> = codec::decode(&data)
-            .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
+        let entries: Vec<(Vec<u8>, Vec<u8>)> =
+            codec::decode(&data).map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
         let sm_cf = cf(&self.db, keys::CF_SM);
         let mut batch = WriteBatch::default();
         for item in self.db.iterator_cf(sm_cf, IteratorMode::Start) {
@@ -246,35 +218,20 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             batch.put_cf(sm_cf, k, v);
         }
         let meta_cf = cf(&self.db, keys::CF_SM_META);
-        batch.put_cf(
-            meta_cf,
-            keys::SM_LAST_APPLIED,
-            codec::encode(&meta.last_log_id),
-        );
-        batch.put_cf(
-            meta_cf,
-            keys::SM_MEMBERSHIP,
-            codec::encode(&meta.last_membership),
-        );
+        batch.put_cf(meta_cf, keys::SM_LAST_APPLIED, codec::encode(&meta.last_log_id));
+        batch.put_cf(meta_cf, keys::SM_MEMBERSHIP, codec::encode(&meta.last_membership));
         let mut opts = WriteOptions::default();
         opts.set_sync(true);
         self.db.write_opt(batch, &opts).map_err(write_err)?;
-        self.write_stored_snapshot(&StoredSnapshot {
-            meta: meta.clone(),
-            data,
-        })?;
+        self.write_stored_snapshot(&StoredSnapshot { meta: meta.clone(), data })?;
         self.rebuild_broker();
-        self.applied
-            .send_replace(meta.last_log_id.map_or(0, |l| l.index));
+        self.applied.send_replace(meta.last_log_id.map_or(0, |l| l.index));
         tracing::info!(entries = entries.len(), last_log_id = ?meta.last_log_id, "installed snapshot");
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
-        Ok(self.read_stored_snapshot()?.map(|s| Snapshot {
-            meta: s.meta,
-            snapshot: Box::new(Cursor::new(s.data)),
-        }))
+        Ok(self.read_stored_snapshot()?.map(|s| Snapshot { meta: s.meta, snapshot: Box::new(Cursor::new(s.data)) }))
     }
 }
 
@@ -282,10 +239,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 /// applied the same log.
 pub fn state_digest(db: &DB) -> u64 {
     let mut entries = Vec::new();
-    for item in db.iterator_cf(
-        cf(db, keys::CF_SM),
-        IteratorMode::From(&[], Direction::Forward),
-    ) {
+    for item in db.iterator_cf(cf(db, keys::CF_SM), IteratorMode::From(&[], Direction::Forward)) {
         let (k, v) = item.unwrap_or_else(|e| panic!("rocksdb iteration failed: {e}"));
         entries.push((k, v));
     }

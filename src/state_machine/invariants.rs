@@ -13,21 +13,13 @@ pub fn check<T: Tables>(t: &T) -> Vec<String> {
     for q in t.queued_all() {
         queued_ids.insert(q.task_id.clone());
         match t.job(&q.job) {
-            None => errors.push(format!(
-                "queued task {} belongs to a missing job",
-                q.task_id
-            )),
+            None => errors.push(format!("queued task {} belongs to a missing job", q.task_id)),
             Some(job) => {
                 let matches = job.status == JobStatus::Scheduled
-                    && job
-                        .pending
-                        .as_ref()
-                        .is_some_and(|p| p.task_id == q.task_id && p.start_at_ms == q.start_at_ms);
+                    && job.pending.as_ref().is_some_and(|p| p.task_id == q.task_id && p.start_at_ms == q.start_at_ms);
                 if !matches {
-                    errors.push(format!(
-                        "queued task {} does not match job {:?} ({:?})",
-                        q.task_id, job.key, job.status
-                    ));
+                    errors
+                        .push(format!("queued task {} does not match job {:?} ({:?})", q.task_id, job.key, job.status));
                 }
             }
         }
@@ -37,20 +29,13 @@ pub fn check<T: Tables>(t: &T) -> Vec<String> {
     for lease in &leases {
         leased_ids.insert(lease.task_id.clone());
         match t.job(&lease.job) {
-            Some(job)
-                if job.status == JobStatus::Running
-                    && job.running_task.as_deref() == Some(&lease.task_id) =>
-            {
+            Some(job) if job.status == JobStatus::Running && job.running_task.as_deref() == Some(&lease.task_id) => {
                 match t.attempt(&job.key, lease.attempt_number) {
-                    Some(a) if a.status == AttemptStatus::Running && a.task_id == lease.task_id => {
-                    }
+                    Some(a) if a.status == AttemptStatus::Running && a.task_id == lease.task_id => {}
                     _ => errors.push(format!("lease {} has no running attempt", lease.task_id)),
                 }
             }
-            _ => errors.push(format!(
-                "lease {} is not the running attempt of its job",
-                lease.task_id
-            )),
+            _ => errors.push(format!("lease {} is not the running attempt of its job", lease.task_id)),
         }
     }
     for (_, bytes) in t.kv_scan(&keys::table(keys::JOB)) {
@@ -67,9 +52,7 @@ pub fn check<T: Tables>(t: &T) -> Vec<String> {
             },
             _ => {
                 if job.pending.is_some() || job.running_task.is_some() {
-                    errors.push(format!(
-                        "terminal job {id} still has a pending or running attempt"
-                    ));
+                    errors.push(format!("terminal job {id} still has a pending or running attempt"));
                 }
             }
         }
@@ -77,25 +60,14 @@ pub fn check<T: Tables>(t: &T) -> Vec<String> {
             errors.push(format!("non-scheduled job {id} has a pending attempt"));
         }
         let attempts = t.attempts(&job.key);
-        let running = attempts
-            .iter()
-            .filter(|a| a.status == AttemptStatus::Running)
-            .count();
+        let running = attempts.iter().filter(|a| a.status == AttemptStatus::Running).count();
         if running > usize::from(job.status == JobStatus::Running) {
-            errors.push(format!(
-                "job {id} has {running} running attempts in status {:?}",
-                job.status
-            ));
+            errors.push(format!("job {id} has {running} running attempts in status {:?}", job.status));
         }
         if attempts.last().map_or(0, |a| a.attempt_number) != job.last_attempt_number {
-            errors.push(format!(
-                "job {id} last_attempt_number disagrees with its attempts"
-            ));
+            errors.push(format!("job {id} last_attempt_number disagrees with its attempts"));
         }
-        if attempts
-            .windows(2)
-            .any(|w| w[0].attempt_number >= w[1].attempt_number)
-        {
+        if attempts.windows(2).any(|w| w[0].attempt_number >= w[1].attempt_number) {
             errors.push(format!("job {id} attempts are not strictly ascending"));
         }
     }

@@ -38,10 +38,7 @@ impl JobStatus {
     }
     /// Succeeded, Failed or Cancelled: no attempt is pending or running.
     pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            JobStatus::Succeeded | JobStatus::Failed | JobStatus::Cancelled
-        )
+        matches!(self, JobStatus::Succeeded | JobStatus::Failed | JobStatus::Cancelled)
     }
 }
 
@@ -126,9 +123,7 @@ impl Job {
     }
     /// Attempts allowed per run: retry_count + 1, or 1 without a policy.
     pub fn attempts_per_run(&self) -> u32 {
-        self.retry_policy
-            .as_ref()
-            .map_or(1, |p| p.retry_count.saturating_add(1))
+        self.retry_policy.as_ref().map_or(1, |p| p.retry_count.saturating_add(1))
     }
     pub fn is_last_attempt(&self, attempt_number: u32) -> bool {
         self.relative(attempt_number) >= self.attempts_per_run()

@@ -26,10 +26,7 @@ pub mod retry;
 pub mod tx;
 
 pub use command::{Command, ExpiredLease, NewJob, Op, Outcome};
-pub use job::{
-    Attempt, AttemptStatus, Job, JobKey, JobStatus, Lease, Limit, Ms, QueuedTask, RateLimit,
-    ShardSpec,
-};
+pub use job::{Attempt, AttemptStatus, Job, JobKey, JobStatus, Lease, Limit, Ms, QueuedTask, RateLimit, ShardSpec};
 pub use outcome::{ApplyResult, Effect, Output, Rejection, TaskView};
 pub use retry::RetryPolicy;
 pub use tx::{Tables, View};
@@ -44,19 +41,11 @@ pub fn apply<K: Kv>(kv: &mut K, log_index: u64, command: &Command) -> (ApplyResu
     let result = match &command.op {
         Op::InitShards { shards } => ops::init_shards::apply(&mut tx, shards),
         Op::Enqueue(new) => ops::enqueue::apply(&mut tx, new),
-        Op::GrantLeases {
-            worker_id,
-            task_ids,
-            lease_ms,
-        } => ops::grant_leases::apply(&mut tx, worker_id, task_ids, *lease_ms),
-        Op::LeaseJob {
-            job,
-            worker_id,
-            lease_ms,
-        } => ops::lease_job::apply(&mut tx, job, worker_id, *lease_ms),
-        Op::ReportOutcome { task_id, outcome } => {
-            ops::report_outcome::apply(&mut tx, task_id, outcome)
+        Op::GrantLeases { worker_id, task_ids, lease_ms } => {
+            ops::grant_leases::apply(&mut tx, worker_id, task_ids, *lease_ms)
         }
+        Op::LeaseJob { job, worker_id, lease_ms } => ops::lease_job::apply(&mut tx, job, worker_id, *lease_ms),
+        Op::ReportOutcome { task_id, outcome } => ops::report_outcome::apply(&mut tx, task_id, outcome),
         Op::ExpireLeases { leases } => ops::expire_leases::apply(&mut tx, leases),
         Op::CancelJob { job } => ops::cancel_job::apply(&mut tx, job),
         Op::RestartJob { job } => ops::restart_job::apply(&mut tx, job),
@@ -64,9 +53,6 @@ pub fn apply<K: Kv>(kv: &mut K, log_index: u64, command: &Command) -> (ApplyResu
         Op::DeleteJob { job } => ops::delete_job::apply(&mut tx, job),
         Op::ResetAll => ops::reset_all::apply(&mut tx),
     };
-    debug_assert!(
-        result.is_ok() || tx.effects.is_empty(),
-        "a rejection must change nothing"
-    );
+    debug_assert!(result.is_ok() || tx.effects.is_empty(), "a rejection must change nothing");
     (result, tx.effects)
 }

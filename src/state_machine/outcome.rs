@@ -54,23 +54,11 @@ pub enum Rejection {
     #[error("job is already in terminal state")]
     AlreadyTerminal,
     #[error("cannot restart job {id}: {reason} (status: {})", status.name())]
-    CannotRestart {
-        id: String,
-        reason: String,
-        status: JobStatus,
-    },
+    CannotRestart { id: String, reason: String, status: JobStatus },
     #[error("cannot expedite job {id}: {reason} (status: {})", status.name())]
-    CannotExpedite {
-        id: String,
-        reason: String,
-        status: JobStatus,
-    },
+    CannotExpedite { id: String, reason: String, status: JobStatus },
     #[error("cannot lease job {id}: {reason} (status: {})", status.name())]
-    CannotLease {
-        id: String,
-        reason: String,
-        status: JobStatus,
-    },
+    CannotLease { id: String, reason: String, status: JobStatus },
     #[error("cannot delete job {id}: job is currently running or has pending requests")]
     DeleteInProgress { id: String },
     #[error("shard map is already initialised")]
@@ -85,11 +73,7 @@ pub enum Effect {
     /// A pending attempt left the queue (leased, cancelled, deleted).
     Dequeued { task_id: String },
     /// A lease began; the broker starts its clock.
-    LeaseStarted {
-        task_id: String,
-        worker_id: String,
-        deadline_ms: Ms,
-    },
+    LeaseStarted { task_id: String, worker_id: String, deadline_ms: Ms },
     /// A lease ended (reported, expired).
     LeaseEnded { task_id: String },
     /// Every job was wiped.

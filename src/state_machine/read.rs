@@ -15,15 +15,10 @@ pub struct JobView {
     pub next_attempt_starts_after_ms: Option<Ms>,
 }
 
-pub fn get_job<T: Tables>(
-    t: &T,
-    key: &JobKey,
-    include_attempts: bool,
-) -> Result<JobView, Rejection> {
+pub fn get_job<T: Tables>(t: &T, key: &JobKey, include_attempts: bool) -> Result<JobView, Rejection> {
     let job = t.job(key).ok_or(Rejection::JobNotFound)?;
     let result = if job.status == JobStatus::Succeeded {
-        t.attempt(key, job.last_attempt_number)
-            .and_then(|a| a.result)
+        t.attempt(key, job.last_attempt_number).and_then(|a| a.result)
     } else {
         None
     };
@@ -33,11 +28,7 @@ pub fn get_job<T: Tables>(
     };
     Ok(JobView {
         payload: t.payload(key),
-        attempts: if include_attempts {
-            t.attempts(key)
-        } else {
-            Vec::new()
-        },
+        attempts: if include_attempts { t.attempts(key) } else { Vec::new() },
         result,
         next_attempt_starts_after_ms,
         job,
@@ -45,29 +36,16 @@ pub fn get_job<T: Tables>(
 }
 
 pub enum JobResult {
-    Succeeded {
-        finished_at_ms: Ms,
-        result: Vec<u8>,
-    },
-    Failed {
-        finished_at_ms: Ms,
-        error_code: String,
-        error_data: Vec<u8>,
-    },
-    Cancelled {
-        finished_at_ms: Ms,
-        cancelled_at_ms: Ms,
-    },
+    Succeeded { finished_at_ms: Ms, result: Vec<u8> },
+    Failed { finished_at_ms: Ms, error_code: String, error_data: Vec<u8> },
+    Cancelled { finished_at_ms: Ms, cancelled_at_ms: Ms },
 }
 
 /// Error for a job that has not finished: FAILED_PRECONDITION in the gRPC map.
 #[derive(Debug, PartialEq, Eq)]
 pub struct NotComplete(pub JobStatus);
 
-pub fn get_job_result<T: Tables>(
-    t: &T,
-    key: &JobKey,
-) -> Result<Result<JobResult, NotComplete>, Rejection> {
+pub fn get_job_result<T: Tables>(t: &T, key: &JobKey) -> Result<Result<JobResult, NotComplete>, Rejection> {
     let job = t.job(key).ok_or(Rejection::JobNotFound)?;
     let latest = t.attempt(key, job.last_attempt_number);
     let changed = job.status_changed_at_ms;
@@ -84,25 +62,17 @@ pub fn get_job_result<T: Tables>(
             let a = latest.filter(|a| a.status == AttemptStatus::Failed);
             Ok(JobResult::Failed {
                 finished_at_ms: a.as_ref().and_then(|a| a.finished_at_ms).unwrap_or(changed),
-                error_code: a
-                    .as_ref()
-                    .and_then(|a| a.error_code.clone())
-                    .unwrap_or_default(),
+                error_code: a.as_ref().and_then(|a| a.error_code.clone()).unwrap_or_default(),
                 error_data: a.and_then(|a| a.error_data).unwrap_or_default(),
             })
         }
         // DECISIONS #11: the job's status decides, whatever the latest attempt says.
         JobStatus::Cancelled => {
             let cancelled_at_ms = match latest {
-                Some(a) if a.status == AttemptStatus::Cancelled => {
-                    a.finished_at_ms.unwrap_or(changed)
-                }
+                Some(a) if a.status == AttemptStatus::Cancelled => a.finished_at_ms.unwrap_or(changed),
                 _ => changed,
             };
-            Ok(JobResult::Cancelled {
-                finished_at_ms: changed,
-                cancelled_at_ms,
-            })
+            Ok(JobResult::Cancelled { finished_at_ms: changed, cancelled_at_ms })
         }
     })
 }
@@ -117,11 +87,7 @@ pub enum HeartbeatError {
     OwnerMismatch,
 }
 
-pub fn check_lease<T: Tables>(
-    t: &T,
-    task_id: &str,
-    worker_id: &str,
-) -> Result<LeaseCheck, HeartbeatError> {
+pub fn check_lease<T: Tables>(t: &T, task_id: &str, worker_id: &str) -> Result<LeaseCheck, HeartbeatError> {
     let lease = t.lease(task_id).ok_or(HeartbeatError::LeaseNotFound)?;
     if lease.worker_id != worker_id {
         return Err(HeartbeatError::OwnerMismatch);

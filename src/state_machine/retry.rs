@@ -25,8 +25,7 @@ pub fn retry_delay_ms(policy: &RetryPolicy, n: u32, failed_at_ms: Ms) -> Option<
     if n > policy.retry_count {
         return None;
     }
-    let mut d =
-        round_half_away(policy.initial_interval_ms as f64 * power(policy.backoff_factor, n));
+    let mut d = round_half_away(policy.initial_interval_ms as f64 * power(policy.backoff_factor, n));
     if policy.randomize_interval {
         d = round_half_away(d as f64 * (1.0 + jitter_fraction(failed_at_ms, n)));
     }
@@ -97,10 +96,7 @@ mod tests {
                 let a = retry_delay_ms(&p, n, t).unwrap();
                 assert_eq!(a, retry_delay_ms(&p, n, t).unwrap());
                 let base = retry_delay_ms(&policy(5, false), n, t).unwrap();
-                assert!(
-                    a >= base.min(30_000) && a <= (2 * base).min(30_000),
-                    "{a} vs {base}"
-                );
+                assert!(a >= base.min(30_000) && a <= (2 * base).min(30_000), "{a} vs {base}");
             }
         }
         let f = jitter_fraction(12345, 1);

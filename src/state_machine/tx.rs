@@ -5,9 +5,7 @@ use crate::storage::codec::{decode_or_die, encode};
 use crate::storage::keys;
 use crate::storage::kv::Kv;
 
-use super::job::{
-    Attempt, Job, JobKey, JobStatus, Lease, Ms, QueuedTask, ShardCounters, ShardSpec,
-};
+use super::job::{Attempt, Job, JobKey, JobStatus, Lease, Ms, QueuedTask, ShardCounters, ShardSpec};
 use super::outcome::Effect;
 
 const META_CLOCK: &str = "clock";
@@ -24,48 +22,32 @@ pub trait Tables {
     fn kv_scan(&self, prefix: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)>;
 
     fn job(&self, key: &JobKey) -> Option<Job> {
-        self.kv_get(&keys::job(key))
-            .map(|b| decode_or_die("job", &b))
+        self.kv_get(&keys::job(key)).map(|b| decode_or_die("job", &b))
     }
     fn payload(&self, key: &JobKey) -> Vec<u8> {
-        self.kv_get(&keys::payload(key))
-            .map(|b| decode_or_die("payload", &b))
-            .unwrap_or_default()
+        self.kv_get(&keys::payload(key)).map(|b| decode_or_die("payload", &b)).unwrap_or_default()
     }
     fn attempt(&self, key: &JobKey, n: u32) -> Option<Attempt> {
-        self.kv_get(&keys::attempt(key, n))
-            .map(|b| decode_or_die("attempt", &b))
+        self.kv_get(&keys::attempt(key, n)).map(|b| decode_or_die("attempt", &b))
     }
     /// Every attempt of `key`, ascending by attempt number.
     fn attempts(&self, key: &JobKey) -> Vec<Attempt> {
-        self.kv_scan(&keys::attempts_of(key))
-            .iter()
-            .map(|(_, v)| decode_or_die("attempt", v))
-            .collect()
+        self.kv_scan(&keys::attempts_of(key)).iter().map(|(_, v)| decode_or_die("attempt", v)).collect()
     }
     fn lease(&self, task_id: &str) -> Option<Lease> {
-        self.kv_get(&keys::lease(task_id))
-            .map(|b| decode_or_die("lease", &b))
+        self.kv_get(&keys::lease(task_id)).map(|b| decode_or_die("lease", &b))
     }
     fn leases(&self) -> Vec<Lease> {
-        self.kv_scan(&keys::table(keys::LEASE))
-            .iter()
-            .map(|(_, v)| decode_or_die("lease", v))
-            .collect()
+        self.kv_scan(&keys::table(keys::LEASE)).iter().map(|(_, v)| decode_or_die("lease", v)).collect()
     }
     fn queued(&self, task_id: &str) -> Option<QueuedTask> {
-        self.kv_get(&keys::queued(task_id))
-            .map(|b| decode_or_die("queued task", &b))
+        self.kv_get(&keys::queued(task_id)).map(|b| decode_or_die("queued task", &b))
     }
     fn queued_all(&self) -> Vec<QueuedTask> {
-        self.kv_scan(&keys::table(keys::QUEUED))
-            .iter()
-            .map(|(_, v)| decode_or_die("queued task", v))
-            .collect()
+        self.kv_scan(&keys::table(keys::QUEUED)).iter().map(|(_, v)| decode_or_die("queued task", v)).collect()
     }
     fn meta<T: serde::de::DeserializeOwned>(&self, name: &str) -> Option<T> {
-        self.kv_get(&keys::meta(name))
-            .map(|b| decode_or_die(name, &b))
+        self.kv_get(&keys::meta(name)).map(|b| decode_or_die(name, &b))
     }
     fn shards(&self) -> Vec<ShardSpec> {
         self.meta(META_SHARDS).unwrap_or_default()
@@ -117,13 +99,7 @@ impl<'a, K: Kv> Tx<'a, K> {
         if now_ms != previous {
             kv.put(keys::meta(META_CLOCK), encode(&now_ms));
         }
-        Tx {
-            kv,
-            now_ms,
-            log_index,
-            ids_issued: 0,
-            effects: Vec::new(),
-        }
+        Tx { kv, now_ms, log_index, ids_issued: 0, effects: Vec::new() }
     }
 
     /// A task id unique for all time: a bijection of (log index, ordinal within
@@ -131,21 +107,14 @@ impl<'a, K: Kv> Tx<'a, K> {
     pub fn new_task_id(&mut self) -> String {
         let ordinal = self.ids_issued;
         self.ids_issued += 1;
-        let hi = self
-            .log_index
-            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-            .rotate_left(29);
+        let hi = self.log_index.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(29);
         let mid = ordinal.wrapping_mul(0x85EB_CA6B);
-        let lo =
-            xxhash_rust::xxh64::xxh64(&[hi.to_be_bytes(), (mid as u64).to_be_bytes()].concat(), 7)
-                as u32;
+        let lo = xxhash_rust::xxh64::xxh64(&[hi.to_be_bytes(), (mid as u64).to_be_bytes()].concat(), 7) as u32;
         let mut bytes = [0u8; 16];
         bytes[..8].copy_from_slice(&hi.to_be_bytes());
         bytes[8..12].copy_from_slice(&mid.to_be_bytes());
         bytes[12..].copy_from_slice(&lo.to_be_bytes());
-        uuid::Builder::from_custom_bytes(bytes)
-            .into_uuid()
-            .to_string()
+        uuid::Builder::from_custom_bytes(bytes).into_uuid().to_string()
     }
 
     pub fn next_seq(&mut self) -> u64 {
@@ -165,8 +134,7 @@ impl<'a, K: Kv> Tx<'a, K> {
         self.kv.put(keys::payload(key), encode(&payload));
     }
     pub fn put_attempt(&mut self, key: &JobKey, attempt: &Attempt) {
-        self.kv
-            .put(keys::attempt(key, attempt.attempt_number), encode(attempt));
+        self.kv.put(keys::attempt(key, attempt.attempt_number), encode(attempt));
     }
     pub fn put_lease(&mut self, lease: &Lease) {
         self.kv.put(keys::lease(&lease.task_id), encode(lease));
@@ -178,9 +146,7 @@ impl<'a, K: Kv> Tx<'a, K> {
     }
     pub fn delete_lease(&mut self, task_id: &str) {
         self.kv.delete(&keys::lease(task_id));
-        self.effects.push(Effect::LeaseEnded {
-            task_id: task_id.to_string(),
-        });
+        self.effects.push(Effect::LeaseEnded { task_id: task_id.to_string() });
     }
 
     /// Removes the job, its payload and every attempt.
@@ -194,10 +160,7 @@ impl<'a, K: Kv> Tx<'a, K> {
 
     /// Puts `job`'s pending attempt into the queue index (or re-keys it).
     pub fn enqueue_pending(&mut self, job: &Job) {
-        let pending = job
-            .pending
-            .as_ref()
-            .expect("enqueue_pending needs a pending attempt");
+        let pending = job.pending.as_ref().expect("enqueue_pending needs a pending attempt");
         let entry = QueuedTask {
             task_id: pending.task_id.clone(),
             job: job.key.clone(),
@@ -212,9 +175,7 @@ impl<'a, K: Kv> Tx<'a, K> {
 
     pub fn dequeue(&mut self, task_id: &str) {
         self.kv.delete(&keys::queued(task_id));
-        self.effects.push(Effect::Dequeued {
-            task_id: task_id.to_string(),
-        });
+        self.effects.push(Effect::Dequeued { task_id: task_id.to_string() });
     }
 
     /// Moves `job` to `status` at the command's time, keeping the shard's
@@ -242,13 +203,7 @@ impl<'a, K: Kv> Tx<'a, K> {
     /// Removes every record except the shard map and the clock (ResetAll).
     pub fn wipe_jobs(&mut self) -> u64 {
         let mut removed = 0;
-        for tag in [
-            keys::JOB,
-            keys::PAYLOAD,
-            keys::ATTEMPT,
-            keys::LEASE,
-            keys::QUEUED,
-        ] {
+        for tag in [keys::JOB, keys::PAYLOAD, keys::ATTEMPT, keys::LEASE, keys::QUEUED] {
             for (k, _) in self.kv.scan_prefix(&keys::table(tag)) {
                 self.kv.delete(&k);
                 if tag == keys::JOB {

@@ -116,11 +116,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn jk(shard: u32, tenant: &str, id: &str) -> JobKey {
-        JobKey {
-            shard,
-            tenant: tenant.into(),
-            id: id.into(),
-        }
+        JobKey { shard, tenant: tenant.into(), id: id.into() }
     }
 
     #[test]

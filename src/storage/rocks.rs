@@ -10,9 +10,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use rocksdb::{
-    ColumnFamily, ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, DB,
-};
+use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, DB};
 
 use super::keys;
 use super::kv::Kv;
@@ -24,20 +22,14 @@ pub fn open(path: &Path) -> Result<Arc<DB>, rocksdb::Error> {
     opts.set_keep_log_file_num(4);
     opts.set_max_total_wal_size(256 * 1024 * 1024);
     opts.increase_parallelism(2);
-    let cfs = [
-        keys::CF_LOG,
-        keys::CF_RAFT_META,
-        keys::CF_SM,
-        keys::CF_SM_META,
-    ]
-    .into_iter()
-    .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+    let cfs = [keys::CF_LOG, keys::CF_RAFT_META, keys::CF_SM, keys::CF_SM_META]
+        .into_iter()
+        .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
     Ok(Arc::new(DB::open_cf_descriptors(&opts, path, cfs)?))
 }
 
 pub fn cf<'a>(db: &'a DB, name: &str) -> &'a ColumnFamily {
-    db.cf_handle(name)
-        .unwrap_or_else(|| panic!("column family {name} is created at open"))
+    db.cf_handle(name).unwrap_or_else(|| panic!("column family {name} is created at open"))
 }
 
 /// Every entry of column family `name` whose key starts with `prefix`.
@@ -60,9 +52,7 @@ pub struct ReadKv<'a> {
 
 impl Kv for ReadKv<'_> {
     fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
-        self.db
-            .get_cf(cf(self.db, keys::CF_SM), key)
-            .unwrap_or_else(|e| panic!("rocksdb read failed: {e}"))
+        self.db.get_cf(cf(self.db, keys::CF_SM), key).unwrap_or_else(|e| panic!("rocksdb read failed: {e}"))
     }
     fn put(&mut self, _key: Vec<u8>, _value: Vec<u8>) {
         unreachable!("ReadKv is read-only")
@@ -84,10 +74,7 @@ pub struct Overlay<'a> {
 
 impl<'a> Overlay<'a> {
     pub fn new(db: &'a DB) -> Self {
-        Overlay {
-            db,
-            writes: BTreeMap::new(),
-        }
+        Overlay { db, writes: BTreeMap::new() }
     }
 
     pub fn into_batch(self, batch: &mut WriteBatch) {
@@ -115,13 +102,8 @@ impl Kv for Overlay<'_> {
         self.writes.insert(key.to_vec(), None);
     }
     fn scan_prefix(&self, prefix: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
-        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> =
-            scan(self.db, keys::CF_SM, prefix).into_iter().collect();
-        for (k, v) in self
-            .writes
-            .range(prefix.to_vec()..)
-            .take_while(|(k, _)| k.starts_with(prefix))
-        {
+        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = scan(self.db, keys::CF_SM, prefix).into_iter().collect();
+        for (k, v) in self.writes.range(prefix.to_vec()..).take_while(|(k, _)| k.starts_with(prefix)) {
             match v {
                 Some(v) => merged.insert(k.clone(), v.clone()),
                 None => merged.remove(k),

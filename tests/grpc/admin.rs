@@ -7,17 +7,9 @@ use crate::support::*;
 
 #[tokio::test]
 async fn cluster_info_covers_the_hash_space() {
-    let s = Server::start(Opts {
-        num_shards: 4,
-        ..Opts::default()
-    })
-    .await;
+    let s = Server::start(Opts { num_shards: 4, ..Opts::default() }).await;
     let mut c = s.client().await;
-    let info = c
-        .get_cluster_info(pb::GetClusterInfoRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let info = c.get_cluster_info(pb::GetClusterInfoRequest {}).await.unwrap().into_inner();
     assert_eq!(info.num_shards, 4);
     assert_eq!(info.this_node_id, "1");
     assert_eq!(info.this_grpc_addr, s.addr);
@@ -46,11 +38,7 @@ async fn node_info_counts_jobs() {
     c.enqueue(enqueue_req(&shard, "b")).await.unwrap();
     let t = lease_n(&mut c, "default", "w", 1).await.remove(0);
     c.report_outcome(success_req(&t, b"\x01")).await.unwrap();
-    let info = c
-        .get_node_info(pb::GetNodeInfoRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let info = c.get_node_info(pb::GetNodeInfoRequest {}).await.unwrap().into_inner();
     assert_eq!(info.node_id, "1");
     assert_eq!(info.owned_shards.len(), 1);
     assert_eq!(info.owned_shards[0].shard_id, shard);
@@ -61,18 +49,10 @@ async fn node_info_counts_jobs() {
 
 #[tokio::test]
 async fn reset_shards_only_in_dev_mode() {
-    let prod = Server::start(Opts {
-        dev_mode: false,
-        ..Opts::default()
-    })
-    .await;
+    let prod = Server::start(Opts { dev_mode: false, ..Opts::default() }).await;
     let mut c = prod.client().await;
     let r = c.reset_shards(pb::ResetShardsRequest {}).await;
-    assert_status(
-        r,
-        Code::PermissionDenied,
-        "ResetShards is only available in dev mode",
-    );
+    assert_status(r, Code::PermissionDenied, "ResetShards is only available in dev mode");
 
     let dev = Server::start_default().await;
     let shard = dev.shard(0).await;
@@ -80,77 +60,39 @@ async fn reset_shards_only_in_dev_mode() {
     c.enqueue(enqueue_req(&shard, "gone")).await.unwrap();
     let _leased = lease_n(&mut c, "default", "w", 1).await;
     c.enqueue(enqueue_req(&shard, "gone-too")).await.unwrap();
-    let reset = c
-        .reset_shards(pb::ResetShardsRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let reset = c.reset_shards(pb::ResetShardsRequest {}).await.unwrap().into_inner();
     assert_eq!(reset.shards_reset, 1);
-    assert_status(
-        c.get_job(job_req(&shard, "gone")).await,
-        Code::NotFound,
-        "job not found",
-    );
-    assert!(c
-        .lease_tasks(lease_req("default", "w", 10))
-        .await
-        .unwrap()
-        .into_inner()
-        .tasks
-        .is_empty());
+    assert_status(c.get_job(job_req(&shard, "gone")).await, Code::NotFound, "job not found");
+    assert!(c.lease_tasks(lease_req("default", "w", 10)).await.unwrap().into_inner().tasks.is_empty());
     assert_eq!(dev.shard(0).await, shard, "the shard map survives a reset");
     c.enqueue(enqueue_req(&shard, "gone")).await.unwrap();
 }
 
 #[tokio::test]
 async fn bearer_token_auth() {
-    let s = Server::start(Opts {
-        auth_token: Some("s3cret".into()),
-        ..Opts::default()
-    })
-    .await;
+    let s = Server::start(Opts { auth_token: Some("s3cret".into()), ..Opts::default() }).await;
     let mut c = s.client().await;
     let r = c.get_cluster_info(pb::GetClusterInfoRequest {}).await;
     assert_status(r, Code::Unauthenticated, "missing authorization header");
     let mut req = tonic::Request::new(pb::GetClusterInfoRequest {});
-    req.metadata_mut()
-        .insert("authorization", "Bearer wrong".parse().unwrap());
-    assert_status(
-        c.get_cluster_info(req).await,
-        Code::Unauthenticated,
-        "invalid auth token",
-    );
+    req.metadata_mut().insert("authorization", "Bearer wrong".parse().unwrap());
+    assert_status(c.get_cluster_info(req).await, Code::Unauthenticated, "invalid auth token");
     let mut req = tonic::Request::new(pb::GetClusterInfoRequest {});
-    req.metadata_mut()
-        .insert("authorization", "s3cret".parse().unwrap());
-    assert_status(
-        c.get_cluster_info(req).await,
-        Code::Unauthenticated,
-        "invalid auth token",
-    );
+    req.metadata_mut().insert("authorization", "s3cret".parse().unwrap());
+    assert_status(c.get_cluster_info(req).await, Code::Unauthenticated, "invalid auth token");
     let mut req = tonic::Request::new(pb::GetClusterInfoRequest {});
-    req.metadata_mut()
-        .insert("authorization", "Bearer s3cret".parse().unwrap());
+    req.metadata_mut().insert("authorization", "Bearer s3cret".parse().unwrap());
     c.get_cluster_info(req).await.unwrap();
 
     // health is outside auth and reports the service as serving
-    let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", s.addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", s.addr)).unwrap().connect().await.unwrap();
     let mut health = tonic_health::pb::health_client::HealthClient::new(ch);
     let resp = health
-        .check(tonic_health::pb::HealthCheckRequest {
-            service: "silo.v1.Silo".into(),
-        })
+        .check(tonic_health::pb::HealthCheckRequest { service: "silo.v1.Silo".into() })
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(
-        resp.status,
-        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
-    );
+    assert_eq!(resp.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
 }
 
 #[tokio::test]
@@ -158,34 +100,14 @@ async fn unsupported_admin_calls_are_unimplemented() {
     let s = Server::start_default().await;
     let shard = s.shard(0).await;
     let mut c = s.client().await;
-    let r = c
-        .cpu_profile(pb::CpuProfileRequest {
-            duration_seconds: 1,
-            frequency: 1,
-        })
-        .await;
+    let r = c.cpu_profile(pb::CpuProfileRequest { duration_seconds: 1, frequency: 1 }).await;
+    assert_eq!(r.unwrap_err().code(), Code::Unimplemented);
+    let r = c.request_split(pb::RequestSplitRequest { shard_id: shard.clone(), split_point: "8".into() }).await;
     assert_eq!(r.unwrap_err().code(), Code::Unimplemented);
     let r = c
-        .request_split(pb::RequestSplitRequest {
-            shard_id: shard.clone(),
-            split_point: "8".into(),
-        })
+        .query(pb::QueryRequest { shard: shard.clone(), sql: "select 1".into(), tenant: None, parameters: vec![] })
         .await;
     assert_eq!(r.unwrap_err().code(), Code::Unimplemented);
-    let r = c
-        .query(pb::QueryRequest {
-            shard: shard.clone(),
-            sql: "select 1".into(),
-            tenant: None,
-            parameters: vec![],
-        })
-        .await;
-    assert_eq!(r.unwrap_err().code(), Code::Unimplemented);
-    let dropped = c
-        .drop_tenant_holders(pb::DropTenantHoldersRequest {
-            shard: shard.clone(),
-            tenant: None,
-        })
-        .await;
+    let dropped = c.drop_tenant_holders(pb::DropTenantHoldersRequest { shard: shard.clone(), tenant: None }).await;
     assert_eq!(dropped.unwrap().into_inner().holders_dropped, 0);
 }

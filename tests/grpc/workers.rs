@@ -22,15 +22,7 @@ async fn worker_lifecycle_success() {
     let mut req = enqueue_req(&shard, "j");
     req.metadata.insert("m".into(), "1".into());
     c.enqueue(req).await.unwrap();
-    assert!(
-        c.lease_tasks(lease_req("default", "w", 0))
-            .await
-            .unwrap()
-            .into_inner()
-            .tasks
-            .is_empty(),
-        "max_tasks 0"
-    );
+    assert!(c.lease_tasks(lease_req("default", "w", 0)).await.unwrap().into_inner().tasks.is_empty(), "max_tasks 0");
     let t = lease_n(&mut c, "default", "w1", 1).await.remove(0);
     assert_eq!(t.job_id, "j");
     assert_eq!(t.shard, shard);
@@ -38,41 +30,20 @@ async fn worker_lifecycle_success() {
     assert_eq!(t.lease_ms, 10_000);
     assert_eq!(bytes_of(&t.payload), vec![0x91, 0x01]);
     assert_eq!(t.metadata.get("m").map(String::as_str), Some("1"));
-    assert!(
-        t.is_last_attempt,
-        "no retry policy: the first attempt is the last"
-    );
+    assert!(t.is_last_attempt, "no retry policy: the first attempt is the last");
     let job = c.get_job(job_req(&shard, "j")).await.unwrap().into_inner();
     assert_eq!(job.status, pb::JobStatus::Running as i32);
     assert_eq!(job.attempts[0].status, pb::AttemptStatus::Running as i32);
     assert_eq!(job.next_attempt_starts_after_ms, None);
-    assert!(
-        c.lease_tasks(lease_req("default", "w2", 10))
-            .await
-            .unwrap()
-            .into_inner()
-            .tasks
-            .is_empty(),
-        "leased once"
-    );
+    assert!(c.lease_tasks(lease_req("default", "w2", 10)).await.unwrap().into_inner().tasks.is_empty(), "leased once");
 
     let beat = c.heartbeat(hb(&t, "w1")).await.unwrap().into_inner();
     assert!(!beat.cancelled);
     assert_eq!(beat.cancelled_at_ms, None);
-    assert_status(
-        c.heartbeat(hb(&t, "w2")).await,
-        Code::FailedPrecondition,
-        "lease owner mismatch",
-    );
+    assert_status(c.heartbeat(hb(&t, "w2")).await, Code::FailedPrecondition, "lease owner mismatch");
 
     c.report_outcome(success_req(&t, b"\xa2ok")).await.unwrap();
-    let res = c
-        .get_job_result(pb::GetJobResultRequest {
-            shard: shard.clone(),
-            id: "j".into(),
-            tenant: None,
-        })
-        .await;
+    let res = c.get_job_result(pb::GetJobResultRequest { shard: shard.clone(), id: "j".into(), tenant: None }).await;
     let res = res.unwrap().into_inner();
     assert_eq!(res.status, pb::JobStatus::Succeeded as i32);
     match res.result {
@@ -87,16 +58,8 @@ async fn worker_lifecycle_success() {
     assert_eq!(job.attempts[0].status, pb::AttemptStatus::Succeeded as i32);
     assert!(job.attempts[0].finished_at_ms.is_some());
 
-    assert_status(
-        c.report_outcome(success_req(&t, b"\x01")).await,
-        Code::NotFound,
-        "lease not found",
-    );
-    assert_status(
-        c.heartbeat(hb(&t, "w1")).await,
-        Code::NotFound,
-        "lease not found",
-    );
+    assert_status(c.report_outcome(success_req(&t, b"\x01")).await, Code::NotFound, "lease not found");
+    assert_status(c.heartbeat(hb(&t, "w1")).await, Code::NotFound, "lease not found");
 }
 
 #[tokio::test]
@@ -108,21 +71,9 @@ async fn failure_without_retries_fails_the_job() {
     let t = lease_n(&mut c, "default", "w", 1).await.remove(0);
     let mut missing = failure_req(&t, "X");
     missing.outcome = None;
-    assert_status(
-        c.report_outcome(missing).await,
-        Code::InvalidArgument,
-        "missing outcome",
-    );
-    c.report_outcome(failure_req(&t, "BAD_INPUT"))
-        .await
-        .unwrap();
-    let res = c
-        .get_job_result(pb::GetJobResultRequest {
-            shard: shard.clone(),
-            id: "f".into(),
-            tenant: None,
-        })
-        .await;
+    assert_status(c.report_outcome(missing).await, Code::InvalidArgument, "missing outcome");
+    c.report_outcome(failure_req(&t, "BAD_INPUT")).await.unwrap();
+    let res = c.get_job_result(pb::GetJobResultRequest { shard: shard.clone(), id: "f".into(), tenant: None }).await;
     let res = res.unwrap().into_inner();
     assert_eq!(res.status, pb::JobStatus::Failed as i32);
     match res.result {
@@ -141,45 +92,19 @@ async fn cancelling_a_running_job_reaches_the_worker() {
     let mut c = s.client().await;
     c.enqueue(enqueue_req(&shard, "run")).await.unwrap();
     let t = lease_n(&mut c, "default", "w", 1).await.remove(0);
-    c.cancel_job(pb::CancelJobRequest {
-        shard: shard.clone(),
-        id: "run".into(),
-        tenant: None,
-    })
-    .await
-    .unwrap();
-    let job = c
-        .get_job(job_req(&shard, "run"))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        job.status,
-        pb::JobStatus::Running as i32,
-        "status stays Running until the worker reports"
-    );
+    c.cancel_job(pb::CancelJobRequest { shard: shard.clone(), id: "run".into(), tenant: None }).await.unwrap();
+    let job = c.get_job(job_req(&shard, "run")).await.unwrap().into_inner();
+    assert_eq!(job.status, pb::JobStatus::Running as i32, "status stays Running until the worker reports");
     let beat = c.heartbeat(hb(&t, "w")).await.unwrap().into_inner();
     assert!(beat.cancelled);
     assert!(beat.cancelled_at_ms.is_some());
     let mut report = success_req(&t, b"");
-    report.outcome = Some(pb::report_outcome_request::Outcome::Cancelled(
-        pb::Cancelled {},
-    ));
+    report.outcome = Some(pb::report_outcome_request::Outcome::Cancelled(pb::Cancelled {}));
     c.report_outcome(report).await.unwrap();
-    let res = c
-        .get_job_result(pb::GetJobResultRequest {
-            shard: shard.clone(),
-            id: "run".into(),
-            tenant: None,
-        })
-        .await;
+    let res = c.get_job_result(pb::GetJobResultRequest { shard: shard.clone(), id: "run".into(), tenant: None }).await;
     let res = res.unwrap().into_inner();
     assert_eq!(res.status, pb::JobStatus::Cancelled as i32);
-    let job = c
-        .get_job(job_req(&shard, "run"))
-        .await
-        .unwrap()
-        .into_inner();
+    let job = c.get_job(job_req(&shard, "run")).await.unwrap().into_inner();
     assert_eq!(job.attempts[0].status, pb::AttemptStatus::Cancelled as i32);
 }
 
@@ -190,28 +115,14 @@ async fn lease_task_helper_rules() {
     let mut c = s.client().await;
     let lease = |c: &Client, id: &str, worker: &str| {
         let mut c = c.clone();
-        let req = pb::LeaseTaskRequest {
-            shard: shard.clone(),
-            id: id.into(),
-            tenant: None,
-            worker_id: worker.into(),
-        };
+        let req = pb::LeaseTaskRequest { shard: shard.clone(), id: id.into(), tenant: None, worker_id: worker.into() };
         async move { c.lease_task(req).await }
     };
     let mut later = enqueue_req(&shard, "x");
     later.start_at_ms = now_ms() + 3_600_000;
     c.enqueue(later).await.unwrap();
-    assert_status(
-        lease(&c, "x", "").await,
-        Code::InvalidArgument,
-        "worker_id is required",
-    );
-    let task = lease(&c, "x", "w")
-        .await
-        .unwrap()
-        .into_inner()
-        .task
-        .unwrap();
+    assert_status(lease(&c, "x", "").await, Code::InvalidArgument, "worker_id is required");
+    let task = lease(&c, "x", "w").await.unwrap().into_inner().task.unwrap();
     assert_eq!(task.job_id, "x", "ignores the start time");
     assert_status(
         lease(&c, "x", "w").await,
@@ -228,11 +139,7 @@ async fn lease_task_helper_rules() {
 
 #[tokio::test]
 async fn expired_lease_fails_with_worker_crashed_and_retries() {
-    let s = Server::start(Opts {
-        lease_ms: 1_000,
-        ..Opts::default()
-    })
-    .await;
+    let s = Server::start(Opts { lease_ms: 1_000, ..Opts::default() }).await;
     let shard = s.shard(0).await;
     let mut c = s.client().await;
     let mut req = enqueue_req(&shard, "crashy");
@@ -249,33 +156,19 @@ async fn expired_lease_fails_with_worker_crashed_and_retries() {
     // the reaper expires the lease; the retry is leased again
     let t2 = lease_n(&mut c, "default", "w2", 1).await.remove(0);
     assert_eq!(t2.attempt_number, 2);
-    let job = c
-        .get_job(job_req(&shard, "crashy"))
-        .await
-        .unwrap()
-        .into_inner();
+    let job = c.get_job(job_req(&shard, "crashy")).await.unwrap().into_inner();
     let first = &job.attempts[0];
     assert_eq!(first.status, pb::AttemptStatus::Failed as i32);
     assert_eq!(first.error_code.as_deref(), Some("WORKER_CRASHED"));
     let blob = bytes_of(&first.error_data);
-    assert!(
-        blob[0] >> 5 == 0b101 || blob[0] == 0xd9,
-        "MessagePack string header"
-    );
+    assert!(blob[0] >> 5 == 0b101 || blob[0] == 0xd9, "MessagePack string header");
     assert!(String::from_utf8_lossy(&blob).contains("worker=lost-worker"));
-    assert_status(
-        c.report_outcome(success_req(&t1, b"\x01")).await,
-        Code::NotFound,
-        "lease not found",
-    );
+    assert_status(c.report_outcome(success_req(&t1, b"\x01")).await, Code::NotFound, "lease not found");
 
     // a heartbeating worker keeps its lease well past lease_ms
     let started = std::time::Instant::now();
     while started.elapsed() < Duration::from_millis(2_500) {
-        let beat = c
-            .heartbeat(hb(&t2, "w2"))
-            .await
-            .expect("lease kept alive by heartbeats");
+        let beat = c.heartbeat(hb(&t2, "w2")).await.expect("lease kept alive by heartbeats");
         assert!(!beat.into_inner().cancelled);
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -284,42 +177,24 @@ async fn expired_lease_fails_with_worker_crashed_and_retries() {
 
 #[tokio::test]
 async fn expired_lease_of_cancelled_job_cancels_it() {
-    let s = Server::start(Opts {
-        lease_ms: 1_000,
-        ..Opts::default()
-    })
-    .await;
+    let s = Server::start(Opts { lease_ms: 1_000, ..Opts::default() }).await;
     let shard = s.shard(0).await;
     let mut c = s.client().await;
     c.enqueue(enqueue_req(&shard, "cx")).await.unwrap();
     let _t = lease_n(&mut c, "default", "w", 1).await;
-    c.cancel_job(pb::CancelJobRequest {
-        shard: shard.clone(),
-        id: "cx".into(),
-        tenant: None,
-    })
-    .await
-    .unwrap();
+    c.cancel_job(pb::CancelJobRequest { shard: shard.clone(), id: "cx".into(), tenant: None }).await.unwrap();
     let mut c2 = c.clone();
     let shard2 = shard.clone();
-    wait_until(
-        "lease expiry cancels the job",
-        Duration::from_secs(20),
-        || {
-            let mut c = c2.clone();
-            let shard = shard2.clone();
-            async move {
-                let job = c.get_job(job_req(&shard, "cx")).await.ok()?.into_inner();
-                (job.status == pb::JobStatus::Cancelled as i32).then_some(job)
-            }
-        },
-    )
+    wait_until("lease expiry cancels the job", Duration::from_secs(20), || {
+        let mut c = c2.clone();
+        let shard = shard2.clone();
+        async move {
+            let job = c.get_job(job_req(&shard, "cx")).await.ok()?.into_inner();
+            (job.status == pb::JobStatus::Cancelled as i32).then_some(job)
+        }
+    })
     .await;
-    let job = c2
-        .get_job(job_req(&shard, "cx"))
-        .await
-        .unwrap()
-        .into_inner();
+    let job = c2.get_job(job_req(&shard, "cx")).await.unwrap().into_inner();
     assert_eq!(job.attempts[0].status, pb::AttemptStatus::Cancelled as i32);
 }
 
@@ -329,9 +204,7 @@ async fn one_lease_call_grants_many_tasks_each_once() {
     let shard = s.shard(0).await;
     let mut c = s.client().await;
     for i in 0..50 {
-        c.enqueue(enqueue_req(&shard, &format!("bulk-{i}")))
-            .await
-            .unwrap();
+        c.enqueue(enqueue_req(&shard, &format!("bulk-{i}"))).await.unwrap();
     }
     let mut handles = Vec::new();
     for w in 0..5 {
@@ -339,13 +212,7 @@ async fn one_lease_call_grants_many_tasks_each_once() {
         handles.push(tokio::spawn(async move {
             let mut mine = Vec::new();
             for _ in 0..10 {
-                mine.extend(
-                    c.lease_tasks(lease_req("default", &format!("w{w}"), 7))
-                        .await
-                        .unwrap()
-                        .into_inner()
-                        .tasks,
-                );
+                mine.extend(c.lease_tasks(lease_req("default", &format!("w{w}"), 7)).await.unwrap().into_inner().tasks);
             }
             mine
         }));

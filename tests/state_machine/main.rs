@@ -10,53 +10,22 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
 use silo::state_machine::{
-    self as sm, invariants, read, Command, ExpiredLease, JobKey, JobStatus, NewJob, Op, Outcome,
-    Output, RetryPolicy, Tables, View,
+    self as sm, invariants, read, Command, ExpiredLease, JobKey, JobStatus, NewJob, Op, Outcome, Output, RetryPolicy,
+    Tables, View,
 };
 use silo::storage::kv::MemKv;
 
 #[derive(Debug, Clone)]
 enum Action {
-    Enqueue {
-        job: u8,
-        tenant: u8,
-        group: u8,
-        priority: u32,
-        delay_ms: i64,
-        retries: Option<u32>,
-    },
-    Grant {
-        group: u8,
-        max: usize,
-        stale: bool,
-    },
-    LeaseJob {
-        job: u8,
-        tenant: u8,
-    },
-    Report {
-        lease: usize,
-        outcome: u8,
-    },
-    Expire {
-        lease: usize,
-    },
-    Cancel {
-        job: u8,
-        tenant: u8,
-    },
-    Restart {
-        job: u8,
-        tenant: u8,
-    },
-    Expedite {
-        job: u8,
-        tenant: u8,
-    },
-    Delete {
-        job: u8,
-        tenant: u8,
-    },
+    Enqueue { job: u8, tenant: u8, group: u8, priority: u32, delay_ms: i64, retries: Option<u32> },
+    Grant { group: u8, max: usize, stale: bool },
+    LeaseJob { job: u8, tenant: u8 },
+    Report { lease: usize, outcome: u8 },
+    Expire { lease: usize },
+    Cancel { job: u8, tenant: u8 },
+    Restart { job: u8, tenant: u8 },
+    Expedite { job: u8, tenant: u8 },
+    Delete { job: u8, tenant: u8 },
     Reset,
 }
 
@@ -79,15 +48,7 @@ fn action() -> impl Strategy<Value = Action> {
 }
 
 fn key(job: u8, tenant: u8) -> JobKey {
-    JobKey {
-        shard: 0,
-        tenant: if tenant == 0 {
-            "-".into()
-        } else {
-            "acme".into()
-        },
-        id: format!("job-{job}"),
-    }
+    JobKey { shard: 0, tenant: if tenant == 0 { "-".into() } else { "acme".into() }, id: format!("job-{job}") }
 }
 
 fn group(g: u8) -> String {
@@ -98,14 +59,7 @@ fn group(g: u8) -> String {
 fn resolve(kv: &MemKv, a: &Action, now: i64) -> Op {
     let v = View(kv);
     match a.clone() {
-        Action::Enqueue {
-            job,
-            tenant,
-            group: g,
-            priority,
-            delay_ms,
-            retries,
-        } => Op::Enqueue(NewJob {
+        Action::Enqueue { job, tenant, group: g, priority, delay_ms, retries } => Op::Enqueue(NewJob {
             key: key(job, tenant),
             task_group: group(g),
             priority,
@@ -121,35 +75,20 @@ fn resolve(kv: &MemKv, a: &Action, now: i64) -> Op {
             limits: vec![],
             metadata: BTreeMap::new(),
         }),
-        Action::Grant {
-            group: g,
-            max,
-            stale,
-        } => {
-            let mut ids: Vec<String> = v
-                .queued_all()
-                .into_iter()
-                .filter(|q| q.task_group == group(g))
-                .map(|q| q.task_id)
-                .take(max)
-                .collect();
+        Action::Grant { group: g, max, stale } => {
+            let mut ids: Vec<String> =
+                v.queued_all().into_iter().filter(|q| q.task_group == group(g)).map(|q| q.task_id).take(max).collect();
             if stale {
                 ids.push("no-such-task".into());
                 if let Some(l) = v.leases().first() {
                     ids.push(l.task_id.clone());
                 }
             }
-            Op::GrantLeases {
-                worker_id: format!("w{g}"),
-                task_ids: ids,
-                lease_ms: 1_000,
-            }
+            Op::GrantLeases { worker_id: format!("w{g}"), task_ids: ids, lease_ms: 1_000 }
         }
-        Action::LeaseJob { job, tenant } => Op::LeaseJob {
-            job: key(job, tenant),
-            worker_id: "helper".into(),
-            lease_ms: 1_000,
-        },
+        Action::LeaseJob { job, tenant } => {
+            Op::LeaseJob { job: key(job, tenant), worker_id: "helper".into(), lease_ms: 1_000 }
+        }
         Action::Report { lease, outcome } => {
             let leases = v.leases();
             let task_id = if leases.is_empty() || lease > leases.len() {
@@ -159,40 +98,20 @@ fn resolve(kv: &MemKv, a: &Action, now: i64) -> Op {
             };
             let outcome = match outcome {
                 0 => Outcome::Success { result: vec![1, 2] },
-                1 => Outcome::Failure {
-                    code: "E".into(),
-                    data: vec![3],
-                },
+                1 => Outcome::Failure { code: "E".into(), data: vec![3] },
                 _ => Outcome::Cancelled,
             };
             Op::ReportOutcome { task_id, outcome }
         }
         Action::Expire { lease } => {
             let leases = v.leases();
-            let task_id = if leases.is_empty() {
-                "stale".into()
-            } else {
-                leases[lease % leases.len()].task_id.clone()
-            };
-            Op::ExpireLeases {
-                leases: vec![ExpiredLease {
-                    task_id,
-                    deadline_ms: now,
-                }],
-            }
+            let task_id = if leases.is_empty() { "stale".into() } else { leases[lease % leases.len()].task_id.clone() };
+            Op::ExpireLeases { leases: vec![ExpiredLease { task_id, deadline_ms: now }] }
         }
-        Action::Cancel { job, tenant } => Op::CancelJob {
-            job: key(job, tenant),
-        },
-        Action::Restart { job, tenant } => Op::RestartJob {
-            job: key(job, tenant),
-        },
-        Action::Expedite { job, tenant } => Op::ExpediteJob {
-            job: key(job, tenant),
-        },
-        Action::Delete { job, tenant } => Op::DeleteJob {
-            job: key(job, tenant),
-        },
+        Action::Cancel { job, tenant } => Op::CancelJob { job: key(job, tenant) },
+        Action::Restart { job, tenant } => Op::RestartJob { job: key(job, tenant) },
+        Action::Expedite { job, tenant } => Op::ExpediteJob { job: key(job, tenant) },
+        Action::Delete { job, tenant } => Op::DeleteJob { job: key(job, tenant) },
         Action::Reset => Op::ResetAll,
     }
 }
@@ -200,16 +119,7 @@ fn resolve(kv: &MemKv, a: &Action, now: i64) -> Op {
 /// Runs the actions, checking everything after each apply; returns the log.
 fn run(actions: &[(Action, i64)]) -> (Vec<Command>, MemKv) {
     let mut kv = MemKv::default();
-    sm::apply(
-        &mut kv,
-        1,
-        &Command {
-            now_ms: 1_000,
-            op: Op::InitShards { shards: vec![] },
-        },
-    )
-    .0
-    .unwrap();
+    sm::apply(&mut kv, 1, &Command { now_ms: 1_000, op: Op::InitShards { shards: vec![] } }).0.unwrap();
     let mut log = Vec::new();
     let mut now = 1_000i64;
     let mut granted_ever = BTreeSet::new();
@@ -232,15 +142,8 @@ fn run(actions: &[(Action, i64)]) -> (Vec<Command>, MemKv) {
             }
             Ok(Output::Granted { tasks }) => {
                 for t in tasks {
-                    assert!(
-                        granted_ever.insert(t.task_id.clone()),
-                        "task {} granted twice",
-                        t.task_id
-                    );
-                    assert!(
-                        t.relative_attempt_number >= 1
-                            && t.relative_attempt_number <= t.attempt_number
-                    );
+                    assert!(granted_ever.insert(t.task_id.clone()), "task {} granted twice", t.task_id);
+                    assert!(t.relative_attempt_number >= 1 && t.relative_attempt_number <= t.attempt_number);
                 }
             }
             Ok(_) => {}
@@ -255,16 +158,7 @@ fn run(actions: &[(Action, i64)]) -> (Vec<Command>, MemKv) {
 
 fn replay(log: &[Command]) -> MemKv {
     let mut kv = MemKv::default();
-    sm::apply(
-        &mut kv,
-        1,
-        &Command {
-            now_ms: 1_000,
-            op: Op::InitShards { shards: vec![] },
-        },
-    )
-    .0
-    .unwrap();
+    sm::apply(&mut kv, 1, &Command { now_ms: 1_000, op: Op::InitShards { shards: vec![] } }).0.unwrap();
     for (i, c) in log.iter().enumerate() {
         let _ = sm::apply(&mut kv, i as u64 + 2, c);
     }
@@ -291,11 +185,7 @@ fn apply(kv: &mut MemKv, index: u64, now_ms: i64, op: Op) -> sm::ApplyResult {
 
 fn enqueue(kv: &mut MemKv, id: &str, retries: Option<u32>) {
     let op = Op::Enqueue(NewJob {
-        key: JobKey {
-            shard: 0,
-            tenant: "-".into(),
-            id: id.into(),
-        },
+        key: JobKey { shard: 0, tenant: "-".into(), id: id.into() },
         task_group: "g".into(),
         priority: 50,
         start_at_ms: 0,
@@ -314,23 +204,8 @@ fn enqueue(kv: &mut MemKv, id: &str, retries: Option<u32>) {
 }
 
 fn grant_all(kv: &mut MemKv, index: u64, now: i64) -> Vec<sm::TaskView> {
-    let ids = View(&*kv)
-        .queued_all()
-        .into_iter()
-        .map(|q| q.task_id)
-        .collect();
-    match apply(
-        kv,
-        index,
-        now,
-        Op::GrantLeases {
-            worker_id: "w".into(),
-            task_ids: ids,
-            lease_ms: 10_000,
-        },
-    )
-    .unwrap()
-    {
+    let ids = View(&*kv).queued_all().into_iter().map(|q| q.task_id).collect();
+    match apply(kv, index, now, Op::GrantLeases { worker_id: "w".into(), task_ids: ids, lease_ms: 10_000 }).unwrap() {
         Output::Granted { tasks } => tasks,
         other => panic!("{other:?}"),
     }
@@ -340,40 +215,19 @@ fn grant_all(kv: &mut MemKv, index: u64, now: i64) -> Vec<sm::TaskView> {
 fn retry_schedule_follows_the_formula() {
     let mut kv = MemKv::default();
     enqueue(&mut kv, "r", Some(3));
-    let key = JobKey {
-        shard: 0,
-        tenant: "-".into(),
-        id: "r".into(),
-    };
+    let key = JobKey { shard: 0, tenant: "-".into(), id: "r".into() };
     let mut now = 2_000;
     for (n, expected_delay) in [(1u32, 2_000i64), (2, 4_000), (3, 8_000)] {
         let t = grant_all(&mut kv, 10 + n as u64, now);
         assert_eq!(t.len(), 1);
         assert_eq!(t[0].relative_attempt_number, n);
-        let failure = Outcome::Failure {
-            code: "E".into(),
-            data: vec![],
-        };
-        apply(
-            &mut kv,
-            20 + n as u64,
-            now,
-            Op::ReportOutcome {
-                task_id: t[0].task_id.clone(),
-                outcome: failure,
-            },
-        )
-        .unwrap();
+        let failure = Outcome::Failure { code: "E".into(), data: vec![] };
+        apply(&mut kv, 20 + n as u64, now, Op::ReportOutcome { task_id: t[0].task_id.clone(), outcome: failure })
+            .unwrap();
         let job = View(&kv).job(&key).unwrap();
         assert_eq!(job.status, JobStatus::Scheduled);
-        assert_eq!(
-            job.pending.as_ref().unwrap().start_at_ms,
-            now + expected_delay
-        );
-        assert!(
-            grant_all(&mut kv, 30 + n as u64, now + expected_delay - 1).is_empty(),
-            "not due before backoff"
-        );
+        assert_eq!(job.pending.as_ref().unwrap().start_at_ms, now + expected_delay);
+        assert!(grant_all(&mut kv, 30 + n as u64, now + expected_delay - 1).is_empty(), "not due before backoff");
         now += expected_delay;
     }
     let t = grant_all(&mut kv, 40, now);
@@ -384,10 +238,7 @@ fn retry_schedule_follows_the_formula() {
         now,
         Op::ReportOutcome {
             task_id: t[0].task_id.clone(),
-            outcome: Outcome::Failure {
-                code: "E".into(),
-                data: vec![],
-            },
+            outcome: Outcome::Failure { code: "E".into(), data: vec![] },
         },
     )
     .unwrap();
@@ -402,28 +253,10 @@ fn retry_schedule_follows_the_formula() {
 fn time_never_runs_backwards() {
     let mut kv = MemKv::default();
     enqueue(&mut kv, "t", None);
-    apply(
-        &mut kv,
-        2,
-        50_000,
-        Op::CancelJob {
-            job: JobKey {
-                shard: 0,
-                tenant: "-".into(),
-                id: "t".into(),
-            },
-        },
-    )
-    .unwrap();
+    apply(&mut kv, 2, 50_000, Op::CancelJob { job: JobKey { shard: 0, tenant: "-".into(), id: "t".into() } }).unwrap();
     // a command stamped by a leader whose clock is behind
     enqueue(&mut kv, "u", None);
-    let job = View(&kv)
-        .job(&JobKey {
-            shard: 0,
-            tenant: "-".into(),
-            id: "u".into(),
-        })
-        .unwrap();
+    let job = View(&kv).job(&JobKey { shard: 0, tenant: "-".into(), id: "u".into() }).unwrap();
     assert_eq!(job.enqueue_time_ms, 50_000);
 }
 
@@ -432,11 +265,7 @@ fn task_ids_are_unique_per_index_and_ordinal() {
     let mut seen = BTreeSet::new();
     let mut kv = MemKv::default();
     for index in 0..200u64 {
-        let key = JobKey {
-            shard: 0,
-            tenant: "-".into(),
-            id: format!("j{index}"),
-        };
+        let key = JobKey { shard: 0, tenant: "-".into(), id: format!("j{index}") };
         let op = Op::Enqueue(NewJob {
             key,
             task_group: "g".into(),
@@ -460,11 +289,7 @@ fn task_ids_are_unique_per_index_and_ordinal() {
 fn failure_of_a_cancelled_running_job_does_not_retry() {
     let mut kv = MemKv::default();
     enqueue(&mut kv, "c", Some(5));
-    let key = JobKey {
-        shard: 0,
-        tenant: "-".into(),
-        id: "c".into(),
-    };
+    let key = JobKey { shard: 0, tenant: "-".into(), id: "c".into() };
     let t = grant_all(&mut kv, 2, 2_000);
     apply(&mut kv, 3, 2_000, Op::CancelJob { job: key.clone() }).unwrap();
     apply(
@@ -473,10 +298,7 @@ fn failure_of_a_cancelled_running_job_does_not_retry() {
         2_000,
         Op::ReportOutcome {
             task_id: t[0].task_id.clone(),
-            outcome: Outcome::Failure {
-                code: "E".into(),
-                data: vec![],
-            },
+            outcome: Outcome::Failure { code: "E".into(), data: vec![] },
         },
     )
     .unwrap();

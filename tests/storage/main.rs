@@ -11,10 +11,7 @@ use silo::raft::types::{NodeId, TypeConfig};
 struct RocksBuilder;
 
 impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> for RocksBuilder {
-    async fn build(
-        &self,
-    ) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), openraft::StorageError<NodeId>>
-    {
+    async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), openraft::StorageError<NodeId>> {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = silo::storage::rocks::open(&dir.path().join("db")).expect("open rocksdb");
         let log = LogStore::new(db.clone());
@@ -36,12 +33,6 @@ fn codec_refuses_unknown_versions() {
     assert_eq!(back, ("a".to_string(), 7));
     let mut newer = bytes.clone();
     newer[0] = 99;
-    assert!(matches!(
-        decode::<(String, u64)>(&newer),
-        Err(CodecError::Version(99))
-    ));
-    assert!(matches!(
-        decode::<(String, u64)>(&[]),
-        Err(CodecError::Empty)
-    ));
+    assert!(matches!(decode::<(String, u64)>(&newer), Err(CodecError::Version(99))));
+    assert!(matches!(decode::<(String, u64)>(&[]), Err(CodecError::Empty)));
 }

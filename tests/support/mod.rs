@@ -73,14 +73,8 @@ impl Server {
     pub async fn start(opts: Opts) -> Server {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().to_path_buf();
-        let mut s = Server {
-            child: None,
-            addr: String::new(),
-            dir,
-            _tmp: Some(tmp),
-            opts,
-            listen: "127.0.0.1:0".into(),
-        };
+        let mut s =
+            Server { child: None, addr: String::new(), dir, _tmp: Some(tmp), opts, listen: "127.0.0.1:0".into() };
         s.spawn();
         s.wait_ready().await;
         s
@@ -117,11 +111,8 @@ impl Server {
 
     fn spawn(&mut self) {
         self.write_config();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("server.log"))
-            .expect("log file");
+        let log =
+            std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("server.log")).expect("log file");
         let mut child = Command::new(env!("CARGO_BIN_EXE_silo"))
             .arg("serve")
             .arg("--config")
@@ -157,27 +148,19 @@ impl Server {
     pub async fn wait_ready(&self) {
         let addr = self.addr.clone();
         let token = self.opts.auth_token.clone();
-        wait_until(
-            "server ready (leader with a shard map)",
-            Duration::from_secs(30),
-            || {
-                let addr = addr.clone();
-                let token = token.clone();
-                async move {
-                    let mut c = connect(&addr).await.ok()?;
-                    let mut req = tonic::Request::new(pb::GetClusterInfoRequest {});
-                    if let Some(t) = token {
-                        req.metadata_mut()
-                            .insert("authorization", format!("Bearer {t}").parse().ok()?);
-                    }
-                    let info = c.get_cluster_info(req).await.ok()?.into_inner();
-                    info.shard_owners
-                        .iter()
-                        .all(|o| !o.grpc_addr.is_empty())
-                        .then_some(())
+        wait_until("server ready (leader with a shard map)", Duration::from_secs(30), || {
+            let addr = addr.clone();
+            let token = token.clone();
+            async move {
+                let mut c = connect(&addr).await.ok()?;
+                let mut req = tonic::Request::new(pb::GetClusterInfoRequest {});
+                if let Some(t) = token {
+                    req.metadata_mut().insert("authorization", format!("Bearer {t}").parse().ok()?);
                 }
-            },
-        )
+                let info = c.get_cluster_info(req).await.ok()?.into_inner();
+                info.shard_owners.iter().all(|o| !o.grpc_addr.is_empty()).then_some(())
+            }
+        })
         .await;
     }
 
@@ -190,14 +173,9 @@ impl Server {
         let mut c = self.client().await;
         let mut req = tonic::Request::new(pb::GetClusterInfoRequest {});
         if let Some(t) = &self.opts.auth_token {
-            req.metadata_mut()
-                .insert("authorization", format!("Bearer {t}").parse().unwrap());
+            req.metadata_mut().insert("authorization", format!("Bearer {t}").parse().unwrap());
         }
-        let info = c
-            .get_cluster_info(req)
-            .await
-            .expect("cluster info")
-            .into_inner();
+        let info = c.get_cluster_info(req).await.expect("cluster info").into_inner();
         info.shard_owners[i].shard_id.clone()
     }
 
@@ -250,15 +228,11 @@ pub async fn connect(addr: &str) -> Result<Client, tonic::transport::Error> {
         .timeout(Duration::from_secs(30))
         .connect()
         .await?;
-    Ok(SiloClient::new(ch)
-        .max_decoding_message_size(256 << 20)
-        .max_encoding_message_size(256 << 20))
+    Ok(SiloClient::new(ch).max_decoding_message_size(256 << 20).max_encoding_message_size(256 << 20))
 }
 
 pub fn msgpack(v: &[u8]) -> Option<pb::SerializedBytes> {
-    Some(pb::SerializedBytes {
-        encoding: Some(pb::serialized_bytes::Encoding::Msgpack(v.to_vec())),
-    })
+    Some(pb::SerializedBytes { encoding: Some(pb::serialized_bytes::Encoding::Msgpack(v.to_vec())) })
 }
 
 pub fn bytes_of(b: &Option<pb::SerializedBytes>) -> Vec<u8> {
@@ -298,9 +272,7 @@ pub fn success_req(task: &pb::Task, result: &[u8]) -> pb::ReportOutcomeRequest {
     pb::ReportOutcomeRequest {
         shard: task.shard.clone(),
         task_id: task.id.clone(),
-        outcome: Some(pb::report_outcome_request::Outcome::Success(
-            msgpack(result).unwrap(),
-        )),
+        outcome: Some(pb::report_outcome_request::Outcome::Success(msgpack(result).unwrap())),
         tenant_id: task.tenant_id.clone(),
     }
 }
@@ -318,12 +290,7 @@ pub fn failure_req(task: &pb::Task, code: &str) -> pb::ReportOutcomeRequest {
 }
 
 pub fn job_req(shard: &str, id: &str) -> pb::GetJobRequest {
-    pb::GetJobRequest {
-        shard: shard.into(),
-        id: id.into(),
-        tenant: None,
-        include_attempts: true,
-    }
+    pb::GetJobRequest { shard: shard.into(), id: id.into(), tenant: None, include_attempts: true }
 }
 
 pub fn now_ms() -> i64 {
@@ -336,15 +303,8 @@ pub async fn lease_n(c: &mut Client, group: &str, worker: &str, n: usize) -> Vec
     let poll = Duration::from_millis(20);
     let mut got: Vec<pb::Task> = Vec::new();
     while got.len() < n {
-        assert!(
-            Instant::now() < deadline,
-            "timed out leasing {n} tasks of {group}; got {}",
-            got.len()
-        );
-        let batch = c
-            .lease_tasks(lease_req(group, worker, (n - got.len()) as u32))
-            .await
-            .expect("lease_tasks");
+        assert!(Instant::now() < deadline, "timed out leasing {n} tasks of {group}; got {}", got.len());
+        let batch = c.lease_tasks(lease_req(group, worker, (n - got.len()) as u32)).await.expect("lease_tasks");
         let tasks = batch.into_inner().tasks;
         if tasks.is_empty() {
             tokio::time::sleep(poll).await;
@@ -362,11 +322,6 @@ pub fn assert_status<T: std::fmt::Debug>(
 ) -> tonic::Status {
     let s = r.expect_err("expected an error status");
     assert_eq!(s.code(), code, "status {s:?}");
-    assert!(
-        s.message().contains(message),
-        "message {:?} should contain {:?}",
-        s.message(),
-        message
-    );
+    assert!(s.message().contains(message), "message {:?} should contain {:?}", s.message(), message);
     s
 }

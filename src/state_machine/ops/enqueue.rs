@@ -14,16 +14,10 @@ use super::super::tx::{Tables, Tx};
 
 pub fn apply<K: Kv>(tx: &mut Tx<'_, K>, new: &NewJob) -> ApplyResult {
     if tx.job(&new.key).is_some() {
-        return Err(Rejection::JobAlreadyExists {
-            id: new.key.id.clone(),
-        });
+        return Err(Rejection::JobAlreadyExists { id: new.key.id.clone() });
     }
     let now = tx.now_ms;
-    let start_at_ms = if new.start_at_ms <= 0 {
-        now
-    } else {
-        new.start_at_ms
-    };
+    let start_at_ms = if new.start_at_ms <= 0 { now } else { new.start_at_ms };
     let seq = tx.next_seq();
     let task_id = tx.new_task_id();
     let job = Job {
@@ -39,11 +33,7 @@ pub fn apply<K: Kv>(tx: &mut Tx<'_, K>, new: &NewJob) -> ApplyResult {
         cancelled_at_ms: None,
         last_attempt_number: 0,
         run_base_attempt: 0,
-        pending: Some(Pending {
-            task_id,
-            attempt_number: 1,
-            start_at_ms,
-        }),
+        pending: Some(Pending { task_id, attempt_number: 1, start_at_ms }),
         running_task: None,
         seq,
     };

@@ -29,11 +29,7 @@ pub fn apply<K: Kv>(tx: &mut Tx<'_, K>, key: &JobKey) -> ApplyResult {
         None
     };
     if let Some(reason) = reason {
-        return Err(Rejection::CannotExpedite {
-            id: key.id.clone(),
-            reason: reason.into(),
-            status: job.status,
-        });
+        return Err(Rejection::CannotExpedite { id: key.id.clone(), reason: reason.into(), status: job.status });
     }
     if let Some(pending) = job.pending.as_mut() {
         pending.start_at_ms = now;

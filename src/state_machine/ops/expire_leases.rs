@@ -20,20 +20,13 @@ pub fn apply<K: Kv>(tx: &mut Tx<'_, K>, leases: &[ExpiredLease]) -> ApplyResult 
         let Some(lease) = tx.lease(&expired.task_id) else {
             continue;
         };
-        let cancelled = tx
-            .job(&lease.job)
-            .is_some_and(|j| j.cancelled_at_ms.is_some());
+        let cancelled = tx.job(&lease.job).is_some_and(|j| j.cancelled_at_ms.is_some());
         let outcome = if cancelled {
             Outcome::Cancelled
         } else {
-            let message = format!(
-                "lease expired at {} (now {}), worker={}",
-                expired.deadline_ms, tx.now_ms, lease.worker_id
-            );
-            Outcome::Failure {
-                code: WORKER_CRASHED.into(),
-                data: msgpack_str(&message),
-            }
+            let message =
+                format!("lease expired at {} (now {}), worker={}", expired.deadline_ms, tx.now_ms, lease.worker_id);
+            Outcome::Failure { code: WORKER_CRASHED.into(), data: msgpack_str(&message) }
         };
         // A vanished job only means there is nothing left to move.
         let _ = finish_attempt(tx, &lease, &outcome);

@@ -12,12 +12,7 @@ use super::super::job::{Attempt, AttemptStatus, Job, JobStatus, Lease, Ms};
 use super::super::outcome::{ApplyResult, Output, TaskView};
 use super::super::tx::{Tables, Tx};
 
-pub fn apply<K: Kv>(
-    tx: &mut Tx<'_, K>,
-    worker_id: &str,
-    task_ids: &[String],
-    lease_ms: Ms,
-) -> ApplyResult {
+pub fn apply<K: Kv>(tx: &mut Tx<'_, K>, worker_id: &str, task_ids: &[String], lease_ms: Ms) -> ApplyResult {
     let mut tasks = Vec::with_capacity(task_ids.len());
     for task_id in task_ids {
         let Some(queued) = tx.queued(task_id) else {
@@ -28,10 +23,7 @@ pub fn apply<K: Kv>(
         };
         let grantable = job.status == JobStatus::Scheduled
             && job.cancelled_at_ms.is_none()
-            && job
-                .pending
-                .as_ref()
-                .is_some_and(|p| &p.task_id == task_id && p.start_at_ms <= tx.now_ms);
+            && job.pending.as_ref().is_some_and(|p| &p.task_id == task_id && p.start_at_ms <= tx.now_ms);
         if grantable {
             tasks.push(start_attempt(tx, job, worker_id, lease_ms));
         }
@@ -41,16 +33,8 @@ pub fn apply<K: Kv>(
 
 /// Turns `job`'s pending attempt into a running attempt leased to `worker_id`.
 /// Shared with LeaseJob.
-pub fn start_attempt<K: Kv>(
-    tx: &mut Tx<'_, K>,
-    mut job: Job,
-    worker_id: &str,
-    lease_ms: Ms,
-) -> TaskView {
-    let pending = job
-        .pending
-        .take()
-        .expect("start_attempt needs a pending attempt");
+pub fn start_attempt<K: Kv>(tx: &mut Tx<'_, K>, mut job: Job, worker_id: &str, lease_ms: Ms) -> TaskView {
+    let pending = job.pending.take().expect("start_attempt needs a pending attempt");
     let now = tx.now_ms;
     tx.dequeue(&pending.task_id);
     tx.put_attempt(

@@ -12,12 +12,7 @@ use super::super::outcome::{ApplyResult, Output, Rejection};
 use super::super::tx::{Tables, Tx};
 use super::grant_leases::start_attempt;
 
-pub fn apply<K: Kv>(
-    tx: &mut Tx<'_, K>,
-    key: &JobKey,
-    worker_id: &str,
-    lease_ms: Ms,
-) -> ApplyResult {
+pub fn apply<K: Kv>(tx: &mut Tx<'_, K>, key: &JobKey, worker_id: &str, lease_ms: Ms) -> ApplyResult {
     let job = tx.job(key).ok_or(Rejection::JobNotFound)?;
     let reason = if job.status == JobStatus::Running {
         Some("job is currently running")
@@ -31,11 +26,7 @@ pub fn apply<K: Kv>(
         None
     };
     if let Some(reason) = reason {
-        return Err(Rejection::CannotLease {
-            id: key.id.clone(),
-            reason: reason.into(),
-            status: job.status,
-        });
+        return Err(Rejection::CannotLease { id: key.id.clone(), reason: reason.into(), status: job.status });
     }
     let task = start_attempt(tx, job, worker_id, lease_ms);
     Ok(Output::Granted { tasks: vec![task] })

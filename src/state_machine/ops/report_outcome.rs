@@ -22,11 +22,7 @@ pub fn apply<K: Kv>(tx: &mut Tx<'_, K>, task_id: &str, outcome: &Outcome) -> App
 }
 
 /// Ends the attempt held by `lease` with `outcome`. Shared with ExpireLeases.
-pub fn finish_attempt<K: Kv>(
-    tx: &mut Tx<'_, K>,
-    lease: &Lease,
-    outcome: &Outcome,
-) -> Result<(), Rejection> {
+pub fn finish_attempt<K: Kv>(tx: &mut Tx<'_, K>, lease: &Lease, outcome: &Outcome) -> Result<(), Rejection> {
     tx.delete_lease(&lease.task_id);
     let Some(mut job) = tx.job(&lease.job) else {
         return Err(Rejection::JobNotFound);
@@ -60,11 +56,7 @@ pub fn finish_attempt<K: Kv>(
         Outcome::Failure { .. } if job.cancelled_at_ms.is_some() => JobStatus::Cancelled,
         Outcome::Failure { .. } => {
             let relative = job.relative(lease.attempt_number);
-            match job
-                .retry_policy
-                .as_ref()
-                .and_then(|p| retry_delay_ms(p, relative, now))
-            {
+            match job.retry_policy.as_ref().and_then(|p| retry_delay_ms(p, relative, now)) {
                 Some(delay_ms) => {
                     job.pending = Some(Pending {
                         task_id: tx.new_task_id(),

@@ -18,11 +18,7 @@ pub fn apply<K: Kv>(tx: &mut Tx<'_, K>, key: &JobKey) -> ApplyResult {
         JobStatus::Failed | JobStatus::Cancelled => None,
     };
     if let Some(reason) = reason {
-        return Err(Rejection::CannotRestart {
-            id: key.id.clone(),
-            reason: reason.into(),
-            status: job.status,
-        });
+        return Err(Rejection::CannotRestart { id: key.id.clone(), reason: reason.into(), status: job.status });
     }
     job.cancelled_at_ms = None;
     job.run_base_attempt = job.last_attempt_number;

@@ -1,0 +1,50 @@
+//! Connections from this node to other nodes' Admin service (read index,
+//! leadership transfer), cached per address and carrying the cluster token.
+use std::collections::HashMap;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::pb::raft::admin_client::AdminClient;
+
+pub struct Peers {
+    channels: Mutex<HashMap<String, Channel>>,
+    token: Option<String>,
+}
+
+impl Peers {
+    pub fn new(token: Option<String>) -> Self {
+        Peers { channels: Mutex::new(HashMap::new()), token }
+    }
+
+    fn channel(&self, addr: &str) -> Result<Channel, tonic::Status> {
+        let mut channels = self.channels.lock();
+        if let Some(c) = channels.get(addr) {
+            return Ok(c.clone());
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| tonic::Status::internal(format!("bad peer address {addr:?}: {e}")))?
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(10))
+            .tcp_nodelay(true);
+        let channel = endpoint.connect_lazy();
+        channels.insert(addr.to_string(), channel.clone());
+        Ok(channel)
+    }
+
+    pub fn admin(&self, addr: &str) -> Result<AdminClient<Channel>, tonic::Status> {
+        Ok(AdminClient::new(self.channel(addr)?))
+    }
+
+    /// Wraps `msg` with the cluster token when one is configured.
+    pub fn request<T>(&self, msg: T) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(msg);
+        if let Some(t) = &self.token {
+            if let Ok(v) = format!("Bearer {t}").parse() {
+                r.metadata_mut().insert("authorization", v);
+            }
+        }
+        r
+    }
+}
