@@ -59,6 +59,9 @@ pub struct RaftConfig {
     pub election_timeout_max_ms: u64,
     pub snapshot_logs_since_last: u64,
     pub max_in_snapshot_log_to_keep: u64,
+    /// Most entries in one AppendEntries message. A follower that is down pins
+    /// at most this many entries past its position against log purging.
+    pub max_payload_entries: u64,
 }
 
 impl Default for RaftConfig {
@@ -69,6 +72,7 @@ impl Default for RaftConfig {
             election_timeout_max_ms: 1500,
             snapshot_logs_since_last: 20_000,
             max_in_snapshot_log_to_keep: 5_000,
+            max_payload_entries: 512,
         }
     }
 }
@@ -157,6 +161,9 @@ impl Config {
         }
         if r.election_timeout_max_ms <= r.election_timeout_min_ms {
             errors.push("raft.election_timeout_max_ms must exceed raft.election_timeout_min_ms".to_string());
+        }
+        if r.max_payload_entries == 0 {
+            errors.push("raft.max_payload_entries must be greater than 0".to_string());
         }
         if r.snapshot_logs_since_last == 0 {
             errors.push("raft.snapshot_logs_since_last must be greater than 0".to_string());

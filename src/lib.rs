@@ -16,6 +16,7 @@
 //! - [`grpc`]: request validation, the one error→status map, service impls.
 //! - [`server`]: wires a node together: `run(config, shutdown)`.
 pub mod broker;
+pub mod client;
 pub mod config;
 pub mod grpc;
 pub mod limits;
@@ -23,6 +24,7 @@ pub mod raft;
 pub mod server;
 pub mod state_machine;
 pub mod storage;
+pub mod testkit;
 
 /// Code generated from `proto/`.
 pub mod pb {

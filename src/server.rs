@@ -59,6 +59,7 @@ impl Bound {
             election_timeout_max_ms: config.raft.election_timeout_max_ms,
             snapshot_logs_since_last: config.raft.snapshot_logs_since_last,
             max_in_snapshot_log_to_keep: config.raft.max_in_snapshot_log_to_keep,
+            max_payload_entries: config.raft.max_payload_entries,
         };
         let node = Arc::new(
             RaftNode::open(config.node_id, &settings, config.auth.token.clone(), db, broker.clone(), &config.data_dir)

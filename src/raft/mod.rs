@@ -37,6 +37,7 @@ pub struct RaftSettings {
     /// Entries kept in the log behind the latest snapshot (lagging followers
     /// within this distance catch up from the log instead of a snapshot).
     pub max_in_snapshot_log_to_keep: u64,
+    pub max_payload_entries: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,8 +80,8 @@ impl RaftNode {
             election_timeout_max: settings.election_timeout_max_ms,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(settings.snapshot_logs_since_last),
             max_in_snapshot_log_to_keep: settings.max_in_snapshot_log_to_keep,
-            purge_batch_size: 1024,
-            max_payload_entries: 512,
+            purge_batch_size: 64,
+            max_payload_entries: settings.max_payload_entries,
             ..Default::default()
         };
         let config = Arc::new(config.validate()?);

@@ -1,0 +1,347 @@
+//! Cluster tier: several real `silo` processes on 127.0.0.1 forming one Raft
+//! group; nodes are killed with SIGKILL, restarted, added and removed.
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use silo::client::{msgpack, Client, ClientOptions};
+use silo::pb::silo as pb;
+use silo::pb::silo::report_outcome_request::Outcome;
+use silo::testkit::{ClusterOpts, LocalCluster};
+use tokio::sync::Mutex;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_silo"))
+}
+
+fn start(opts: ClusterOpts) -> LocalCluster {
+    LocalCluster::start(bin(), None, opts).expect("start cluster")
+}
+
+async fn client(c: &LocalCluster) -> Client {
+    Client::connect(ClientOptions::new(c.addrs())).await.expect("client")
+}
+
+fn job(id: &str) -> pb::EnqueueRequest {
+    pb::EnqueueRequest {
+        shard: String::new(),
+        id: id.into(),
+        priority: 50,
+        start_at_ms: 0,
+        retry_policy: None,
+        payload: msgpack(vec![0xa1, b'x']),
+        limits: vec![],
+        tenant: None,
+        metadata: Default::default(),
+        task_group: "g".into(),
+    }
+}
+
+/// Reads `id` from node `node` directly (a follower read when it is not the leader).
+async fn read_on(c: &LocalCluster, node: u64, shard: &str, id: &str) -> Result<pb::GetJobResponse, tonic::Status> {
+    let cl = Client::connect(ClientOptions::new([c.addr(node)])).await?;
+    let mut g = cl.grpc(&c.addr(node))?;
+    let r = pb::GetJobRequest { shard: shard.into(), id: id.into(), tenant: None, include_attempts: false };
+    g.get_job(r).await.map(|r| r.into_inner())
+}
+
+#[tokio::test]
+async fn replication_and_linearizable_follower_reads() {
+    let c = start(ClusterOpts::default());
+    let leader = c.wait_for_leader(WAIT).await.unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
+    let cl = client(&c).await;
+    let (shard, _) = cl.route(None).unwrap();
+    for i in 0..50 {
+        cl.enqueue(job(&format!("r{i}"))).await.unwrap();
+        // read-your-write on a follower right after the acknowledgement
+        let follower = *c.nodes.keys().find(|id| **id != leader).unwrap();
+        let seen = read_on(&c, follower, &shard, &format!("r{i}")).await.expect("follower read");
+        assert_eq!(seen.id, format!("r{i}"));
+    }
+    let (index, _digest) = c.wait_converged(1, WAIT).await.unwrap();
+    assert!(index > 50);
+    for id in c.nodes.keys() {
+        let s = c.status(*id).await.unwrap();
+        assert_eq!(s.voters.len(), 3);
+        assert_eq!(s.leader_id, Some(leader));
+    }
+}
+
+#[tokio::test]
+async fn writes_to_a_follower_are_redirected() {
+    let c = start(ClusterOpts::default());
+    let leader = c.wait_for_leader(WAIT).await.unwrap();
+    let follower = *c.nodes.keys().find(|id| **id != leader).unwrap();
+    let cl = client(&c).await;
+    let (shard, owner) = cl.route(None).unwrap();
+    assert_eq!(owner, c.addr(leader), "GetClusterInfo names the leader as owner");
+    // every node answers GetClusterInfo with the same owner
+    for id in c.nodes.keys() {
+        let mut g = cl.grpc(&c.addr(*id)).unwrap();
+        let info = g.get_cluster_info(pb::GetClusterInfoRequest {}).await.unwrap().into_inner();
+        assert_eq!(info.shard_owners[0].grpc_addr, c.addr(leader));
+        assert_eq!(info.members.len(), 3);
+    }
+    let mut g = cl.grpc(&c.addr(follower)).unwrap();
+    let mut req = job("redirected");
+    req.shard = shard.clone();
+    let err = g.enqueue(req).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    assert_eq!(err.message(), "shard not found");
+    let md = err.metadata();
+    assert_eq!(md.get("x-silo-shard-owner-addr").unwrap().to_str().unwrap(), c.addr(leader));
+    assert_eq!(md.get("x-silo-shard-owner-node").unwrap().to_str().unwrap(), leader.to_string());
+    // LeaseTasks without a shard on a follower returns nothing (it leads no shard)
+    let none = g
+        .lease_tasks(pb::LeaseTasksRequest {
+            shard: None,
+            worker_id: "w".into(),
+            max_tasks: 5,
+            task_group: "g".into(),
+            tenant: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(none.tasks.is_empty());
+    // a client seeded with only the follower finds the leader
+    let only_follower = Client::connect(ClientOptions::new([c.addr(follower)])).await.unwrap();
+    only_follower.enqueue(job("via-follower")).await.unwrap();
+    assert_eq!(only_follower.get_job("via-follower", None, false).await.unwrap().id, "via-follower");
+}
+
+#[tokio::test]
+async fn leader_kill_loses_no_acknowledged_write_and_leases_survive() {
+    let mut c = start(ClusterOpts { lease_ms: 10_000, ..ClusterOpts::default() });
+    let old_leader = c.wait_for_leader(WAIT).await.unwrap();
+    let cl = client(&c).await;
+    // a worker holds a lease granted by the old leader
+    cl.enqueue(job("held")).await.unwrap();
+    let held = cl.lease_tasks("w-held", "g", 1).await.unwrap().remove(0);
+    assert_eq!(held.job_id, "held");
+
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let writer = {
+        let cl = cl.clone();
+        let acked = acked.clone();
+        tokio::spawn(async move {
+            for i in 0..300 {
+                let id = format!("w{i}");
+                if cl.enqueue(job(&id)).await.is_ok() {
+                    acked.lock().await.push(id);
+                }
+            }
+        })
+    };
+    // kill the leader while writes are in flight
+    silo_wait(|| async { acked.lock().await.len() >= 50 }).await;
+    c.kill(old_leader);
+    writer.await.unwrap();
+    let new_leader = c.wait_for_leader(WAIT).await.unwrap();
+    assert_ne!(new_leader, old_leader);
+    let acked = acked.lock().await.clone();
+    assert!(acked.len() >= 290, "the client rides through the failover (acked {})", acked.len());
+    for id in &acked {
+        let j = cl.get_job(id, None, false).await.unwrap_or_else(|e| panic!("acknowledged {id} lost: {e}"));
+        assert_eq!(&j.id, id);
+    }
+    // the old leader's lease is still valid: heartbeat and report to the new leader
+    let beat = cl.heartbeat(&held, "w-held").await.expect("lease survives failover");
+    assert!(!beat.cancelled);
+    cl.report_outcome(&held, Outcome::Success(msgpack(vec![0xc3]).unwrap())).await.unwrap();
+    let j = cl.get_job("held", None, true).await.unwrap();
+    assert_eq!(j.status, pb::JobStatus::Succeeded as i32);
+    assert_eq!(j.attempts.len(), 1, "the held attempt was never handed to anyone else");
+
+    // the old leader comes back as a follower and catches up
+    c.spawn(old_leader).unwrap();
+    c.wait_for_leader(WAIT).await.unwrap();
+    c.wait_converged(1, WAIT).await.unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
+}
+
+async fn silo_wait<F, Fut>(mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + WAIT;
+    while !cond().await {
+        assert!(std::time::Instant::now() < deadline, "condition not met within {WAIT:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// True when `task`'s attempt is recorded as succeeded (a report whose reply
+/// was lost in the failover may still have committed).
+async fn attempt_succeeded(cl: &Client, task: &pb::Task) -> bool {
+    match cl.get_job(&task.job_id, None, true).await {
+        Ok(j) => j.attempts.iter().any(|a| a.task_id == task.id && a.status == pb::AttemptStatus::Succeeded as i32),
+        Err(_) => false,
+    }
+}
+
+#[tokio::test]
+async fn workers_complete_every_job_exactly_once_across_a_leader_kill() {
+    let mut c = start(ClusterOpts { lease_ms: 2_000, ..ClusterOpts::default() });
+    let leader = c.wait_for_leader(WAIT).await.unwrap();
+    let cl = client(&c).await;
+    let n = 200;
+    for i in 0..n {
+        let mut j = job(&format!("x{i}"));
+        // a grant whose reply died with the leader is retried after its lease expires
+        j.retry_policy = Some(pb::RetryPolicy {
+            retry_count: 5,
+            initial_interval_ms: 10,
+            max_interval_ms: 100,
+            randomize_interval: false,
+            backoff_factor: 2.0,
+        });
+        cl.enqueue(j).await.unwrap();
+    }
+    let completions: Arc<Mutex<BTreeMap<String, u32>>> = Arc::default();
+    let granted: Arc<Mutex<BTreeSet<String>>> = Arc::default();
+    let mut workers = Vec::new();
+    for w in 0..3 {
+        let cl = cl.clone();
+        let completions = completions.clone();
+        let granted = granted.clone();
+        workers.push(tokio::spawn(async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(90);
+            while completions.lock().await.len() < n && std::time::Instant::now() < deadline {
+                let tasks = match cl.lease_tasks(&format!("worker-{w}"), "g", 8).await {
+                    Ok(t) => t,
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                if tasks.is_empty() {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                for t in tasks {
+                    assert!(granted.lock().await.insert(t.id.clone()), "task {} granted twice", t.id);
+                    let reported = cl.report_outcome(&t, Outcome::Success(msgpack(vec![0xc3]).unwrap())).await;
+                    if reported.is_ok() || attempt_succeeded(&cl, &t).await {
+                        *completions.lock().await.entry(t.job_id.clone()).or_default() += 1;
+                    }
+                }
+            }
+        }));
+    }
+    silo_wait(|| async { completions.lock().await.len() >= n / 4 }).await;
+    c.kill(leader);
+    for w in workers {
+        w.await.unwrap();
+    }
+    let completions = completions.lock().await.clone();
+    assert_eq!(completions.len(), n, "every job completed");
+    assert!(completions.values().all(|&k| k == 1), "no job completed twice: {completions:?}");
+    for i in 0..n {
+        let j = cl.get_job(&format!("x{i}"), None, true).await.unwrap();
+        assert_eq!(j.status, pb::JobStatus::Succeeded as i32);
+        let succeeded = j.attempts.iter().filter(|a| a.status == pb::AttemptStatus::Succeeded as i32).count();
+        assert_eq!(succeeded, 1, "job x{i} has exactly one successful attempt");
+    }
+}
+
+#[tokio::test]
+async fn restarted_follower_catches_up_from_the_log() {
+    let mut c = start(ClusterOpts::default());
+    let leader = c.wait_for_leader(WAIT).await.unwrap();
+    let follower = *c.nodes.keys().find(|id| **id != leader).unwrap();
+    let cl = client(&c).await;
+    c.kill(follower);
+    for i in 0..100 {
+        cl.enqueue(job(&format!("f{i}"))).await.unwrap();
+    }
+    c.spawn(follower).unwrap();
+    let (index, _) = c.wait_converged(100, WAIT).await.unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
+    assert!(index >= 100);
+    let (shard, _) = cl.route(None).unwrap();
+    assert_eq!(read_on(&c, follower, &shard, "f99").await.unwrap().id, "f99");
+}
+
+#[tokio::test]
+async fn lagging_node_catches_up_by_snapshot_install() {
+    let opts = ClusterOpts {
+        snapshot_logs_since_last: 50,
+        max_in_snapshot_log_to_keep: 0,
+        max_payload_entries: 32,
+        ..ClusterOpts::default()
+    };
+    let mut c = start(opts);
+    let leader = c.wait_for_leader(WAIT).await.unwrap();
+    let follower = *c.nodes.keys().find(|id| **id != leader).unwrap();
+    let cl = client(&c).await;
+    c.kill(follower);
+    for i in 0..300 {
+        cl.enqueue(job(&format!("s{i}"))).await.unwrap();
+    }
+    // the leader has compacted its log beyond what the follower has
+    let mut admin = c.admin(leader).await.unwrap();
+    admin.trigger_snapshot(silo::pb::raft::TriggerSnapshotRequest {}).await.unwrap();
+    silo_wait(|| async { c.status(leader).await.unwrap().purged_index.unwrap_or(0) > 100 }).await;
+    c.spawn(follower).unwrap();
+    c.wait_converged(300, WAIT).await.unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
+    let s = c.status(follower).await.unwrap();
+    assert!(s.snapshot_index.unwrap_or(0) > 100, "follower installed a snapshot: {s:?}");
+    assert!(c.nodes[&follower].log().contains("installed snapshot"));
+    let (shard, _) = cl.route(None).unwrap();
+    assert_eq!(read_on(&c, follower, &shard, "s0").await.unwrap().id, "s0");
+}
+
+#[tokio::test]
+async fn membership_changes_under_load() {
+    let mut c = start(ClusterOpts::default());
+    c.wait_for_leader(WAIT).await.unwrap();
+    let cl = client(&c).await;
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (cl, acked, stop) = (cl.clone(), acked.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let id = format!("m{i}");
+                if cl.enqueue(job(&id)).await.is_ok() {
+                    acked.lock().await.push(id);
+                }
+                i += 1;
+            }
+        })
+    };
+    let added = c.add_node().await.unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
+    assert_eq!(added, 4);
+    let leader = c.wait_for_leader(WAIT).await.unwrap();
+    assert_eq!(c.status(leader).await.unwrap().voters.len(), 4);
+    let victim = *c.nodes.keys().find(|id| **id != leader && **id != added).unwrap();
+    c.remove_node(victim).await.unwrap();
+    let leader = c.wait_for_leader(WAIT).await.unwrap();
+    let voters: Vec<u64> = c.status(leader).await.unwrap().voters.iter().map(|m| m.id).collect();
+    assert_eq!(voters.len(), 3);
+    assert!(!voters.contains(&victim) && voters.contains(&added));
+    silo_wait(|| async { acked.lock().await.len() > 50 }).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.await.unwrap();
+    c.nodes.remove(&victim);
+    c.wait_converged(1, WAIT).await.unwrap();
+    for id in acked.lock().await.iter() {
+        cl.get_job(id, None, false).await.unwrap_or_else(|e| panic!("acknowledged {id} lost: {e}"));
+    }
+}
+
+#[tokio::test]
+async fn leadership_transfer() {
+    let c = start(ClusterOpts::default());
+    let leader = c.wait_for_leader(WAIT).await.unwrap();
+    let target = *c.nodes.keys().find(|id| **id != leader).unwrap();
+    let mut admin = c.admin(leader).await.unwrap();
+    let reply = admin.transfer_leader(silo::pb::raft::TransferLeaderRequest { to: target }).await.unwrap().into_inner();
+    assert_eq!(reply.leader_id, target);
+    assert_eq!(c.wait_for_leader(WAIT).await.unwrap(), target);
+    let cl = client(&c).await;
+    cl.enqueue(job("after-transfer")).await.unwrap();
+}
