@@ -67,9 +67,9 @@ pub struct RaftConfig {
 impl Default for RaftConfig {
     fn default() -> Self {
         RaftConfig {
-            heartbeat_interval_ms: 150,
-            election_timeout_min_ms: 750,
-            election_timeout_max_ms: 1500,
+            heartbeat_interval_ms: 100,
+            election_timeout_min_ms: 500,
+            election_timeout_max_ms: 1000,
             snapshot_logs_since_last: 20_000,
             max_in_snapshot_log_to_keep: 5_000,
             max_payload_entries: 512,

@@ -16,8 +16,10 @@
 //! - [`grpc`]: request validation, the one error→status map, service impls.
 //! - [`server`]: wires a node together: `run(config, shutdown)`.
 pub mod broker;
+pub mod chaos;
 pub mod client;
 pub mod config;
+pub mod ctl;
 pub mod grpc;
 pub mod limits;
 pub mod raft;

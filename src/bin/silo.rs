@@ -15,6 +15,60 @@ struct Cli {
 enum Command {
     /// Start a node (a single-node cluster unless configured otherwise).
     Serve(ServeArgs),
+    /// Cluster status and membership changes.
+    Ctl(CtlArgs),
+    /// Fault-injection measurements on a local cluster of real processes.
+    Chaos(ChaosArgs),
+}
+
+#[derive(clap::Args)]
+struct CtlArgs {
+    /// Any node of the cluster.
+    #[arg(long, env = "SILO_SERVER", default_value = "127.0.0.1:7450")]
+    server: String,
+    /// Cluster token (when auth is on).
+    #[arg(long, env = "SILO_AUTH_TOKEN")]
+    token: Option<String>,
+    #[command(subcommand)]
+    command: CtlCommand,
+}
+
+#[derive(Subcommand)]
+enum CtlCommand {
+    /// Members, leader, and applied index per node.
+    Status {
+        /// Print JSON: {"leader": id, "nodes": [{"id", "addr", "role", "applied_index", ...}]}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a node (started with `cluster.join = true`) as a learner; waits until it caught up.
+    AddLearner { id: u64, addr: String },
+    /// Promote learners to voters.
+    Promote { ids: Vec<u64> },
+    /// Remove nodes from the cluster.
+    Remove { ids: Vec<u64> },
+    /// Move leadership to another voter.
+    TransferLeader { id: u64 },
+    /// Build a snapshot on --server now (the log behind it can then be purged).
+    Snapshot,
+}
+
+#[derive(clap::Args)]
+struct ChaosArgs {
+    #[command(subcommand)]
+    command: ChaosCommand,
+}
+
+#[derive(Subcommand)]
+enum ChaosCommand {
+    /// Kill the leader of a local cluster repeatedly while a client writes; report
+    /// the write-unavailability window per trial (median, max) as JSON.
+    Failover {
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+        #[arg(long, default_value_t = 10)]
+        trials: usize,
+    },
 }
 
 #[derive(clap::Args)]
@@ -92,9 +146,74 @@ async fn shutdown_signal() {
     }
 }
 
+fn init_cli_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(
+            std::env::var("SILO_LOG").unwrap_or_else(|_| "warn".into()),
+        ))
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn run_ctl(args: CtlArgs) -> anyhow::Result<()> {
+    let ctl = silo::ctl::Ctl { server: args.server, token: args.token };
+    match args.command {
+        CtlCommand::Status { json } => {
+            let view = ctl.cluster().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&view)?);
+            } else {
+                print!("{}", silo::ctl::render(&view));
+            }
+        }
+        CtlCommand::AddLearner { id, addr } => {
+            let m = ctl.add_learner(id, &addr).await?;
+            println!("added node {id} as a learner; voters {:?}, learners {:?}", ids(&m.voters), ids(&m.learners));
+        }
+        CtlCommand::Promote { ids: add } => {
+            let m = ctl.change(add, vec![]).await?;
+            println!("voters {:?}, learners {:?}", ids(&m.voters), ids(&m.learners));
+        }
+        CtlCommand::Remove { ids: remove } => {
+            let m = ctl.change(vec![], remove).await?;
+            println!("voters {:?}, learners {:?}", ids(&m.voters), ids(&m.learners));
+        }
+        CtlCommand::TransferLeader { id } => {
+            let leader = ctl.transfer_leader(id).await?;
+            println!("leader is now node {leader}");
+        }
+        CtlCommand::Snapshot => {
+            ctl.snapshot().await?;
+            println!("snapshot triggered");
+        }
+    }
+    Ok(())
+}
+
+fn ids(members: &[silo::pb::raft::Member]) -> Vec<u64> {
+    members.iter().map(|m| m.id).collect()
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Ctl(args) => {
+            init_cli_logging();
+            tokio::runtime::Runtime::new()?.block_on(run_ctl(args))
+        }
+        Command::Chaos(args) => {
+            init_cli_logging();
+            let bin = std::env::current_exe()?;
+            tokio::runtime::Runtime::new()?.block_on(async move {
+                match args.command {
+                    ChaosCommand::Failover { nodes, trials } => {
+                        let report = silo::chaos::failover(&bin, nodes, trials).await?;
+                        println!("{}", serde_json::to_string_pretty(&report)?);
+                        Ok(())
+                    }
+                }
+            })
+        }
         Command::Serve(args) => {
             tracing_subscriber::fmt()
                 .with_env_filter(tracing_subscriber::EnvFilter::new(&args.log))

@@ -28,6 +28,8 @@ pub struct ClientOptions {
     pub call_timeout: Duration,
     /// How long one logical call keeps retrying through redirects and outages.
     pub retry_budget: Duration,
+    /// Cap on the wait between retries.
+    pub max_backoff: Duration,
 }
 
 impl ClientOptions {
@@ -37,6 +39,7 @@ impl ClientOptions {
             token: None,
             call_timeout: Duration::from_secs(10),
             retry_budget: Duration::from_secs(30),
+            max_backoff: Duration::from_secs(1),
         }
     }
 }
@@ -249,7 +252,7 @@ impl Client {
                         Some(owner) if owner != addr => self.pin(&shard_id, &owner),
                         _ => {
                             tokio::time::sleep(delay).await;
-                            delay = (delay * 2).min(Duration::from_secs(1));
+                            delay = (delay * 2).min(self.inner.opts.max_backoff);
                             if let Err(e) = self.refresh().await {
                                 tracing::debug!(error = %e, attempt, "topology refresh failed");
                             }
