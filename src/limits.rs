@@ -34,3 +34,5 @@ pub const LEASE_MS: i64 = 10_000;
 pub const EXPIRE_BATCH_MAX: usize = 512;
 /// Most jobs in one ImportJobs call.
 pub const IMPORT_JOBS_MAX: usize = 1_000;
+/// Most gated attempts one AcquireLimits command resumes.
+pub const GATE_BATCH_MAX: usize = 512;

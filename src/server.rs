@@ -142,7 +142,7 @@ impl Bound {
             broker: broker.clone(),
             num_shards: config.num_shards,
             lease_ms: config.lease_ms,
-            tick: Duration::from_millis(100),
+            tick: Duration::from_millis(50),
         };
         let duties_task = tokio::spawn(duties.run(stop_rx.clone()));
 

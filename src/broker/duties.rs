@@ -45,6 +45,20 @@ impl Duties {
                 self.init_shards_if_fresh().await;
             }
             self.expire_leases().await;
+            self.open_gates().await;
+        }
+    }
+
+    /// Proposes AcquireLimits for pending attempts whose gate time passed.
+    async fn open_gates(&self) {
+        let due = self.broker.take_due_gates(crate::wall_clock_ms(), crate::limits::GATE_BATCH_MAX);
+        if due.is_empty() {
+            return;
+        }
+        let result = self.node.propose(Op::AcquireLimits { task_ids: due.clone() }).await;
+        self.broker.release(&due);
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "acquire limits");
         }
     }
 

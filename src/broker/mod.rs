@@ -27,7 +27,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use parking_lot::Mutex;
 
-use crate::state_machine::{Effect, JobKey, Lease, Ms, QueuedTask};
+use crate::state_machine::{Effect, JobKey, Lease, Ms, QueueKind, QueuedTask};
 
 type ReadyKey = (u32, Ms, u64, String);
 type FutureKey = (Ms, u32, u64, String);
@@ -36,6 +36,14 @@ type FutureKey = (Ms, u32, u64, String);
 struct GroupQueue {
     ready: BTreeSet<ReadyKey>,
     future: BTreeSet<FutureKey>,
+    /// Floating-limit refresh tasks, by due time.
+    refresh: BTreeSet<(Ms, String)>,
+}
+
+impl GroupQueue {
+    fn is_empty(&self) -> bool {
+        self.ready.is_empty() && self.future.is_empty() && self.refresh.is_empty()
+    }
 }
 
 struct LeaseClock {
@@ -48,6 +56,8 @@ struct LeaseClock {
 #[derive(Default)]
 struct Inner {
     groups: HashMap<String, GroupQueue>,
+    /// Pending attempts whose walk through their limits resumes at a time.
+    gates: BTreeSet<(Ms, String)>,
     tasks: HashMap<String, QueuedTask>,
     /// Picked for a GrantLeases proposal that has not been applied yet.
     reserved: HashSet<String>,
@@ -56,10 +66,16 @@ struct Inner {
     lease_floor_ms: Ms,
 }
 
-/// A task picked for granting; enough to filter by shard and tenant.
+/// Tasks picked for one GrantLeases proposal.
 pub struct Picked {
+    /// Job attempts, in scheduling order.
     pub task_ids: Vec<String>,
+    /// Due floating-limit refresh tasks (extra to the job tasks).
+    pub refresh_ids: Vec<String>,
 }
+
+/// Most refresh tasks handed out by one LeaseTasks call.
+pub const REFRESH_PICK_MAX: usize = 16;
 
 #[derive(Default)]
 pub struct Broker {
@@ -133,9 +149,8 @@ impl Broker {
         let mut inner = self.inner.lock();
         let Inner { groups, tasks, reserved, .. } = &mut *inner;
         let mut task_ids = Vec::new();
-        let Some(group) = groups.get_mut(task_group) else {
-            return Picked { task_ids };
-        };
+        let mut refresh_ids = Vec::new();
+        let Some(group) = groups.get_mut(task_group) else { return Picked { task_ids, refresh_ids } };
         while let Some(first) = group.future.first() {
             if first.0 > now_ms {
                 break;
@@ -156,10 +171,36 @@ impl Broker {
                 }
             }
         }
-        for id in &task_ids {
+        for (due, task_id) in group.refresh.iter() {
+            if *due > now_ms || refresh_ids.len() >= REFRESH_PICK_MAX {
+                break;
+            }
+            if !reserved.contains(task_id) && tasks.get(task_id).is_some_and(|t| accept(&t.job)) {
+                refresh_ids.push(task_id.clone());
+            }
+        }
+        for id in task_ids.iter().chain(refresh_ids.iter()) {
             reserved.insert(id.clone());
         }
-        Picked { task_ids }
+        Picked { task_ids, refresh_ids }
+    }
+
+    /// Pending attempts whose gate time passed, at most `max`, reserved until
+    /// [`Broker::release`] (the leader proposes AcquireLimits for them).
+    pub fn take_due_gates(&self, now_ms: Ms, max: usize) -> Vec<String> {
+        let mut inner = self.inner.lock();
+        let Inner { gates, reserved, .. } = &mut *inner;
+        let due: Vec<String> = gates
+            .iter()
+            .take_while(|(at, _)| *at <= now_ms)
+            .filter(|(_, id)| !reserved.contains(id))
+            .take(max)
+            .map(|(_, id)| id.clone())
+            .collect();
+        for id in &due {
+            reserved.insert(id.clone());
+        }
+        due
     }
 
     /// Ends the reservation of picked tasks (after their GrantLeases applied or failed).
@@ -220,35 +261,55 @@ impl Broker {
 
     pub fn stats(&self) -> BrokerStats {
         let inner = self.inner.lock();
-        BrokerStats { queued: inner.tasks.len(), leases: inner.leases.len(), reserved: inner.reserved.len() }
+        BrokerStats {
+            queued: inner.tasks.len(),
+            gated: inner.gates.len(),
+            leases: inner.leases.len(),
+            reserved: inner.reserved.len(),
+        }
     }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BrokerStats {
     pub queued: usize,
+    pub gated: usize,
     pub leases: usize,
     pub reserved: usize,
 }
 
 impl Inner {
     fn insert_task(&mut self, task: QueuedTask) {
-        // Re-keying (expedite) arrives as a second Queued for the same id.
+        // Re-keying (expedite, a gate passed) arrives as another Queued for the same id.
         self.remove_task(&task.task_id);
-        let group = self.groups.entry(task.task_group.clone()).or_default();
-        group.future.insert((task.start_at_ms, task.priority, task.seq, task.task_id.clone()));
+        match &task.kind {
+            QueueKind::Gate => {
+                self.gates.insert((task.start_at_ms, task.task_id.clone()));
+            }
+            QueueKind::Attempt => {
+                let group = self.groups.entry(task.task_group.clone()).or_default();
+                group.future.insert((task.start_at_ms, task.priority, task.seq, task.task_id.clone()));
+            }
+            QueueKind::Refresh { .. } => {
+                let group = self.groups.entry(task.task_group.clone()).or_default();
+                group.refresh.insert((task.start_at_ms, task.task_id.clone()));
+            }
+        }
         self.tasks.insert(task.task_id.clone(), task);
     }
 
     fn remove_task(&mut self, task_id: &str) {
         self.reserved.remove(task_id);
-        let Some(task) = self.tasks.remove(task_id) else {
+        let Some(task) = self.tasks.remove(task_id) else { return };
+        if task.kind == QueueKind::Gate {
+            self.gates.remove(&(task.start_at_ms, task.task_id));
             return;
-        };
+        }
         if let Some(group) = self.groups.get_mut(&task.task_group) {
             group.future.remove(&(task.start_at_ms, task.priority, task.seq, task.task_id.clone()));
-            group.ready.remove(&(task.priority, task.start_at_ms, task.seq, task.task_id));
-            if group.future.is_empty() && group.ready.is_empty() {
+            group.ready.remove(&(task.priority, task.start_at_ms, task.seq, task.task_id.clone()));
+            group.refresh.remove(&(task.start_at_ms, task.task_id));
+            if group.is_empty() {
                 self.groups.remove(&task.task_group);
             }
         }
@@ -263,6 +324,7 @@ mod tests {
         QueuedTask {
             task_id: id.into(),
             job: JobKey { shard: 0, tenant: "-".into(), id: id.into() },
+            kind: QueueKind::Attempt,
             task_group: group.into(),
             priority,
             start_at_ms: start,

@@ -13,15 +13,11 @@ impl Auth {
     }
 
     pub fn check(&self, request: Request<()>) -> Result<Request<()>, Status> {
-        let Some(expected) = &self.expected else {
-            return Ok(request);
-        };
+        let Some(expected) = &self.expected else { return Ok(request) };
         let Some(value) = request.metadata().get("authorization") else {
             return Err(Status::unauthenticated("missing authorization header"));
         };
-        let Ok(value) = value.to_str() else {
-            return Err(Status::unauthenticated("invalid authorization header"));
-        };
+        let Ok(value) = value.to_str() else { return Err(Status::unauthenticated("invalid authorization header")) };
         if value.as_bytes() == expected.as_bytes() {
             Ok(request)
         } else {

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::pb::silo as pb;
-use crate::state_machine::{self as sm, read::JobView, Attempt, AttemptStatus, JobStatus, TaskView};
+use crate::state_machine::{self as sm, read::JobView, Attempt, AttemptStatus, JobStatus, RefreshView, TaskView};
 
 pub fn bytes(b: Option<pb::SerializedBytes>) -> Vec<u8> {
     match b.and_then(|b| b.encoding) {
@@ -135,5 +135,19 @@ pub fn task_to_pb(t: TaskView, shard_id: String) -> pb::Task {
         shard: shard_id,
         task_group: t.task_group,
         lease_ms: t.lease_ms,
+    }
+}
+
+pub fn refresh_task_to_pb(t: RefreshView, shard_id: String) -> pb::RefreshFloatingLimitTask {
+    pb::RefreshFloatingLimitTask {
+        id: t.task_id,
+        queue_key: t.queue_key,
+        current_max_concurrency: t.current_max_concurrency,
+        last_refreshed_at_ms: t.last_refreshed_at_ms,
+        metadata: metadata_to_pb(&t.metadata),
+        lease_ms: t.lease_ms,
+        shard: shard_id,
+        task_group: t.task_group,
+        tenant_id: wire_tenant(&t.owner.tenant),
     }
 }

@@ -133,9 +133,7 @@ impl SiloService {
                 )),
             };
         }
-        let Some(t) = given else {
-            return Err(status::invalid("tenant id required"));
-        };
+        let Some(t) = given else { return Err(status::invalid("tenant id required")) };
         if t.chars().count() > crate::limits::TENANT_CHARS_MAX {
             return Err(status::invalid("invalid tenant id"));
         }

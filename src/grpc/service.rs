@@ -15,7 +15,7 @@ use crate::pb::silo as pb;
 use crate::pb::silo::silo_server::Silo;
 use crate::raft::Leadership;
 use crate::state_machine::read::{self, JobResult, NotComplete};
-use crate::state_machine::{JobKey, NewJob, Op, Output, Tables, View};
+use crate::state_machine::{JobKey, NewJob, Op, Output, RefreshOutcome, Tables, View};
 use crate::storage::rocks::ReadKv;
 
 /// Records count and latency per RPC and status code, and wraps the reply.
@@ -292,7 +292,7 @@ impl Silo for SiloService {
                 lease_ms: self.edge.lease_ms,
             };
             match self.write(op).await? {
-                Output::Granted { mut tasks } if tasks.len() == 1 => {
+                Output::Granted { mut tasks, .. } if tasks.len() == 1 => {
                     let task = tasks.pop().expect("one task");
                     let shard = self.shard_id(task.job.shard);
                     Ok(pb::LeaseTaskResponse { task: Some(convert::task_to_pb(task, shard)) })
@@ -326,18 +326,15 @@ impl Silo for SiloService {
             let picked = self.broker.pick(&r.task_group, max, crate::wall_clock_ms(), |job| {
                 shard_filter.is_none_or(|s| s == job.shard) && tenant_filter.as_deref().is_none_or(|t| t == job.tenant)
             });
-            if picked.task_ids.is_empty() {
+            if picked.task_ids.is_empty() && picked.refresh_ids.is_empty() {
                 return Ok(empty);
             }
-            let op = Op::GrantLeases {
-                worker_id: r.worker_id,
-                task_ids: picked.task_ids.clone(),
-                lease_ms: self.edge.lease_ms,
-            };
+            let all: Vec<String> = picked.task_ids.iter().chain(picked.refresh_ids.iter()).cloned().collect();
+            let op = Op::GrantLeases { worker_id: r.worker_id, task_ids: all.clone(), lease_ms: self.edge.lease_ms };
             let result = self.write(op).await;
-            self.broker.release(&picked.task_ids);
+            self.broker.release(&all);
             match result? {
-                Output::Granted { tasks } => {
+                Output::Granted { tasks, refresh_tasks } => {
                     metrics::counter!("silo_tasks_leased_total").increment(tasks.len() as u64);
                     let tasks = tasks
                         .into_iter()
@@ -346,7 +343,14 @@ impl Silo for SiloService {
                             convert::task_to_pb(t, shard)
                         })
                         .collect();
-                    Ok(pb::LeaseTasksResponse { tasks, refresh_tasks: vec![] })
+                    let refresh_tasks = refresh_tasks
+                        .into_iter()
+                        .map(|t| {
+                            let shard = self.shard_id(t.owner.shard);
+                            convert::refresh_task_to_pb(t, shard)
+                        })
+                        .collect();
+                    Ok(pb::LeaseTasksResponse { tasks, refresh_tasks })
                 }
                 other => Err(unexpected(other)),
             }
@@ -378,12 +382,14 @@ impl Silo for SiloService {
             let r = request.into_inner();
             let s = self.route_write(&r.shard)?;
             self.worker_tenant(r.tenant_id.as_deref(), s)?;
-            if r.outcome.is_none() {
-                return Err(status::invalid("missing outcome"));
-            }
-            // Floating-limit refresh tasks are not issued by this build, so no
-            // refresh lease can exist.
-            Err(Status::not_found("lease not found"))
+            use pb::report_refresh_outcome_request::Outcome as O;
+            let outcome = match r.outcome {
+                None => return Err(status::invalid("missing outcome")),
+                Some(O::Success(ok)) => RefreshOutcome::Success { new_max_concurrency: ok.new_max_concurrency },
+                Some(O::Failure(f)) => RefreshOutcome::Failure { code: f.code, message: f.message },
+            };
+            self.write(Op::ReportRefreshOutcome { task_id: r.task_id, outcome }).await?;
+            Ok(pb::ReportRefreshOutcomeResponse {})
         })
         .await
     }
@@ -424,9 +430,11 @@ impl Silo for SiloService {
         observed("drop_tenant_holders", async {
             let r = request.into_inner();
             let s = self.route_write(&r.shard)?;
-            let _tenant = self.job_tenant(r.tenant.as_deref(), s)?;
-            // Concurrency limits are stored but not yet enforced, so no job holds a slot.
-            Ok(pb::DropTenantHoldersResponse { holders_dropped: 0 })
+            let tenant = self.job_tenant(r.tenant.as_deref(), s)?;
+            match self.write(Op::DropTenantHolders { shard: s.index, tenant }).await? {
+                Output::Removed { count } => Ok(pb::DropTenantHoldersResponse { holders_dropped: count }),
+                other => Err(unexpected(other)),
+            }
         })
         .await
     }

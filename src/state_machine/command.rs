@@ -54,6 +54,27 @@ pub enum Op {
     },
     /// ResetShards (dev mode): wipe every job, keep the shard map.
     ResetAll,
+    /// Resume the walk through their limits of pending attempts whose gate
+    /// time came (future start or rate-limit re-check), as seen by the leader.
+    AcquireLimits {
+        task_ids: Vec<String>,
+    },
+    /// A worker finished a floating-limit refresh task.
+    ReportRefreshOutcome {
+        task_id: String,
+        outcome: RefreshOutcome,
+    },
+    /// Drop every concurrency-slot holder of a tenant so stuck queues grant again.
+    DropTenantHolders {
+        shard: u32,
+        tenant: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RefreshOutcome {
+    Success { new_max_concurrency: u32 },
+    Failure { code: String, message: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -99,6 +120,9 @@ impl Op {
             Op::ExpediteJob { .. } => "expedite_job",
             Op::DeleteJob { .. } => "delete_job",
             Op::ResetAll => "reset_all",
+            Op::AcquireLimits { .. } => "acquire_limits",
+            Op::ReportRefreshOutcome { .. } => "report_refresh_outcome",
+            Op::DropTenantHolders { .. } => "drop_tenant_holders",
         }
     }
 }

@@ -2,7 +2,8 @@
 //! on demand by `silo` debugging tools. Each violation is described in words.
 use std::collections::BTreeSet;
 
-use super::job::{AttemptStatus, JobStatus};
+use super::job::{AttemptStatus, FloatingState, Gate, Job, JobStatus, QueueKind, QueueState, Slot};
+use super::limits::WaiterRecord;
 use super::tx::Tables;
 use crate::storage::codec::decode_or_die;
 use crate::storage::keys;
@@ -12,11 +13,25 @@ pub fn check<T: Tables>(t: &T) -> Vec<String> {
     let mut queued_ids = BTreeSet::new();
     for q in t.queued_all() {
         queued_ids.insert(q.task_id.clone());
+        if let QueueKind::Refresh { key } = &q.kind {
+            let fk = keys::floating(q.job.shard, &q.job.tenant, key);
+            let st: Option<FloatingState> = t.kv_get(&fk).map(|b| decode_or_die("floating", &b));
+            if st.and_then(|s| s.refresh_task) != Some(q.task_id.clone()) {
+                errors.push(format!("refresh task {} is not its limit's scheduled refresh", q.task_id));
+            }
+            continue;
+        }
         match t.job(&q.job) {
             None => errors.push(format!("queued task {} belongs to a missing job", q.task_id)),
             Some(job) => {
                 let matches = job.status == JobStatus::Scheduled
-                    && job.pending.as_ref().is_some_and(|p| p.task_id == q.task_id && p.start_at_ms == q.start_at_ms);
+                    && job.pending.as_ref().is_some_and(|p| {
+                        let due = match p.gate {
+                            Gate::Timer { at_ms } => at_ms,
+                            _ => p.start_at_ms,
+                        };
+                        p.task_id == q.task_id && due == q.start_at_ms
+                    });
                 if !matches {
                     errors
                         .push(format!("queued task {} does not match job {:?} ({:?})", q.task_id, job.key, job.status));
@@ -28,6 +43,9 @@ pub fn check<T: Tables>(t: &T) -> Vec<String> {
     let mut leased_ids = BTreeSet::new();
     for lease in &leases {
         leased_ids.insert(lease.task_id.clone());
+        if lease.kind != super::job::LeaseKind::Attempt {
+            continue;
+        }
         match t.job(&lease.job) {
             Some(job) if job.status == JobStatus::Running && job.running_task.as_deref() == Some(&lease.task_id) => {
                 match t.attempt(&job.key, lease.attempt_number) {
@@ -43,8 +61,35 @@ pub fn check<T: Tables>(t: &T) -> Vec<String> {
         let id = format!("{:?}", job.key);
         match job.status {
             JobStatus::Scheduled => match &job.pending {
-                Some(p) if queued_ids.contains(&p.task_id) => {}
-                _ => errors.push(format!("scheduled job {id} has no queued pending attempt")),
+                Some(p) => match &p.gate {
+                    Gate::Waiting { slot } => {
+                        let wk = keys::waiter(
+                            job.key.shard,
+                            &job.key.tenant,
+                            slot.floating,
+                            &slot.key,
+                            (job.priority, p.start_at_ms, job.seq),
+                            &p.task_id,
+                        );
+                        if t.kv_get(&wk).is_none() {
+                            errors.push(format!("job {id} waits on {slot:?} without a waiter record"));
+                        }
+                        if queued_ids.contains(&p.task_id) {
+                            errors.push(format!("waiting job {id} is also queued"));
+                        }
+                    }
+                    gate => {
+                        let want = if *gate == Gate::Ready { QueueKind::Attempt } else { QueueKind::Gate };
+                        match t.queued(&p.task_id) {
+                            Some(q) if q.kind == want => {}
+                            other => errors.push(format!("scheduled job {id} ({gate:?}) queued as {other:?}")),
+                        }
+                        if *gate == Gate::Ready && (p.limit_stage as usize) < job.limits.len() {
+                            errors.push(format!("job {id} is ready with limits left to pass"));
+                        }
+                    }
+                },
+                None => errors.push(format!("scheduled job {id} has no pending attempt")),
             },
             JobStatus::Running => match &job.running_task {
                 Some(task) if leased_ids.contains(task) => {}
@@ -71,5 +116,59 @@ pub fn check<T: Tables>(t: &T) -> Vec<String> {
             errors.push(format!("job {id} attempts are not strictly ascending"));
         }
     }
+    check_queues(t, &mut errors);
     errors
+}
+
+/// Concurrency queues: counts match the holder and waiter records, every
+/// holder is the current attempt of a live job that lists the slot, and no
+/// waiter could be granted (no starvation while slots are free).
+fn check_queues<T: Tables>(t: &T, errors: &mut Vec<String>) {
+    for (k, v) in t.kv_scan(&keys::table(keys::QUEUE)) {
+        let Some((shard, tenant, floating, key)) = keys::parse_queue_key(&k) else {
+            errors.push(format!("unparsable queue key {k:?}"));
+            continue;
+        };
+        let st: QueueState = decode_or_die("queue", &v);
+        let holders = t.kv_scan(&keys::holders_of(shard, &tenant, floating, &key));
+        if holders.len() as u32 != st.holders {
+            errors.push(format!("queue {tenant}/{key}: {} holder records, state says {}", holders.len(), st.holders));
+        }
+        let waiters = t.kv_scan(&keys::waiters_of(shard, &tenant, floating, &key));
+        if waiters.len() as u32 != st.waiters {
+            errors.push(format!("queue {tenant}/{key}: {} waiter records, state says {}", waiters.len(), st.waiters));
+        }
+        let cap_floating = floating.then(|| {
+            let fk = keys::floating(shard, &tenant, &key);
+            t.kv_get(&fk).map(|b| decode_or_die::<FloatingState>("floating", &b).current_max).unwrap_or(0)
+        });
+        let slot = Slot { floating, key: key.clone() };
+        for (_, w) in &waiters {
+            let rec: WaiterRecord = decode_or_die("waiter", w);
+            let cap = cap_floating.unwrap_or(rec.max);
+            if st.holders < cap {
+                errors.push(format!(
+                    "queue {tenant}/{key}: waiter {} starved ({} holders < {cap})",
+                    rec.task_id, st.holders
+                ));
+            }
+        }
+        let prefix_len = keys::holders_of(shard, &tenant, floating, &key).len();
+        for (hk, _) in &holders {
+            let task_id = String::from_utf8_lossy(&hk[prefix_len..]).into_owned();
+            let holder_job =
+                t.kv_scan(&keys::table(keys::JOB)).into_iter().map(|(_, b)| decode_or_die::<Job>("job", &b)).find(
+                    |j| {
+                        j.key.shard == shard
+                            && j.key.tenant == tenant
+                            && (j.running_task.as_deref() == Some(task_id.as_str())
+                                || j.pending.as_ref().is_some_and(|p| p.task_id == task_id))
+                    },
+                );
+            match holder_job {
+                Some(j) if j.held_slots.contains(&slot) => {}
+                _ => errors.push(format!("queue {tenant}/{key}: holder {task_id} is not a live attempt holding it")),
+            }
+        }
+    }
 }

@@ -88,7 +88,33 @@ pub struct RateLimit {
 pub struct Pending {
     pub task_id: String,
     pub attempt_number: u32,
+    /// Scheduling order key (and the earliest time the walk through the
+    /// limits may begin). Granting a slot later never moves it.
     pub start_at_ms: Ms,
+    /// Index of the next limit to pass; `limits.len()` once all passed.
+    pub limit_stage: u32,
+    /// Over-limit checks of the current rate limit so far.
+    pub rate_checks: u32,
+    pub gate: Gate,
+}
+
+/// Where a pending attempt stands with respect to its limits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Gate {
+    /// Every limit passed (or none): leasable once `start_at_ms ≤ now`.
+    Ready,
+    /// Waiting for a time before walking on from `limit_stage` (a future start
+    /// or a rate-limit re-check): the broker proposes AcquireLimits then.
+    Timer { at_ms: Ms },
+    /// Parked as a requester on a concurrency queue.
+    Waiting { slot: Slot },
+}
+
+/// A concurrency queue of the job's tenant: fixed or floating, by key.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Slot {
+    pub floating: bool,
+    pub key: String,
 }
 
 /// A job without its payload (stored under its own key, written once).
@@ -113,6 +139,8 @@ pub struct Job {
     pub pending: Option<Pending>,
     /// Task id of the leased attempt; set exactly while the job is Running.
     pub running_task: Option<String>,
+    /// Concurrency slots held by the current (pending or running) attempt.
+    pub held_slots: Vec<Slot>,
     /// Enqueue order within the cluster; the last tie-breaker of scheduling.
     pub seq: u64,
 }
@@ -148,11 +176,34 @@ pub struct Attempt {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {
     pub task_id: String,
+    /// The job (for refresh leases: shard and tenant of the floating limit, empty id).
     pub job: JobKey,
+    pub kind: LeaseKind,
     pub attempt_number: u32,
     pub worker_id: String,
     pub granted_at_ms: Ms,
     pub lease_ms: Ms,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LeaseKind {
+    Attempt,
+    /// A floating-limit refresh task for this key.
+    Refresh {
+        key: String,
+    },
+}
+
+/// What a queue-index entry stands for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum QueueKind {
+    /// A pending attempt with every limit passed: leasable when due.
+    Attempt,
+    /// A pending attempt whose walk through its limits resumes when due
+    /// (never handed to a worker).
+    Gate,
+    /// A floating-limit refresh task: leasable, returned in `refresh_tasks`.
+    Refresh { key: String },
 }
 
 /// Index entry of a pending attempt, everything the broker needs to order it.
@@ -160,8 +211,10 @@ pub struct Lease {
 pub struct QueuedTask {
     pub task_id: String,
     pub job: JobKey,
+    pub kind: QueueKind,
     pub task_group: String,
     pub priority: u32,
+    /// When it becomes due (for Gate entries: when the walk resumes).
     pub start_at_ms: Ms,
     pub seq: u64,
 }
@@ -182,4 +235,41 @@ pub struct ShardCounters {
     pub total_jobs: i64,
     pub completed_jobs: i64,
     pub created_at_ms: Ms,
+}
+
+/// State of one concurrency queue (tenant, slot) while it has holders or
+/// waiters; removed when both drop to zero, so idle keys cost nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueState {
+    pub holders: u32,
+    /// Multiset of the `max_concurrency` values carried by waiting requests
+    /// (fixed queues): lets a release stop scanning once no waiter could fit.
+    pub waiting_max: BTreeMap<u32, u32>,
+    pub waiters: u32,
+}
+
+/// Shared state of a floating concurrency limit (tenant, key).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FloatingState {
+    pub current_max: u32,
+    pub last_refreshed_at_ms: Ms,
+    pub refresh_interval_ms: Ms,
+    pub metadata: BTreeMap<String, String>,
+    /// Task id of the scheduled or leased refresh task.
+    pub refresh_task: Option<String>,
+    /// Consecutive refresh failures.
+    pub failures: u32,
+    /// No refresh before this time (failure backoff).
+    pub retry_at_ms: Ms,
+    /// Task group refresh tasks go to (that of the job that created the state).
+    pub task_group: String,
+}
+
+/// A rate-limit bucket (name, unique key), global across tenants.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Bucket {
+    /// Fixed window: `remaining` hits until `reset_at_ms`.
+    Token { remaining: i64, reset_at_ms: Ms },
+    /// Continuous leak: `level` in hit·ms units, as of `at_ms`.
+    Leaky { level: i128, at_ms: Ms },
 }

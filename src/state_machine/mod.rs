@@ -19,15 +19,19 @@
 pub mod command;
 pub mod invariants;
 pub mod job;
+pub mod limits;
 pub mod ops;
 pub mod outcome;
 pub mod read;
 pub mod retry;
 pub mod tx;
 
-pub use command::{Command, ExpiredLease, NewJob, Op, Outcome};
-pub use job::{Attempt, AttemptStatus, Job, JobKey, JobStatus, Lease, Limit, Ms, QueuedTask, RateLimit, ShardSpec};
-pub use outcome::{ApplyResult, Effect, Output, Rejection, TaskView};
+pub use command::{Command, ExpiredLease, NewJob, Op, Outcome, RefreshOutcome};
+pub use job::{
+    Attempt, AttemptStatus, Gate, Job, JobKey, JobStatus, Lease, LeaseKind, Limit, Ms, Pending, QueueKind, QueuedTask,
+    RateLimit, ShardSpec, Slot,
+};
+pub use outcome::{ApplyResult, Effect, Output, RefreshView, Rejection, TaskView};
 pub use retry::RetryPolicy;
 pub use tx::{Tables, View};
 
@@ -52,7 +56,13 @@ pub fn apply<K: Kv>(kv: &mut K, log_index: u64, command: &Command) -> (ApplyResu
         Op::ExpediteJob { job } => ops::expedite_job::apply(&mut tx, job),
         Op::DeleteJob { job } => ops::delete_job::apply(&mut tx, job),
         Op::ResetAll => ops::reset_all::apply(&mut tx),
+        Op::AcquireLimits { task_ids } => ops::acquire_limits::apply(&mut tx, task_ids),
+        Op::ReportRefreshOutcome { task_id, outcome } => ops::report_refresh_outcome::apply(&mut tx, task_id, outcome),
+        Op::DropTenantHolders { shard, tenant } => ops::drop_tenant_holders::apply(&mut tx, *shard, tenant),
     };
+    if result.is_ok() {
+        tx.grant_pending_queues();
+    }
     debug_assert!(result.is_ok() || tx.effects.is_empty(), "a rejection must change nothing");
     (result, tx.effects)
 }

@@ -17,6 +17,7 @@ pub enum Output {
     },
     Granted {
         tasks: Vec<TaskView>,
+        refresh_tasks: Vec<RefreshView>,
     },
     /// Number of records removed (ResetAll).
     Removed {
@@ -36,6 +37,20 @@ pub struct TaskView {
     pub limits: Vec<Limit>,
     pub payload: Vec<u8>,
     pub priority: u32,
+    pub task_group: String,
+    pub lease_ms: Ms,
+}
+
+/// A floating-limit refresh task as delivered to a worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RefreshView {
+    pub task_id: String,
+    /// Shard and tenant of the floating limit (empty id).
+    pub owner: JobKey,
+    pub queue_key: String,
+    pub current_max_concurrency: u32,
+    pub last_refreshed_at_ms: Ms,
+    pub metadata: BTreeMap<String, String>,
     pub task_group: String,
     pub lease_ms: Ms,
 }

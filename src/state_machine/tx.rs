@@ -5,7 +5,7 @@ use crate::storage::codec::{decode_or_die, encode};
 use crate::storage::keys;
 use crate::storage::kv::Kv;
 
-use super::job::{Attempt, Job, JobKey, JobStatus, Lease, Ms, QueuedTask, ShardCounters, ShardSpec};
+use super::job::{Attempt, Gate, Job, JobKey, JobStatus, Lease, Ms, QueueKind, QueuedTask, ShardCounters, ShardSpec};
 use super::outcome::Effect;
 
 const META_CLOCK: &str = "clock";
@@ -75,6 +75,8 @@ impl<K: Kv> Tables for View<'_, K> {
 
 pub struct Tx<'a, K: Kv> {
     kv: &'a mut K,
+    /// Queues that gained capacity during this command (granted at its end).
+    pub(crate) to_grant: Vec<super::limits::QueueRef>,
     /// This command's time: max(previous clock, command's `now_ms`).
     pub now_ms: Ms,
     log_index: u64,
@@ -99,7 +101,7 @@ impl<'a, K: Kv> Tx<'a, K> {
         if now_ms != previous {
             kv.put(keys::meta(META_CLOCK), encode(&now_ms));
         }
-        Tx { kv, now_ms, log_index, ids_issued: 0, effects: Vec::new() }
+        Tx { kv, to_grant: Vec::new(), now_ms, log_index, ids_issued: 0, effects: Vec::new() }
     }
 
     /// A task id unique for all time: a bijection of (log index, ordinal within
@@ -115,6 +117,16 @@ impl<'a, K: Kv> Tx<'a, K> {
         bytes[8..12].copy_from_slice(&mid.to_be_bytes());
         bytes[12..].copy_from_slice(&lo.to_be_bytes());
         uuid::Builder::from_custom_bytes(bytes).into_uuid().to_string()
+    }
+
+    pub(crate) fn kv_put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.kv.put(key, value);
+    }
+    pub(crate) fn kv_delete(&mut self, key: &[u8]) {
+        self.kv.delete(key);
+    }
+    pub(crate) fn kv_scan_n(&self, prefix: &[u8], n: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
+        self.kv.scan_prefix_n(prefix, n)
     }
 
     pub fn next_seq(&mut self) -> u64 {
@@ -158,17 +170,27 @@ impl<'a, K: Kv> Tx<'a, K> {
         }
     }
 
-    /// Puts `job`'s pending attempt into the queue index (or re-keys it).
-    pub fn enqueue_pending(&mut self, job: &Job) {
+    /// Puts `job`'s pending attempt into the queue index (or re-keys it) as
+    /// leasable (`Attempt`, due at its start) or as a time gate (`Gate`, due
+    /// when its timer fires).
+    pub fn enqueue_pending(&mut self, job: &Job, kind: QueueKind) {
         let pending = job.pending.as_ref().expect("enqueue_pending needs a pending attempt");
-        let entry = QueuedTask {
+        let due_ms = match (&kind, &pending.gate) {
+            (QueueKind::Gate, Gate::Timer { at_ms }) => *at_ms,
+            _ => pending.start_at_ms,
+        };
+        self.put_queued(QueuedTask {
             task_id: pending.task_id.clone(),
             job: job.key.clone(),
+            kind,
             task_group: job.task_group.clone(),
             priority: job.priority,
-            start_at_ms: pending.start_at_ms,
+            start_at_ms: due_ms,
             seq: job.seq,
-        };
+        });
+    }
+
+    pub fn put_queued(&mut self, entry: QueuedTask) {
         self.kv.put(keys::queued(&entry.task_id), encode(&entry));
         self.effects.push(Effect::Queued(entry));
     }
@@ -203,7 +225,19 @@ impl<'a, K: Kv> Tx<'a, K> {
     /// Removes every record except the shard map and the clock (ResetAll).
     pub fn wipe_jobs(&mut self) -> u64 {
         let mut removed = 0;
-        for tag in [keys::JOB, keys::PAYLOAD, keys::ATTEMPT, keys::LEASE, keys::QUEUED] {
+        let tables = [
+            keys::JOB,
+            keys::PAYLOAD,
+            keys::ATTEMPT,
+            keys::LEASE,
+            keys::QUEUED,
+            keys::QUEUE,
+            keys::HOLDER,
+            keys::WAITER,
+            keys::FLOATING,
+            keys::BUCKET,
+        ];
+        for tag in tables {
             for (k, _) in self.kv.scan_prefix(&keys::table(tag)) {
                 self.kv.delete(&k);
                 if tag == keys::JOB {

@@ -13,6 +13,14 @@
 //! | `L` | task id                               | `Lease`        |
 //! | `Q` | task id                               | `QueuedTask`   |
 //! | `M` | meta name                             | meta value     |
+//! | `C` | shard, tenant, slot                   | `QueueState`   |
+//! | `H` | shard, tenant, slot, task id          | holder marker  |
+//! | `W` | shard, tenant, slot, order, task id   | `JobKey`       |
+//! | `F` | shard, tenant, key                    | `FloatingState`|
+//! | `B` | name, unique key                      | `Bucket`       |
+//!
+//! A slot is `[0|1 floating][key]`; the waiter order is
+//! (priority u32, start time, enqueue seq), all big-endian (DECISIONS #5).
 //!
 //! Raft keys (column families `log`, `raft_meta`, `sm_meta`) are defined at the
 //! bottom.
@@ -24,6 +32,11 @@ pub const ATTEMPT: u8 = b'A';
 pub const LEASE: u8 = b'L';
 pub const QUEUED: u8 = b'Q';
 pub const META: u8 = b'M';
+pub const QUEUE: u8 = b'C';
+pub const HOLDER: u8 = b'H';
+pub const WAITER: u8 = b'W';
+pub const FLOATING: u8 = b'F';
+pub const BUCKET: u8 = b'B';
 
 fn push_str(out: &mut Vec<u8>, s: &str) {
     let len = u16::try_from(s.len()).expect("key strings are validated to be shorter than 64 KiB");
@@ -56,6 +69,101 @@ pub fn attempts_of(job: &JobKey) -> Vec<u8> {
 pub fn attempt(job: &JobKey, attempt_number: u32) -> Vec<u8> {
     let mut out = attempts_of(job);
     out.extend_from_slice(&attempt_number.to_be_bytes());
+    out
+}
+
+fn slot_prefixed(tag: u8, shard: u32, tenant: &str, floating: bool, key: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + 4 + 2 + tenant.len() + 1 + 2 + key.len() + 32);
+    out.push(tag);
+    out.extend_from_slice(&shard.to_be_bytes());
+    push_str(&mut out, tenant);
+    out.push(u8::from(floating));
+    push_str(&mut out, key);
+    out
+}
+
+pub fn queue(shard: u32, tenant: &str, floating: bool, key: &str) -> Vec<u8> {
+    slot_prefixed(QUEUE, shard, tenant, floating, key)
+}
+
+/// Prefix of every holder of a queue.
+pub fn holders_of(shard: u32, tenant: &str, floating: bool, key: &str) -> Vec<u8> {
+    slot_prefixed(HOLDER, shard, tenant, floating, key)
+}
+
+pub fn holder(shard: u32, tenant: &str, floating: bool, key: &str, task_id: &str) -> Vec<u8> {
+    let mut out = holders_of(shard, tenant, floating, key);
+    out.extend_from_slice(task_id.as_bytes());
+    out
+}
+
+/// Prefix of every holder of every queue of a tenant.
+pub fn holders_of_tenant(shard: u32, tenant: &str) -> Vec<u8> {
+    let mut out = vec![HOLDER];
+    out.extend_from_slice(&shard.to_be_bytes());
+    push_str(&mut out, tenant);
+    out
+}
+
+/// Prefix of every queue state of a tenant.
+pub fn queues_of_tenant(shard: u32, tenant: &str) -> Vec<u8> {
+    let mut out = vec![QUEUE];
+    out.extend_from_slice(&shard.to_be_bytes());
+    push_str(&mut out, tenant);
+    out
+}
+
+/// (floating, key) of a queue-state key found under `queues_of_tenant(..)`.
+pub fn parse_queue_slot(queue_key: &[u8], tenant_prefix: &[u8]) -> Option<(bool, String)> {
+    let rest = queue_key.strip_prefix(tenant_prefix)?;
+    let (&floating, rest) = rest.split_first()?;
+    let len = u16::from_be_bytes([*rest.first()?, *rest.get(1)?]) as usize;
+    let key = std::str::from_utf8(rest.get(2..2 + len)?).ok()?;
+    Some((floating == 1, key.to_string()))
+}
+
+fn read_str(b: &[u8]) -> Option<(String, &[u8])> {
+    let len = u16::from_be_bytes([*b.first()?, *b.get(1)?]) as usize;
+    let s = std::str::from_utf8(b.get(2..2 + len)?).ok()?.to_string();
+    Some((s, &b[2 + len..]))
+}
+
+/// (shard, tenant, floating, key) of a queue-state key.
+pub fn parse_queue_key(k: &[u8]) -> Option<(u32, String, bool, String)> {
+    let rest = k.strip_prefix(&[QUEUE])?;
+    let shard = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?);
+    let (tenant, rest) = read_str(&rest[4..])?;
+    let (&floating, rest) = rest.split_first()?;
+    let (key, _) = read_str(rest)?;
+    Some((shard, tenant, floating == 1, key))
+}
+
+/// Prefix of every waiter of a queue, in grant order.
+pub fn waiters_of(shard: u32, tenant: &str, floating: bool, key: &str) -> Vec<u8> {
+    slot_prefixed(WAITER, shard, tenant, floating, key)
+}
+
+pub fn waiter(shard: u32, tenant: &str, floating: bool, key: &str, order: (u32, i64, u64), task_id: &str) -> Vec<u8> {
+    let mut out = waiters_of(shard, tenant, floating, key);
+    out.extend_from_slice(&order.0.to_be_bytes());
+    out.extend_from_slice(&((order.1 as u64) ^ (1 << 63)).to_be_bytes());
+    out.extend_from_slice(&order.2.to_be_bytes());
+    out.extend_from_slice(task_id.as_bytes());
+    out
+}
+
+pub fn floating(shard: u32, tenant: &str, key: &str) -> Vec<u8> {
+    let mut out = vec![FLOATING];
+    out.extend_from_slice(&shard.to_be_bytes());
+    push_str(&mut out, tenant);
+    push_str(&mut out, key);
+    out
+}
+
+pub fn bucket(name: &str, unique_key: &str) -> Vec<u8> {
+    let mut out = vec![BUCKET];
+    push_str(&mut out, name);
+    push_str(&mut out, unique_key);
     out
 }
 
@@ -117,6 +225,25 @@ mod tests {
 
     fn jk(shard: u32, tenant: &str, id: &str) -> JobKey {
         JobKey { shard, tenant: tenant.into(), id: id.into() }
+    }
+
+    #[test]
+    fn waiters_sort_by_priority_then_start_then_seq() {
+        let w = |p, s, q| waiter(0, "-", false, "k", (p, s, q), "t");
+        assert!(w(0, 500, 9) < w(1, 0, 0));
+        assert!(w(5, -1, 9) < w(5, 0, 0), "negative start times sort first");
+        assert!(w(5, 10, 1) < w(5, 10, 2));
+        assert!(w(5, 10, 1).starts_with(&waiters_of(0, "-", false, "k")));
+        assert!(!w(5, 10, 1).starts_with(&waiters_of(0, "-", true, "k")));
+    }
+
+    #[test]
+    fn queue_keys_parse_back() {
+        let prefix = queues_of_tenant(3, "acme");
+        let k = queue(3, "acme", true, "my-key");
+        assert_eq!(parse_queue_slot(&k, &prefix), Some((true, "my-key".to_string())));
+        assert_eq!(parse_queue_slot(&queue(3, "other", false, "k"), &prefix), None);
+        assert_eq!(parse_queue_key(&k), Some((3, "acme".to_string(), true, "my-key".to_string())));
     }
 
     #[test]

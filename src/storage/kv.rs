@@ -13,6 +13,8 @@ pub trait Kv {
     fn delete(&mut self, key: &[u8]);
     /// Every entry whose key starts with `prefix`, in key order.
     fn scan_prefix(&self, prefix: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)>;
+    /// The first `n` entries whose key starts with `prefix`, in key order.
+    fn scan_prefix_n(&self, prefix: &[u8], n: usize) -> Vec<(Vec<u8>, Vec<u8>)>;
 }
 
 /// In-memory [`Kv`]: the reference implementation for tests and simulation.
@@ -32,9 +34,13 @@ impl Kv for MemKv {
         self.map.remove(key);
     }
     fn scan_prefix(&self, prefix: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        self.scan_prefix_n(prefix, usize::MAX)
+    }
+    fn scan_prefix_n(&self, prefix: &[u8], n: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
         self.map
             .range(prefix.to_vec()..)
             .take_while(|(k, _)| k.starts_with(prefix))
+            .take(n)
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
     }

@@ -34,13 +34,27 @@ pub fn cf<'a>(db: &'a DB, name: &str) -> &'a ColumnFamily {
 
 /// Every entry of column family `name` whose key starts with `prefix`.
 pub fn scan(db: &DB, name: &str, prefix: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    scan_n(db, name, prefix, usize::MAX, |_| false)
+}
+
+/// The first `n` entries under `prefix` for which `skip` is false.
+fn scan_n(db: &DB, name: &str, prefix: &[u8], n: usize, skip: impl Fn(&[u8]) -> bool) -> Vec<(Vec<u8>, Vec<u8>)> {
     let mut out = Vec::new();
+    if n == 0 {
+        return out;
+    }
     for item in db.iterator_cf(cf(db, name), IteratorMode::From(prefix, Direction::Forward)) {
         let (k, v) = item.unwrap_or_else(|e| panic!("rocksdb iteration failed: {e}"));
         if !k.starts_with(prefix) {
             break;
         }
+        if skip(&k) {
+            continue;
+        }
         out.push((k.to_vec(), v.to_vec()));
+        if out.len() >= n {
+            break;
+        }
     }
     out
 }
@@ -62,6 +76,9 @@ impl Kv for ReadKv<'_> {
     }
     fn scan_prefix(&self, prefix: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
         scan(self.db, keys::CF_SM, prefix)
+    }
+    fn scan_prefix_n(&self, prefix: &[u8], n: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
+        scan_n(self.db, keys::CF_SM, prefix, n, |_| false)
     }
 }
 
@@ -102,13 +119,19 @@ impl Kv for Overlay<'_> {
         self.writes.insert(key.to_vec(), None);
     }
     fn scan_prefix(&self, prefix: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
-        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = scan(self.db, keys::CF_SM, prefix).into_iter().collect();
-        for (k, v) in self.writes.range(prefix.to_vec()..).take_while(|(k, _)| k.starts_with(prefix)) {
-            match v {
-                Some(v) => merged.insert(k.clone(), v.clone()),
-                None => merged.remove(k),
-            };
+        self.scan_prefix_n(prefix, usize::MAX)
+    }
+    fn scan_prefix_n(&self, prefix: &[u8], n: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
+        // Stored entries not shadowed by this batch, then this batch's live
+        // writes, merged in key order: the first n of the union.
+        let writes = || self.writes.range(prefix.to_vec()..).take_while(|(k, _)| k.starts_with(prefix));
+        let stored = scan_n(self.db, keys::CF_SM, prefix, n, |k| self.writes.contains_key(k));
+        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = stored.into_iter().collect();
+        for (k, v) in writes() {
+            if let Some(v) = v {
+                merged.insert(k.clone(), v.clone());
+            }
         }
-        merged.into_iter().collect()
+        merged.into_iter().take(n).collect()
     }
 }

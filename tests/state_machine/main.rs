@@ -10,14 +10,17 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
 use silo::state_machine::{
-    self as sm, invariants, read, Command, ExpiredLease, JobKey, JobStatus, NewJob, Op, Outcome, Output, RetryPolicy,
-    Tables, View,
+    self as sm, invariants, read, Command, ExpiredLease, JobKey, JobStatus, LeaseKind, Limit, NewJob, Op, Outcome,
+    Output, QueueKind, RateLimit, RefreshOutcome, RetryPolicy, Tables, View,
 };
 use silo::storage::kv::MemKv;
 
 #[derive(Debug, Clone)]
 enum Action {
-    Enqueue { job: u8, tenant: u8, group: u8, priority: u32, delay_ms: i64, retries: Option<u32> },
+    Enqueue { job: u8, tenant: u8, group: u8, priority: u32, delay_ms: i64, retries: Option<u32>, limits: u8 },
+    AcquireLimits,
+    ReportRefresh { lease: usize, new_max: Option<u32> },
+    DropHolders { tenant: u8 },
     Grant { group: u8, max: usize, stale: bool },
     LeaseJob { job: u8, tenant: u8 },
     Report { lease: usize, outcome: u8 },
@@ -33,8 +36,11 @@ fn action() -> impl Strategy<Value = Action> {
     let job = 0u8..6;
     let tenant = 0u8..2;
     prop_oneof![
-        4 => (job.clone(), tenant.clone(), 0u8..2, 0u32..100, -50i64..200, proptest::option::of(0u32..3))
-            .prop_map(|(job, tenant, group, priority, delay_ms, retries)| Action::Enqueue { job, tenant, group, priority, delay_ms, retries }),
+        4 => (job.clone(), tenant.clone(), 0u8..2, 0u32..100, -50i64..200, proptest::option::of(0u32..3), any::<u8>())
+            .prop_map(|(job, tenant, group, priority, delay_ms, retries, limits)| Action::Enqueue { job, tenant, group, priority, delay_ms, retries, limits }),
+        3 => Just(Action::AcquireLimits),
+        2 => (0usize..8, proptest::option::of(0u32..4)).prop_map(|(lease, new_max)| Action::ReportRefresh { lease, new_max }),
+        1 => (0u8..2).prop_map(|tenant| Action::DropHolders { tenant }),
         4 => (0u8..2, 0usize..4, any::<bool>()).prop_map(|(group, max, stale)| Action::Grant { group, max, stale }),
         1 => (job.clone(), tenant.clone()).prop_map(|(job, tenant)| Action::LeaseJob { job, tenant }),
         4 => (0usize..8, 0u8..3).prop_map(|(lease, outcome)| Action::Report { lease, outcome }),
@@ -46,6 +52,37 @@ fn action() -> impl Strategy<Value = Action> {
         1 => Just(Action::Reset),
     ]
 }
+
+/// A subset (by bit) of a fixed menu of limits, in menu order.
+fn limit_set(bits: u8) -> Vec<Limit> {
+    let menu = [
+        Limit::Concurrency { key: "c1".into(), max_concurrency: 1 },
+        Limit::RateLimit(RateLimit {
+            name: "r".into(),
+            unique_key: "u".into(),
+            limit: 1,
+            duration_ms: 400,
+            hits: 1,
+            algorithm: i32::from(bits & 0x80 != 0),
+            behavior: 0,
+            retry_initial_backoff_ms: 10,
+            retry_max_backoff_ms: 50,
+            retry_backoff_multiplier: 2.0,
+            retry_max_retries: u32::from(bits & 0x40 != 0) * 2,
+        }),
+        Limit::Concurrency { key: "c2".into(), max_concurrency: 2 },
+        Limit::FloatingConcurrency {
+            key: "f".into(),
+            default_max_concurrency: 1,
+            refresh_interval_ms: 50,
+            metadata: BTreeMap::from([("m".to_string(), "1".to_string())]),
+        },
+    ];
+    menu.into_iter().enumerate().filter(|(i, _)| bits & (1 << i) != 0).map(|(_, l)| l).collect()
+}
+
+/// Fixed-limit keys of the menu and their max.
+const FIXED: [(&str, u32); 2] = [("c1", 1), ("c2", 2)];
 
 fn key(job: u8, tenant: u8) -> JobKey {
     JobKey { shard: 0, tenant: if tenant == 0 { "-".into() } else { "acme".into() }, id: format!("job-{job}") }
@@ -59,7 +96,7 @@ fn group(g: u8) -> String {
 fn resolve(kv: &MemKv, a: &Action, now: i64) -> Op {
     let v = View(kv);
     match a.clone() {
-        Action::Enqueue { job, tenant, group: g, priority, delay_ms, retries } => Op::Enqueue(NewJob {
+        Action::Enqueue { job, tenant, group: g, priority, delay_ms, retries, limits } => Op::Enqueue(NewJob {
             key: key(job, tenant),
             task_group: group(g),
             priority,
@@ -72,12 +109,35 @@ fn resolve(kv: &MemKv, a: &Action, now: i64) -> Op {
                 backoff_factor: 2.0,
             }),
             payload: vec![job],
-            limits: vec![],
+            limits: limit_set(limits),
             metadata: BTreeMap::new(),
         }),
+        Action::AcquireLimits => Op::AcquireLimits {
+            task_ids: v
+                .queued_all()
+                .into_iter()
+                .filter(|q| q.kind == QueueKind::Gate && q.start_at_ms <= now)
+                .map(|q| q.task_id)
+                .collect(),
+        },
+        Action::ReportRefresh { lease, new_max } => {
+            let leases: Vec<_> = v.leases().into_iter().filter(|l| l.kind != LeaseKind::Attempt).collect();
+            let task_id = if leases.is_empty() { "stale".into() } else { leases[lease % leases.len()].task_id.clone() };
+            let outcome = match new_max {
+                Some(m) => RefreshOutcome::Success { new_max_concurrency: m },
+                None => RefreshOutcome::Failure { code: "E".into(), message: "m".into() },
+            };
+            Op::ReportRefreshOutcome { task_id, outcome }
+        }
+        Action::DropHolders { tenant } => Op::DropTenantHolders { shard: 0, tenant: key(0, tenant).tenant },
         Action::Grant { group: g, max, stale } => {
-            let mut ids: Vec<String> =
-                v.queued_all().into_iter().filter(|q| q.task_group == group(g)).map(|q| q.task_id).take(max).collect();
+            let mut ids: Vec<String> = v
+                .queued_all()
+                .into_iter()
+                .filter(|q| q.task_group == group(g) && q.kind != QueueKind::Gate)
+                .map(|q| q.task_id)
+                .take(max + 1)
+                .collect();
             if stale {
                 ids.push("no-such-task".into());
                 if let Some(l) = v.leases().first() {
@@ -90,7 +150,7 @@ fn resolve(kv: &MemKv, a: &Action, now: i64) -> Op {
             Op::LeaseJob { job: key(job, tenant), worker_id: "helper".into(), lease_ms: 1_000 }
         }
         Action::Report { lease, outcome } => {
-            let leases = v.leases();
+            let leases: Vec<_> = v.leases().into_iter().filter(|l| l.kind == LeaseKind::Attempt).collect();
             let task_id = if leases.is_empty() || lease > leases.len() {
                 "stale-task".to_string()
             } else {
@@ -140,7 +200,7 @@ fn run(actions: &[(Action, i64)]) -> (Vec<Command>, MemKv) {
                 assert_eq!(expected, got, "rejection {rejection:?} changed state");
                 assert!(effects.is_empty());
             }
-            Ok(Output::Granted { tasks }) => {
+            Ok(Output::Granted { tasks, .. }) => {
                 for t in tasks {
                     assert!(granted_ever.insert(t.task_id.clone()), "task {} granted twice", t.task_id);
                     assert!(t.relative_attempt_number >= 1 && t.relative_attempt_number <= t.attempt_number);
@@ -149,6 +209,13 @@ fn run(actions: &[(Action, i64)]) -> (Vec<Command>, MemKv) {
             Ok(_) => {}
         }
         assert!(View(&kv).clock_ms() >= clock_before, "clock went backwards");
+        for t in ["-", "acme"] {
+            for (k, max) in FIXED {
+                let holders =
+                    silo::storage::kv::Kv::scan_prefix(&kv, &silo::storage::keys::holders_of(0, t, false, k)).len();
+                assert!(holders as u32 <= max, "{t}/{k} has {holders} holders > max {max} after {:?}", command.op);
+            }
+        }
         let errors = invariants::check(&View(&kv));
         assert!(errors.is_empty(), "after {command:?}: {errors:#?}");
         log.push(command);
@@ -206,7 +273,7 @@ fn enqueue(kv: &mut MemKv, id: &str, retries: Option<u32>) {
 fn grant_all(kv: &mut MemKv, index: u64, now: i64) -> Vec<sm::TaskView> {
     let ids = View(&*kv).queued_all().into_iter().map(|q| q.task_id).collect();
     match apply(kv, index, now, Op::GrantLeases { worker_id: "w".into(), task_ids: ids, lease_ms: 10_000 }).unwrap() {
-        Output::Granted { tasks } => tasks,
+        Output::Granted { tasks, .. } => tasks,
         other => panic!("{other:?}"),
     }
 }

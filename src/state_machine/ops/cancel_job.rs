@@ -3,14 +3,15 @@
 //! Checks in order: missing → `JobNotFound`; record present →
 //! `AlreadyCancelled`; Succeeded/Failed → `AlreadyTerminal`. Then:
 //! - Scheduled → record written, status Cancelled now, pending attempt removed
-//!   from the queue;
+//!   from the queue (or its parked request from its concurrency queue), slots
+//!   it held released and waiters granted;
 //! - Running → record only; the worker learns on its next heartbeat, and the
 //!   job becomes Cancelled when it reports (or its lease expires);
 //! - Cancelled without record (worker reported `cancelled` on its own) →
 //!   record only.
 use crate::storage::kv::Kv;
 
-use super::super::job::{JobKey, JobStatus};
+use super::super::job::{Gate, JobKey, JobStatus};
 use super::super::outcome::{ApplyResult, Output, Rejection};
 use super::super::tx::{Tables, Tx};
 
@@ -24,8 +25,13 @@ pub fn apply<K: Kv>(tx: &mut Tx<'_, K>, key: &JobKey) -> ApplyResult {
     }
     job.cancelled_at_ms = Some(tx.now_ms);
     if job.status == JobStatus::Scheduled {
-        if let Some(pending) = job.pending.take() {
-            tx.dequeue(&pending.task_id);
+        if let Some(pending) = job.pending.clone() {
+            match pending.gate {
+                Gate::Waiting { .. } => tx.unpark(&job),
+                _ => tx.dequeue(&pending.task_id),
+            }
+            tx.release_slots(&mut job, &pending.task_id);
+            job.pending = None;
         }
         tx.set_status(&mut job, JobStatus::Cancelled);
     }

@@ -5,6 +5,9 @@
 //! - otherwise the job is stored, its payload under its own key, and the
 //!   pending attempt enters the queue at `start_at_ms` (≤ 0 means now).
 //!   `enqueue_time_ms` is the leader-stamped receipt time (DECISIONS #15).
+//!   A job with limits walks them now when due (taking slots, parking as a
+//!   waiter, or waiting for a rate limit), or behind a time gate at its start
+//!   time when future-dated (no slot is taken early).
 use crate::storage::kv::Kv;
 
 use super::super::command::NewJob;
@@ -20,7 +23,7 @@ pub fn apply<K: Kv>(tx: &mut Tx<'_, K>, new: &NewJob) -> ApplyResult {
     let start_at_ms = if new.start_at_ms <= 0 { now } else { new.start_at_ms };
     let seq = tx.next_seq();
     let task_id = tx.new_task_id();
-    let job = Job {
+    let mut job = Job {
         key: new.key.clone(),
         task_group: new.task_group.clone(),
         priority: new.priority,
@@ -33,13 +36,14 @@ pub fn apply<K: Kv>(tx: &mut Tx<'_, K>, new: &NewJob) -> ApplyResult {
         cancelled_at_ms: None,
         last_attempt_number: 0,
         run_base_attempt: 0,
-        pending: Some(Pending { task_id, attempt_number: 1, start_at_ms }),
+        pending: Some(Pending::new(task_id, 1, start_at_ms)),
         running_task: None,
+        held_slots: Vec::new(),
         seq,
     };
-    tx.put_job(&job);
-    tx.put_payload(&job.key, &new.payload);
-    tx.enqueue_pending(&job);
     tx.bump_counters(job.key.shard, 1, 0);
+    tx.put_payload(&job.key, &new.payload);
+    tx.place_pending(&mut job);
+    tx.put_job(&job);
     Ok(Output::Enqueued { id: job.key.id })
 }

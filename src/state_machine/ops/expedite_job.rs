@@ -8,7 +8,7 @@
 //! pending attempt at now.
 use crate::storage::kv::Kv;
 
-use super::super::job::{JobKey, JobStatus};
+use super::super::job::{Gate, JobKey, JobStatus, Pending};
 use super::super::outcome::{ApplyResult, Output, Rejection};
 use super::super::tx::{Tables, Tx};
 
@@ -21,9 +21,9 @@ pub fn apply<K: Kv>(tx: &mut Tx<'_, K>, key: &JobKey) -> ApplyResult {
         Some("job is cancelled")
     } else if job.status == JobStatus::Running {
         Some("job is currently running")
-    } else if job.pending.is_none() {
+    } else if job.pending.as_ref().is_none_or(|p| matches!(p.gate, Gate::Waiting { .. })) {
         Some("job has no pending task to expedite")
-    } else if job.pending.as_ref().is_some_and(|p| p.start_at_ms <= now) {
+    } else if job.pending.as_ref().is_some_and(|p| due_ms(p) <= now) {
         Some("task is already ready to run (not future-scheduled)")
     } else {
         None
@@ -31,10 +31,22 @@ pub fn apply<K: Kv>(tx: &mut Tx<'_, K>, key: &JobKey) -> ApplyResult {
     if let Some(reason) = reason {
         return Err(Rejection::CannotExpedite { id: key.id.clone(), reason: reason.into(), status: job.status });
     }
-    if let Some(pending) = job.pending.as_mut() {
-        pending.start_at_ms = now;
+    let pending = job.pending.as_mut().expect("checked above");
+    pending.start_at_ms = now;
+    if let Gate::Timer { at_ms } = &mut pending.gate {
+        *at_ms = now;
     }
-    tx.enqueue_pending(&job);
+    let task_id = pending.task_id.clone();
+    tx.dequeue(&task_id);
+    tx.place_pending(&mut job);
     tx.put_job(&job);
     Ok(Output::Done)
+}
+
+/// When the pending attempt next moves on its own.
+fn due_ms(p: &Pending) -> i64 {
+    match p.gate {
+        Gate::Timer { at_ms } => at_ms.max(p.start_at_ms),
+        _ => p.start_at_ms,
+    }
 }

@@ -5,10 +5,12 @@
 //! attempt ends exactly like a reported `cancelled`; otherwise like a reported
 //! failure with code `WORKER_CRASHED` and a MessagePack string describing the
 //! expiry, so the retry policy applies. Leases already gone (reported in the
-//! meantime) are skipped: the report won the race.
+//! meantime) are skipped: the report won the race. An expired refresh lease
+//! only clears the floating limit's refresh flag (no backoff).
 use crate::storage::kv::Kv;
 
 use super::super::command::{ExpiredLease, Outcome};
+use super::super::job::LeaseKind;
 use super::super::outcome::{ApplyResult, Output};
 use super::super::tx::{Tables, Tx};
 use super::report_outcome::finish_attempt;
@@ -17,9 +19,17 @@ pub const WORKER_CRASHED: &str = "WORKER_CRASHED";
 
 pub fn apply<K: Kv>(tx: &mut Tx<'_, K>, leases: &[ExpiredLease]) -> ApplyResult {
     for expired in leases {
-        let Some(lease) = tx.lease(&expired.task_id) else {
+        let Some(lease) = tx.lease(&expired.task_id) else { continue };
+        if let LeaseKind::Refresh { key } = &lease.kind {
+            tx.delete_lease(&lease.task_id);
+            if let Some(mut st) = tx.floating_state(lease.job.shard, &lease.job.tenant, key) {
+                if st.refresh_task.as_deref() == Some(lease.task_id.as_str()) {
+                    st.refresh_task = None;
+                    tx.put_floating_state(lease.job.shard, &lease.job.tenant, key, &st);
+                }
+            }
             continue;
-        };
+        }
         let cancelled = tx.job(&lease.job).is_some_and(|j| j.cancelled_at_ms.is_some());
         let outcome = if cancelled {
             Outcome::Cancelled

@@ -7,16 +7,22 @@
 //! - failure → if the job has a cancellation record it becomes Cancelled (we do
 //!   not retry work the user asked to stop); otherwise the retry policy decides
 //!   between a new pending attempt at the backoff time (Scheduled) and Failed.
+//!
+//! Every concurrency slot the attempt held is released (and waiters granted)
+//! in the same command; a retry walks its limits again from the first.
 use crate::storage::kv::Kv;
 
 use super::super::command::Outcome;
-use super::super::job::{AttemptStatus, JobStatus, Lease, Pending};
+use super::super::job::{AttemptStatus, JobStatus, Lease, LeaseKind, Pending};
 use super::super::outcome::{ApplyResult, Output, Rejection};
 use super::super::retry::retry_delay_ms;
 use super::super::tx::{Tables, Tx};
 
 pub fn apply<K: Kv>(tx: &mut Tx<'_, K>, task_id: &str, outcome: &Outcome) -> ApplyResult {
     let lease = tx.lease(task_id).ok_or(Rejection::LeaseNotFound)?;
+    if lease.kind != LeaseKind::Attempt {
+        return Err(Rejection::LeaseNotFound);
+    }
     finish_attempt(tx, &lease, outcome)?;
     Ok(Output::Done)
 }
@@ -24,9 +30,7 @@ pub fn apply<K: Kv>(tx: &mut Tx<'_, K>, task_id: &str, outcome: &Outcome) -> App
 /// Ends the attempt held by `lease` with `outcome`. Shared with ExpireLeases.
 pub fn finish_attempt<K: Kv>(tx: &mut Tx<'_, K>, lease: &Lease, outcome: &Outcome) -> Result<(), Rejection> {
     tx.delete_lease(&lease.task_id);
-    let Some(mut job) = tx.job(&lease.job) else {
-        return Err(Rejection::JobNotFound);
-    };
+    let Some(mut job) = tx.job(&lease.job) else { return Err(Rejection::JobNotFound) };
     let now = tx.now_ms;
     if let Some(mut attempt) = tx.attempt(&job.key, lease.attempt_number) {
         attempt.finished_at_ms = Some(now);
@@ -50,6 +54,7 @@ pub fn finish_attempt<K: Kv>(tx: &mut Tx<'_, K>, lease: &Lease, outcome: &Outcom
         return Ok(());
     }
     job.running_task = None;
+    tx.release_slots(&mut job, &lease.task_id);
     let next = match outcome {
         Outcome::Success { .. } => JobStatus::Succeeded,
         Outcome::Cancelled => JobStatus::Cancelled,
@@ -58,11 +63,8 @@ pub fn finish_attempt<K: Kv>(tx: &mut Tx<'_, K>, lease: &Lease, outcome: &Outcom
             let relative = job.relative(lease.attempt_number);
             match job.retry_policy.as_ref().and_then(|p| retry_delay_ms(p, relative, now)) {
                 Some(delay_ms) => {
-                    job.pending = Some(Pending {
-                        task_id: tx.new_task_id(),
-                        attempt_number: lease.attempt_number + 1,
-                        start_at_ms: now.saturating_add(delay_ms),
-                    });
+                    let task_id = tx.new_task_id();
+                    job.pending = Some(Pending::new(task_id, lease.attempt_number + 1, now.saturating_add(delay_ms)));
                     JobStatus::Scheduled
                 }
                 None => JobStatus::Failed,
@@ -71,7 +73,7 @@ pub fn finish_attempt<K: Kv>(tx: &mut Tx<'_, K>, lease: &Lease, outcome: &Outcom
     };
     tx.set_status(&mut job, next);
     if job.pending.is_some() {
-        tx.enqueue_pending(&job);
+        tx.place_pending(&mut job);
     }
     tx.put_job(&job);
     Ok(())

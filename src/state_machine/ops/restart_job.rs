@@ -3,7 +3,8 @@
 //! Missing → `JobNotFound`; Succeeded → "job already succeeded"; Scheduled or
 //! Running → "job is still in progress". Failed or Cancelled → the cancellation
 //! record is cleared and a new pending attempt (`attempt_number` = highest + 1,
-//! relative number 1, fresh retry budget) is queued ready now.
+//! relative number 1, fresh retry budget) is placed ready now, going through
+//! its limits again (DECISIONS #7).
 use crate::storage::kv::Kv;
 
 use super::super::job::{JobKey, JobStatus, Pending};
@@ -22,13 +23,10 @@ pub fn apply<K: Kv>(tx: &mut Tx<'_, K>, key: &JobKey) -> ApplyResult {
     }
     job.cancelled_at_ms = None;
     job.run_base_attempt = job.last_attempt_number;
-    job.pending = Some(Pending {
-        task_id: tx.new_task_id(),
-        attempt_number: job.last_attempt_number + 1,
-        start_at_ms: tx.now_ms,
-    });
+    let task_id = tx.new_task_id();
+    job.pending = Some(Pending::new(task_id, job.last_attempt_number + 1, tx.now_ms));
     tx.set_status(&mut job, JobStatus::Scheduled);
-    tx.enqueue_pending(&job);
+    tx.place_pending(&mut job);
     tx.put_job(&job);
     Ok(Output::Done)
 }
