@@ -6,5 +6,6 @@ mod support;
 mod admin;
 mod crash;
 mod jobs;
+mod limits;
 mod validation;
 mod workers;
