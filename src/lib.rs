@@ -15,6 +15,7 @@
 //! - [`broker`]: the leader's ready queues and lease deadlines.
 //! - [`grpc`]: request validation, the one error→status map, service impls.
 //! - [`server`]: wires a node together: `run(config, shutdown)`.
+pub mod bench;
 pub mod broker;
 pub mod chaos;
 pub mod client;

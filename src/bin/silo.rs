@@ -19,6 +19,52 @@ enum Command {
     Ctl(CtlArgs),
     /// Fault-injection measurements on a local cluster of real processes.
     Chaos(ChaosArgs),
+    /// Load a running server or cluster and report throughput and latency.
+    Bench(BenchArgs),
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// Servers (comma-separated host:port list).
+    #[arg(long, default_value = "127.0.0.1:7450", value_delimiter = ',')]
+    servers: Vec<String>,
+    #[arg(long, env = "SILO_AUTH_TOKEN")]
+    token: Option<String>,
+    /// Concurrent enqueue loops.
+    #[arg(long, default_value_t = 64)]
+    enqueuers: usize,
+    /// Concurrent worker loops.
+    #[arg(long, default_value_t = 8)]
+    workers: usize,
+    #[arg(long, default_value_t = 64)]
+    tasks_per_poll: u32,
+    #[arg(long, default_value_t = 64)]
+    payload_bytes: usize,
+    /// Distinct tenants (needs tenancy on the server when > 1).
+    #[arg(long, default_value_t = 1)]
+    tenants: usize,
+    /// Distinct priorities cycled through.
+    #[arg(long, default_value_t = 1)]
+    priorities: u32,
+    /// Concurrency limit per key (0 = none).
+    #[arg(long, default_value_t = 0)]
+    concurrency_limit: u32,
+    #[arg(long, default_value_t = 100)]
+    limit_keys: usize,
+    /// Jobs enqueued by the enqueue phase.
+    #[arg(long, default_value_t = 50_000)]
+    jobs: u64,
+    /// Length of the steady phase.
+    #[arg(long, default_value_t = 20)]
+    seconds: u64,
+    /// Phases to run, in order: enqueue, drain, steady.
+    #[arg(long, default_value = "enqueue,drain,steady", value_delimiter = ',')]
+    phases: Vec<String>,
+    #[arg(long, default_value = "bench")]
+    task_group: String,
+    /// Print the result as JSON (includes end_to_end_jobs_per_s).
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -200,6 +246,38 @@ fn main() -> anyhow::Result<()> {
         Command::Ctl(args) => {
             init_cli_logging();
             tokio::runtime::Runtime::new()?.block_on(run_ctl(args))
+        }
+        Command::Bench(a) => {
+            init_cli_logging();
+            for p in &a.phases {
+                if !["enqueue", "drain", "steady"].contains(&p.as_str()) {
+                    anyhow::bail!("unknown phase {p:?}: use enqueue, drain, steady");
+                }
+            }
+            let opts = silo::bench::BenchOpts {
+                servers: a.servers,
+                token: a.token,
+                enqueuers: a.enqueuers.max(1),
+                workers: a.workers.max(1),
+                tasks_per_poll: a.tasks_per_poll.max(1),
+                payload_bytes: a.payload_bytes,
+                tenants: a.tenants,
+                priorities: a.priorities,
+                concurrency_limit: a.concurrency_limit,
+                limit_keys: a.limit_keys,
+                enqueue_jobs: a.jobs,
+                steady_secs: a.seconds,
+                phases: a.phases,
+                task_group: a.task_group,
+                progress: !a.json || std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            };
+            let report = tokio::runtime::Runtime::new()?.block_on(silo::bench::run(opts))?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("end-to-end: {:.0} jobs/s", report.end_to_end_jobs_per_s);
+            }
+            Ok(())
         }
         Command::Chaos(args) => {
             init_cli_logging();

@@ -21,7 +21,9 @@ pub fn rejection(r: &Rejection) -> Status {
         | Rejection::CannotRestart { .. }
         | Rejection::CannotExpedite { .. }
         | Rejection::CannotLease { .. } => Code::FailedPrecondition,
-        Rejection::DeleteInProgress { .. } | Rejection::ShardsAlreadyInitialised => Code::Internal,
+        Rejection::DeleteInProgress { .. } | Rejection::ShardsAlreadyInitialised | Rejection::NestedBatch => {
+            Code::Internal
+        }
     };
     Status::new(code, message)
 }

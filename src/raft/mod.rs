@@ -7,6 +7,7 @@
 //! talks in our own types ([`ProposeError`], [`Leadership`]).
 #![allow(clippy::result_large_err)] // openraft::StorageError is large by design
 
+pub mod batcher;
 pub mod log_store;
 pub mod network;
 pub mod sm_store;
@@ -22,7 +23,7 @@ use openraft::{ChangeMembers, ServerState, SnapshotPolicy};
 use rocksdb::DB;
 
 use crate::broker::Broker;
-use crate::state_machine::{ApplyResult, Command, Op};
+use crate::state_machine::{ApplyResult, Op};
 pub use types::{NodeId, NodeInfo};
 use types::{Raft, TypeConfig};
 
@@ -40,7 +41,7 @@ pub struct RaftSettings {
     pub max_payload_entries: u64,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ProposeError {
     /// This node does not lead; `leader` is the current leader when known.
     #[error("not the leader")]
@@ -59,6 +60,7 @@ pub enum Leadership {
 
 pub struct RaftNode {
     raft: Raft,
+    batcher: batcher::Batcher,
     id: NodeId,
     db: Arc<DB>,
     applied: tokio::sync::watch::Receiver<u64>,
@@ -89,7 +91,8 @@ impl RaftNode {
         let sm_store = sm_store::StateMachineStore::new(db.clone(), broker, data_dir);
         let applied = sm_store.applied_index();
         let raft = Raft::new(id, config, network::Network { token: cluster_token }, log_store, sm_store).await?;
-        Ok(RaftNode { raft, id, db, applied })
+        let batcher = batcher::Batcher::start(raft.clone());
+        Ok(RaftNode { raft, batcher, id, db, applied })
     }
 
     pub fn id(&self) -> NodeId {
@@ -115,17 +118,9 @@ impl RaftNode {
     pub async fn propose(&self, op: Op) -> Result<ApplyResult, ProposeError> {
         let name = op.name();
         let started = std::time::Instant::now();
-        let command = Command { now_ms: crate::wall_clock_ms(), op };
-        let result = self.raft.client_write(command).await;
+        let result = self.batcher.propose(op).await;
         metrics::histogram!("silo_propose_seconds", "op" => name).record(started.elapsed().as_secs_f64());
-        match result {
-            Ok(resp) => Ok(resp.data),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(ProposeError::NotLeader { leader: f.leader_id.zip(f.leader_node) })
-            }
-            Err(RaftError::APIError(e)) => Err(ProposeError::Other(e.to_string())),
-            Err(RaftError::Fatal(f)) => Err(ProposeError::Fatal(f.to_string())),
-        }
+        result
     }
 
     /// Linearizable read barrier on the leader: confirms leadership with a
@@ -306,6 +301,13 @@ pub struct NodeStatus {
     pub purged_index: Option<u64>,
     pub voters: Vec<(NodeId, NodeInfo)>,
     pub learners: Vec<(NodeId, NodeInfo)>,
+}
+
+/// The applied result of a client write, or why it failed.
+fn write_result(
+    r: Result<openraft::raft::ClientWriteResponse<TypeConfig>, RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>>,
+) -> Result<ApplyResult, ProposeError> {
+    r.map(|resp| resp.data).map_err(write_error)
 }
 
 fn write_error(e: RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>) -> ProposeError {

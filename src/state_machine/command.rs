@@ -69,6 +69,8 @@ pub enum Op {
         shard: u32,
         tenant: String,
     },
+    /// Proposals that queued up together, applied in order (group commit).
+    Batch(Vec<Op>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -123,6 +125,7 @@ impl Op {
             Op::AcquireLimits { .. } => "acquire_limits",
             Op::ReportRefreshOutcome { .. } => "report_refresh_outcome",
             Op::DropTenantHolders { .. } => "drop_tenant_holders",
+            Op::Batch(_) => "batch",
         }
     }
 }

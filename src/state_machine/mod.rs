@@ -43,26 +43,39 @@ use tx::Tx;
 pub fn apply<K: Kv>(kv: &mut K, log_index: u64, command: &Command) -> (ApplyResult, Vec<Effect>) {
     let mut tx = Tx::begin(kv, log_index, command.now_ms);
     let result = match &command.op {
-        Op::InitShards { shards } => ops::init_shards::apply(&mut tx, shards),
-        Op::Enqueue(new) => ops::enqueue::apply(&mut tx, new),
-        Op::GrantLeases { worker_id, task_ids, lease_ms } => {
-            ops::grant_leases::apply(&mut tx, worker_id, task_ids, *lease_ms)
-        }
-        Op::LeaseJob { job, worker_id, lease_ms } => ops::lease_job::apply(&mut tx, job, worker_id, *lease_ms),
-        Op::ReportOutcome { task_id, outcome } => ops::report_outcome::apply(&mut tx, task_id, outcome),
-        Op::ExpireLeases { leases } => ops::expire_leases::apply(&mut tx, leases),
-        Op::CancelJob { job } => ops::cancel_job::apply(&mut tx, job),
-        Op::RestartJob { job } => ops::restart_job::apply(&mut tx, job),
-        Op::ExpediteJob { job } => ops::expedite_job::apply(&mut tx, job),
-        Op::DeleteJob { job } => ops::delete_job::apply(&mut tx, job),
-        Op::ResetAll => ops::reset_all::apply(&mut tx),
-        Op::AcquireLimits { task_ids } => ops::acquire_limits::apply(&mut tx, task_ids),
-        Op::ReportRefreshOutcome { task_id, outcome } => ops::report_refresh_outcome::apply(&mut tx, task_id, outcome),
-        Op::DropTenantHolders { shard, tenant } => ops::drop_tenant_holders::apply(&mut tx, *shard, tenant),
+        // Group commit: every proposal that queued up together is one log entry;
+        // each is applied exactly as if it had its own entry, in order.
+        Op::Batch(ops) => Ok(Output::Batch(ops.iter().map(|op| apply_op(&mut tx, op)).collect())),
+        op => apply_op(&mut tx, op),
+    };
+    (result, tx.effects)
+}
+
+fn apply_op<K: Kv>(tx: &mut Tx<'_, K>, op: &Op) -> ApplyResult {
+    let effects_before = tx.effects.len();
+    let result = match op {
+        Op::InitShards { shards } => ops::init_shards::apply(tx, shards),
+        Op::Enqueue(new) => ops::enqueue::apply(tx, new),
+        Op::GrantLeases { worker_id, task_ids, lease_ms } => ops::grant_leases::apply(tx, worker_id, task_ids, *lease_ms),
+        Op::LeaseJob { job, worker_id, lease_ms } => ops::lease_job::apply(tx, job, worker_id, *lease_ms),
+        Op::ReportOutcome { task_id, outcome } => ops::report_outcome::apply(tx, task_id, outcome),
+        Op::ExpireLeases { leases } => ops::expire_leases::apply(tx, leases),
+        Op::CancelJob { job } => ops::cancel_job::apply(tx, job),
+        Op::RestartJob { job } => ops::restart_job::apply(tx, job),
+        Op::ExpediteJob { job } => ops::expedite_job::apply(tx, job),
+        Op::DeleteJob { job } => ops::delete_job::apply(tx, job),
+        Op::ResetAll => ops::reset_all::apply(tx),
+        Op::AcquireLimits { task_ids } => ops::acquire_limits::apply(tx, task_ids),
+        Op::ReportRefreshOutcome { task_id, outcome } => ops::report_refresh_outcome::apply(tx, task_id, outcome),
+        Op::DropTenantHolders { shard, tenant } => ops::drop_tenant_holders::apply(tx, *shard, tenant),
+        Op::Batch(_) => Err(Rejection::NestedBatch),
     };
     if result.is_ok() {
         tx.grant_pending_queues();
     }
-    debug_assert!(result.is_ok() || tx.effects.is_empty(), "a rejection must change nothing");
-    (result, tx.effects)
+    debug_assert!(
+        result.is_ok() || tx.effects.len() == effects_before || matches!(result, Err(Rejection::JobNotFound)),
+        "a rejection must change nothing"
+    );
+    result
 }

@@ -19,6 +19,8 @@ pub enum Output {
         tasks: Vec<TaskView>,
         refresh_tasks: Vec<RefreshView>,
     },
+    /// One result per op of a Batch, in order.
+    Batch(Vec<ApplyResult>),
     /// Number of records removed (ResetAll).
     Removed {
         count: u64,
@@ -78,6 +80,8 @@ pub enum Rejection {
     DeleteInProgress { id: String },
     #[error("shard map is already initialised")]
     ShardsAlreadyInitialised,
+    #[error("a batch cannot contain a batch")]
+    NestedBatch,
 }
 
 /// Changes to the schedulable set, in apply order.

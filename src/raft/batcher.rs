@@ -1,0 +1,112 @@
+//! Group commit at the proposal layer: every proposal that arrives while
+//! earlier ones are in flight joins one `Op::Batch` log entry, so one append,
+//! one fsync, one replication round and one apply pass serve many requests.
+//! Each op in a batch is applied exactly as if it had its own entry, in order,
+//! and gets its own result. Under no load a proposal goes alone at once.
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use super::types::Raft;
+use super::ProposeError;
+use crate::state_machine::{ApplyResult, Command, Op, Output};
+
+type Reply = oneshot::Sender<Result<ApplyResult, ProposeError>>;
+
+/// Most ops in one log entry.
+pub const BATCH_OPS_MAX: usize = 512;
+/// Most payload bytes in one log entry (a single larger op still goes alone).
+pub const BATCH_BYTES_MAX: usize = 8 * 1024 * 1024;
+/// Log entries proposed but not yet applied, at most.
+pub const IN_FLIGHT_MAX: usize = 8;
+
+#[derive(Clone)]
+pub struct Batcher {
+    tx: mpsc::Sender<(Op, Reply)>,
+}
+
+fn op_bytes(op: &Op) -> usize {
+    match op {
+        Op::Enqueue(new) => new.payload.len() + 256,
+        Op::ReportOutcome { outcome: crate::state_machine::Outcome::Success { result }, .. } => result.len() + 128,
+        Op::ReportOutcome { outcome: crate::state_machine::Outcome::Failure { data, .. }, .. } => data.len() + 128,
+        _ => 128,
+    }
+}
+
+impl Batcher {
+    pub fn start(raft: Raft) -> Batcher {
+        let (tx, mut rx) = mpsc::channel::<(Op, Reply)>(BATCH_OPS_MAX * IN_FLIGHT_MAX * 4);
+        tokio::spawn(async move {
+            let slots = Arc::new(Semaphore::new(IN_FLIGHT_MAX));
+            let mut carry: Option<(Op, Reply)> = None;
+            loop {
+                let first = match carry.take() {
+                    Some(x) => x,
+                    None => match rx.recv().await {
+                        Some(x) => x,
+                        None => return,
+                    },
+                };
+                // Waiting for a free slot first lets proposals pile up into the batch.
+                let Ok(permit) = slots.clone().acquire_owned().await else { return };
+                let mut bytes = op_bytes(&first.0);
+                let mut batch = vec![first];
+                while batch.len() < BATCH_OPS_MAX {
+                    match rx.try_recv() {
+                        Ok(next) => {
+                            bytes += op_bytes(&next.0);
+                            if bytes > BATCH_BYTES_MAX {
+                                carry = Some(next);
+                                break;
+                            }
+                            batch.push(next);
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let raft = raft.clone();
+                tokio::spawn(async move {
+                    write(&raft, batch).await;
+                    drop(permit);
+                });
+            }
+        });
+        Batcher { tx }
+    }
+
+    pub async fn propose(&self, op: Op) -> Result<ApplyResult, ProposeError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send((op, reply)).await.map_err(|_| ProposeError::Fatal("proposal queue closed".into()))?;
+        rx.await.map_err(|_| ProposeError::Fatal("proposal dropped".into()))?
+    }
+}
+
+async fn write(raft: &Raft, mut batch: Vec<(Op, Reply)>) {
+    metrics::histogram!("silo_batch_ops").record(batch.len() as f64);
+    let now_ms = crate::wall_clock_ms();
+    if batch.len() == 1 {
+        let (op, reply) = batch.pop().expect("one");
+        let _ = reply.send(super::write_result(raft.client_write(Command { now_ms, op }).await));
+        return;
+    }
+    let (ops, replies): (Vec<Op>, Vec<Reply>) = batch.into_iter().unzip();
+    match super::write_result(raft.client_write(Command { now_ms, op: Op::Batch(ops) }).await) {
+        Ok(Ok(Output::Batch(results))) if results.len() == replies.len() => {
+            for (reply, result) in replies.into_iter().zip(results) {
+                let _ = reply.send(Ok(result));
+            }
+        }
+        Ok(other) => {
+            let e = ProposeError::Other(format!("unexpected batch result: {other:?}"));
+            for reply in replies {
+                let _ = reply.send(Err(e.clone()));
+            }
+        }
+        Err(e) => {
+            for reply in replies {
+                let _ = reply.send(Err(e.clone()));
+            }
+        }
+    }
+}
