@@ -1,0 +1,58 @@
+// A 3-node cluster: the leader is killed while a worker processes jobs; every
+// job still completes exactly once as the client sees it.
+import { afterAll, expect, it } from "vitest";
+
+import { JobStatus, SiloGRPCClient, SiloWorker } from "../src";
+import { startCluster } from "./harness";
+
+let cluster: Awaited<ReturnType<typeof startCluster>> | undefined;
+afterAll(() => cluster?.stop());
+
+it("survives a leader kill while a worker runs jobs", async () => {
+  cluster = await startCluster(3, "lease_ms = 4000");
+  const client = new SiloGRPCClient({ servers: cluster.nodes.map((n) => n.addr), useTls: false });
+  const n = 60;
+  const handles = [];
+  for (let i = 0; i < n; i++) {
+    handles.push(
+      await client.enqueue({
+        payload: { i },
+        taskGroup: "failover",
+        retryPolicy: { retryCount: 5, initialIntervalMs: 50, maxIntervalMs: 500 },
+      }),
+    );
+  }
+  const successes = new Map<string, number>();
+  const worker = new SiloWorker({
+    client,
+    workerId: "failover-worker",
+    taskGroup: "failover",
+    maxConcurrentTasks: 8,
+    pollIntervalMs: 50,
+    heartbeatIntervalMs: 500,
+    onError: () => undefined,
+    handler: async (ctx) => {
+      await new Promise((r) => setTimeout(r, 30));
+      successes.set(ctx.task.jobId, (successes.get(ctx.task.jobId) ?? 0) + 1);
+      return { type: "success", result: ctx.task.payload };
+    },
+  });
+  worker.start();
+  while (successes.size < n / 4) await new Promise((r) => setTimeout(r, 20));
+
+  const info = await client["connection"](cluster.nodes[0].addr).getClusterInfo({}).response;
+  const leaderAddr = info.shardOwners[0].grpcAddr;
+  const leader = cluster.nodes.find((x) => x.addr === leaderAddr)!;
+  leader.proc!.kill("SIGKILL");
+
+  for (const h of handles) {
+    const r = await h.awaitResult({ pollIntervalMs: 100, timeoutMs: 60_000 });
+    expect(r.status).toBe(JobStatus.Succeeded);
+  }
+  await worker.stop(5_000);
+  for (const h of handles) {
+    const job = await h.getJob({ includeAttempts: true });
+    expect(job.attempts.filter((a) => a.status === "Succeeded")).toHaveLength(1);
+  }
+  client.close();
+});

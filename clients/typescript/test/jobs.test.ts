@@ -1,0 +1,194 @@
+// The seed page "Cancel, Restart, Delete" and the client API, against a real server.
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+
+import {
+  JobAlreadyExistsError,
+  JobNotFoundError,
+  JobNotTerminalError,
+  JobStatus,
+  RpcError,
+  SiloGRPCClient,
+  SiloWorker,
+  tenantHash,
+} from "../src";
+import { startServer, waitFor } from "./harness";
+
+let server: Awaited<ReturnType<typeof startServer>>;
+let client: SiloGRPCClient;
+
+beforeAll(async () => {
+  server = await startServer();
+  client = new SiloGRPCClient({ servers: [server.addr], useTls: false });
+});
+afterAll(() => {
+  client?.close();
+  server?.stop();
+});
+
+async function expectRpcError(p: Promise<unknown>, code: string, message?: string) {
+  const e = await p.then(
+    () => undefined,
+    (err: unknown) => err,
+  );
+  expect(e).toBeInstanceOf(RpcError);
+  expect((e as RpcError).code).toBe(code);
+  if (message) expect((e as RpcError).message).toContain(message);
+  return e as RpcError;
+}
+
+/** Runs one task of `taskGroup` with `outcome` through LeaseTask/ReportOutcome. */
+async function finish(id: string, outcome: "success" | "failure") {
+  const task = await client.leaseTask(id, "test-worker");
+  await client.reportOutcome(
+    task,
+    outcome === "success"
+      ? { oneofKind: "success", success: { encoding: { oneofKind: "msgpack", msgpack: new Uint8Array([0xc3]) } } }
+      : { oneofKind: "failure", failure: { code: "BOOM", data: { encoding: { oneofKind: "msgpack", msgpack: new Uint8Array([0xc0]) } } } },
+  );
+}
+
+describe("enqueue and read", () => {
+  it("enqueues with every option and reads the job back", async () => {
+    const handle = await client.enqueue({
+      payload: { task: "process-data", n: 7 },
+      taskGroup: "data-processing",
+      priority: 3,
+      metadata: { source: "test" },
+      retryPolicy: { retryCount: 2, initialIntervalMs: 1000, maxIntervalMs: 5000 },
+      limits: [{ type: "concurrency", key: "q", maxConcurrency: 5 }],
+    });
+    expect(handle.id).toMatch(/^[0-9a-f-]{36}$/);
+    expect(await handle.getStatus()).toBe(JobStatus.Scheduled);
+    const job = await handle.getJob({ includeAttempts: true });
+    expect(job.payload).toEqual({ task: "process-data", n: 7 });
+    expect(job.priority).toBe(3);
+    expect(job.taskGroup).toBe("data-processing");
+    expect(job.metadata).toEqual({ source: "test" });
+    expect(job.retryPolicy?.retryCount).toBe(2);
+    expect(job.limits).toEqual([{ type: "concurrency", key: "q", maxConcurrency: 5 }]);
+    expect(job.attempts).toEqual([]);
+  });
+
+  it("refuses a duplicate id with JobAlreadyExistsError", async () => {
+    await client.enqueue({ id: "dup-1", payload: 1 });
+    await expect(client.enqueue({ id: "dup-1", payload: 2 })).rejects.toBeInstanceOf(JobAlreadyExistsError);
+  });
+
+  it("maps unknown jobs to JobNotFoundError everywhere", async () => {
+    const calls: (() => Promise<unknown>)[] = [
+      () => client.getJob("nope"),
+      () => client.getJobResult("nope"),
+      () => client.cancelJob("nope"),
+      () => client.restartJob("nope"),
+      () => client.expediteJob("nope"),
+      () => client.deleteJob("nope"),
+      () => client.handle("nope").getStatus(),
+    ];
+    for (const call of calls) {
+      const e = await call().then(() => undefined, (x: unknown) => x);
+      expect(e).toBeInstanceOf(JobNotFoundError);
+      expect((e as RpcError).code).toBe("NOT_FOUND");
+    }
+  });
+
+  it("awaitResult times out with JobNotTerminalError on a job nobody runs", async () => {
+    const h = await client.enqueue({ payload: 1, taskGroup: "nobody" });
+    await expect(h.awaitResult({ timeoutMs: 300, pollIntervalMs: 50 })).rejects.toBeInstanceOf(JobNotTerminalError);
+  });
+
+  it("routes with the same hash as the server", async () => {
+    expect(await tenantHash("-")).toMatch(/^[0-9a-f]{16}$/);
+  });
+});
+
+describe("cancel", () => {
+  it("cancels a scheduled job at once; a second cancel is FAILED_PRECONDITION", async () => {
+    const handle = await client.enqueue({ payload: { task: "process-data" }, startAtMs: BigInt(Date.now() + 3_600_000) });
+    await handle.cancel();
+    expect(await handle.getStatus()).toBe(JobStatus.Cancelled);
+    expect((await handle.awaitResult()).status).toBe(JobStatus.Cancelled);
+    await expectRpcError(handle.cancel(), "FAILED_PRECONDITION", "already cancelled");
+  });
+
+  it("refuses to cancel a finished job", async () => {
+    const h = await client.enqueue({ payload: 1 });
+    await finish(h.id, "success");
+    await expectRpcError(h.cancel(), "FAILED_PRECONDITION", "terminal state");
+  });
+});
+
+describe("delete", () => {
+  it("refuses in-progress jobs with INTERNAL and erases finished ones", async () => {
+    const h = await client.enqueue({ payload: 1 });
+    await expectRpcError(h.delete(), "INTERNAL");
+    await h.cancel();
+    expect(await h.getStatus()).toBe(JobStatus.Cancelled);
+    await h.delete();
+    await expect(h.getStatus()).rejects.toBeInstanceOf(JobNotFoundError);
+    await expect(client.deleteJob(h.id)).rejects.toBeInstanceOf(JobNotFoundError);
+  });
+});
+
+describe("restart", () => {
+  it("restarts failed and cancelled jobs with a fresh retry counter", async () => {
+    const h = await client.enqueue({ payload: 1 });
+    await finish(h.id, "failure");
+    expect(await h.getStatus()).toBe(JobStatus.Failed);
+    const failed = await h.awaitResult();
+    expect(failed.status).toBe(JobStatus.Failed);
+    if (failed.status === JobStatus.Failed) expect(failed.errorCode).toBe("BOOM");
+    await h.restart();
+    expect(await h.getStatus()).toBe(JobStatus.Scheduled);
+    const task = await client.leaseTask(h.id, "w");
+    expect(task.attemptNumber).toBe(2);
+    expect(task.relativeAttemptNumber).toBe(1);
+  });
+
+  it("explains why a job cannot be restarted", async () => {
+    const scheduled = await client.enqueue({ payload: 1 });
+    await expectRpcError(scheduled.restart(), "FAILED_PRECONDITION", "job is still in progress");
+    const done = await client.enqueue({ payload: 1 });
+    await finish(done.id, "success");
+    await expectRpcError(done.restart(), "FAILED_PRECONDITION", "job already succeeded");
+  });
+});
+
+describe("expedite", () => {
+  it("runs a future job now, and explains refusals", async () => {
+    const h = await client.enqueue({ payload: { task: "later" }, taskGroup: "expedite", startAtMs: BigInt(Date.now() + 3_600_000) });
+    expect(await h.getStatus()).toBe(JobStatus.Scheduled);
+    await h.expedite();
+    await expectRpcError(h.expedite(), "FAILED_PRECONDITION", "already ready to run");
+    const seen: string[] = [];
+    const worker = new SiloWorker({
+      client,
+      workerId: "expedite-worker",
+      taskGroup: "expedite",
+      pollIntervalMs: 50,
+      handler: async (ctx) => {
+        seen.push(ctx.task.jobId);
+        return { type: "success", result: { ok: true } };
+      },
+    });
+    worker.start();
+    const result = await h.awaitResult({ pollIntervalMs: 50, timeoutMs: 20_000 });
+    await worker.stop();
+    expect(result.status).toBe(JobStatus.Succeeded);
+    expect(seen).toEqual([h.id]);
+    await expectRpcError(h.expedite(), "FAILED_PRECONDITION", "terminal state");
+  });
+
+  it("skips retry backoff", async () => {
+    const h = await client.enqueue({
+      payload: 1,
+      taskGroup: "retry-expedite",
+      retryPolicy: { retryCount: 3, initialIntervalMs: 600_000, maxIntervalMs: 3_600_000 },
+    });
+    await finish(h.id, "failure");
+    const job = await h.getJob();
+    expect(job.status).toBe(JobStatus.Scheduled);
+    expect(job.nextAttemptStartsAfterMs! > BigInt(Date.now() + 60_000)).toBe(true);
+    await h.expedite();
+    await waitFor("expedited retry", async () => ((await h.getJob()).nextAttemptStartsAfterMs! <= BigInt(Date.now()) ? true : undefined));
+  });
+});

@@ -1,0 +1,227 @@
+// The seed page "Running Workers", against a real server.
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+
+import { JobStatus, SiloGRPCClient, SiloWorker, type TaskHandler } from "../src";
+import { startServer, waitFor } from "./harness";
+
+let server: Awaited<ReturnType<typeof startServer>>;
+let client: SiloGRPCClient;
+
+beforeAll(async () => {
+  server = await startServer();
+  client = new SiloGRPCClient({ servers: server.addr, useTls: false });
+});
+afterAll(() => {
+  client?.close();
+  server?.stop();
+});
+
+interface EmailPayload {
+  to: string;
+  subject: string;
+}
+interface EmailMetadata extends Record<string, string> {
+  source: string;
+}
+interface EmailResult {
+  messageId: string;
+}
+
+describe("SiloWorker", () => {
+  it("processes tasks with typed payloads and reports success", async () => {
+    const seen: { attempt: number; relative: number; last: boolean; source: string }[] = [];
+    const handler: TaskHandler<EmailPayload, EmailMetadata, EmailResult> = async (ctx) => {
+      const { to } = ctx.task.payload;
+      seen.push({
+        attempt: ctx.task.attemptNumber,
+        relative: ctx.task.relativeAttemptNumber,
+        last: ctx.task.isLastAttempt,
+        source: ctx.task.metadata.source,
+      });
+      return { type: "success", result: { messageId: `sent-to-${to}` } };
+    };
+    const worker = new SiloWorker<EmailPayload, EmailMetadata, EmailResult>({
+      client,
+      workerId: "email-worker-1",
+      taskGroup: "emails",
+      pollIntervalMs: 50,
+      handler,
+    });
+    worker.start();
+    const h = await client.enqueue<EmailPayload>({ payload: { to: "user@example.com", subject: "hi" }, taskGroup: "emails", metadata: { source: "signup" } });
+    const result = await h.awaitResult<EmailResult>({ pollIntervalMs: 50, timeoutMs: 20_000 });
+    await worker.stop();
+    expect(result.status).toBe(JobStatus.Succeeded);
+    if (result.status === JobStatus.Succeeded) expect(result.result).toEqual({ messageId: "sent-to-user@example.com" });
+    expect(seen).toEqual([{ attempt: 1, relative: 1, last: true, source: "signup" }]);
+  });
+
+  it("reports a thrown error as HANDLER_ERROR and applies the retry policy", async () => {
+    let calls = 0;
+    const worker = new SiloWorker({
+      client,
+      workerId: "thrower",
+      taskGroup: "throwing",
+      pollIntervalMs: 50,
+      onError: () => undefined,
+      handler: async (ctx) => {
+        calls++;
+        if (ctx.task.attemptNumber === 1) throw new TypeError("bad input");
+        return { type: "failure", code: "VALIDATION_ERROR", data: { field: "email" } };
+      },
+    });
+    worker.start();
+    const h = await client.enqueue({
+      payload: { x: 1 },
+      taskGroup: "throwing",
+      retryPolicy: { retryCount: 1, initialIntervalMs: 10, maxIntervalMs: 10 },
+    });
+    const result = await h.awaitResult({ pollIntervalMs: 50, timeoutMs: 20_000 });
+    await worker.stop();
+    expect(calls).toBe(2);
+    expect(result.status).toBe(JobStatus.Failed);
+    if (result.status === JobStatus.Failed) {
+      expect(result.errorCode).toBe("VALIDATION_ERROR");
+      expect(result.errorData).toEqual({ field: "email" });
+    }
+    const job = await h.getJob({ includeAttempts: true });
+    expect(job.attempts[0].errorCode).toBe("HANDLER_ERROR");
+    expect(job.attempts[0].errorData).toMatchObject({ name: "TypeError", message: "bad input" });
+  });
+
+  it("aborts the cancellation signal when the job is cancelled, and reports cancelled", async () => {
+    let aborted = false;
+    const started = new Promise<string>((resolveStarted) => {
+      const worker = new SiloWorker({
+        client,
+        workerId: "cancellable",
+        taskGroup: "data-processing",
+        pollIntervalMs: 50,
+        heartbeatIntervalMs: 100,
+        handler: async (ctx) => {
+          resolveStarted(ctx.task.jobId);
+          await new Promise<void>((r) => ctx.cancellationSignal.addEventListener("abort", () => r()));
+          aborted = ctx.cancellationSignal.aborted;
+          return { type: "success", result: "ignored" };
+        },
+      });
+      worker.start();
+      afterAll(() => worker.stop(1000));
+    });
+    const h = await client.enqueue({ payload: { items: [1, 2, 3] }, taskGroup: "data-processing" });
+    expect(await started).toBe(h.id);
+    expect(await h.getStatus()).toBe(JobStatus.Running);
+    await h.cancel();
+    const result = await h.awaitResult({ pollIntervalMs: 50, timeoutMs: 20_000 });
+    expect(aborted).toBe(true);
+    expect(result.status).toBe(JobStatus.Cancelled);
+  });
+
+  it("ctx.cancel() cancels the job on the server", async () => {
+    const worker = new SiloWorker({
+      client,
+      workerId: "self-cancel",
+      taskGroup: "self-cancel",
+      pollIntervalMs: 50,
+      handler: async (ctx) => {
+        await ctx.cancel();
+        return { type: "success" };
+      },
+    });
+    worker.start();
+    const h = await client.enqueue({ payload: 1, taskGroup: "self-cancel" });
+    const result = await h.awaitResult({ pollIntervalMs: 50, timeoutMs: 20_000 });
+    await worker.stop();
+    expect(result.status).toBe(JobStatus.Cancelled);
+  });
+
+  it("respects maxConcurrentTasks and drains on stop()", async () => {
+    let running = 0;
+    let peak = 0;
+    const worker = new SiloWorker({
+      client,
+      workerId: "bounded",
+      taskGroup: "bounded",
+      maxConcurrentTasks: 2,
+      pollIntervalMs: 20,
+      handler: async () => {
+        running++;
+        peak = Math.max(peak, running);
+        await new Promise((r) => setTimeout(r, 100));
+        running--;
+        return { type: "success" };
+      },
+    });
+    const handles = await Promise.all(Array.from({ length: 6 }, (_, i) => client.enqueue({ payload: i, taskGroup: "bounded" })));
+    worker.start();
+    await waitFor("all done", async () => {
+      const s = await Promise.all(handles.map((h) => h.getStatus()));
+      return s.every((x) => x === JobStatus.Succeeded) ? true : undefined;
+    });
+    await worker.stop(5_000);
+    expect(peak).toBeLessThanOrEqual(2);
+    expect(worker.activeTasks).toBe(0);
+  });
+
+  it("answers floating-limit refresh tasks with refreshHandler", async () => {
+    const refreshed: string[] = [];
+    const worker = new SiloWorker({
+      client,
+      workerId: "floating",
+      taskGroup: "floating",
+      pollIntervalMs: 20,
+      maxConcurrentTasks: 10,
+      handler: async () => {
+        await new Promise((r) => setTimeout(r, 300));
+        return { type: "success" };
+      },
+      refreshHandler: async (t) => {
+        refreshed.push(t.queueKey);
+        expect(t.metadata).toEqual({ org: "acme" });
+        return 5;
+      },
+    });
+    const limits = [{ type: "floatingConcurrency" as const, key: "fk", defaultMaxConcurrency: 1, refreshIntervalMs: 60_000, metadata: { org: "acme" } }];
+    const handles = await Promise.all(Array.from({ length: 4 }, (_, i) => client.enqueue({ payload: i, taskGroup: "floating", limits })));
+    worker.start();
+    await waitFor("floating jobs done", async () => {
+      const s = await Promise.all(handles.map((h) => h.getStatus()));
+      return s.every((x) => x === JobStatus.Succeeded) ? true : undefined;
+    });
+    await worker.stop();
+    expect(refreshed).toEqual(["fk"]);
+  });
+});
+
+describe("tenancy", () => {
+  it("routes by tenant and a tenant worker only processes its tenant", async () => {
+    const tenantServer = await startServer("[tenancy]\nenabled = true\n");
+    const c = new SiloGRPCClient({ servers: [tenantServer.addr], useTls: false });
+    try {
+      const mine = await c.enqueue({ payload: 1, tenant: "customer-456", taskGroup: "t" });
+      const other = await c.enqueue({ payload: 2, tenant: "customer-789", taskGroup: "t" });
+      const seen: (string | undefined)[] = [];
+      const worker = new SiloWorker({
+        client: c,
+        workerId: "tenant-worker",
+        taskGroup: "t",
+        tenant: "customer-456",
+        pollIntervalMs: 20,
+        handler: async (ctx) => {
+          seen.push(ctx.task.tenantId);
+          return { type: "success" };
+        },
+      });
+      worker.start();
+      expect((await mine.awaitResult({ pollIntervalMs: 50, timeoutMs: 20_000 })).status).toBe(JobStatus.Succeeded);
+      await worker.stop();
+      expect(seen).toEqual(["customer-456"]);
+      expect(await c.handle(other.id, "customer-789").getStatus()).toBe(JobStatus.Scheduled);
+      await c.cancelJob(other.id, "customer-789");
+      expect(await c.handle(other.id, "customer-789").getStatus()).toBe(JobStatus.Cancelled);
+    } finally {
+      c.close();
+      tenantServer.stop();
+    }
+  });
+});
