@@ -35,6 +35,8 @@ pub struct BenchOpts {
     pub phases: Vec<String>,
     pub task_group: String,
     pub progress: bool,
+    /// Paces enqueues to this many per second in total (open loop); None = as fast as possible.
+    pub enqueue_rate: Option<f64>,
 }
 
 #[derive(Debug, Serialize, Default, Clone)]
@@ -139,7 +141,15 @@ fn job_request(o: &BenchOpts, n: u64) -> pb::EnqueueRequest {
     }
 }
 
-async fn enqueuer(client: Client, o: Arc<BenchOpts>, s: Arc<Shared>, next: Arc<AtomicU64>, limit: u64, stop: Arc<AtomicBool>) {
+async fn enqueuer(
+    client: Client,
+    o: Arc<BenchOpts>,
+    s: Arc<Shared>,
+    next: Arc<AtomicU64>,
+    limit: u64,
+    stop: Arc<AtomicBool>,
+    phase_start: Instant,
+) {
     loop {
         if stop.load(Ordering::Relaxed) {
             return;
@@ -147,6 +157,10 @@ async fn enqueuer(client: Client, o: Arc<BenchOpts>, s: Arc<Shared>, next: Arc<A
         let n = next.fetch_add(1, Ordering::Relaxed);
         if n >= limit {
             return;
+        }
+        if let Some(rate) = o.enqueue_rate {
+            let due = phase_start + Duration::from_secs_f64(n as f64 / rate);
+            tokio::time::sleep_until(due.into()).await;
         }
         let started = Instant::now();
         match client.enqueue(job_request(&o, n)).await {
@@ -238,7 +252,15 @@ async fn run_phase(client: &Client, o: &Arc<BenchOpts>, phase: &str) -> PhaseRes
     };
     let mut handles = Vec::new();
     for _ in 0..enqueuers {
-        handles.push(tokio::spawn(enqueuer(client.clone(), o.clone(), s.clone(), next.clone(), enqueue_limit, stop.clone())));
+        handles.push(tokio::spawn(enqueuer(
+            client.clone(),
+            o.clone(),
+            s.clone(),
+            next.clone(),
+            enqueue_limit,
+            stop.clone(),
+            started,
+        )));
     }
     let mut worker_handles = Vec::new();
     for id in 0..workers {

@@ -62,6 +62,9 @@ struct BenchArgs {
     phases: Vec<String>,
     #[arg(long, default_value = "bench")]
     task_group: String,
+    /// Pace enqueues to this many jobs/s in total (latency at a given load).
+    #[arg(long)]
+    rate: Option<f64>,
     /// Print the result as JSON (includes end_to_end_jobs_per_s).
     #[arg(long)]
     json: bool,
@@ -270,6 +273,7 @@ fn main() -> anyhow::Result<()> {
                 phases: a.phases,
                 task_group: a.task_group,
                 progress: !a.json || std::io::IsTerminal::is_terminal(&std::io::stderr()),
+                enqueue_rate: a.rate.filter(|r| *r > 0.0),
             };
             let report = tokio::runtime::Runtime::new()?.block_on(silo::bench::run(opts))?;
             if a.json {
