@@ -208,7 +208,9 @@ async fn worker(client: Client, o: Arc<BenchOpts>, s: Arc<Shared>, id: usize, st
                 Ok(()) => {
                     s.completed.fetch_add(1, Ordering::Relaxed);
                     s.lease_report_us.lock().record(leased_at.elapsed().as_micros().max(1) as u64).ok();
-                    if let Some(pb::serialized_bytes::Encoding::Msgpack(p)) = t.payload.as_ref().and_then(|p| p.encoding.as_ref()) {
+                    if let Some(pb::serialized_bytes::Encoding::Msgpack(p)) =
+                        t.payload.as_ref().and_then(|p| p.encoding.as_ref())
+                    {
                         if p.len() >= 9 {
                             let sent = u64::from_be_bytes(p[1..9].try_into().expect("8 bytes"));
                             s.end_to_end_us.lock().record(now_us().saturating_sub(sent).max(1)).ok();

@@ -22,7 +22,7 @@ use crate::grpc::{EdgeConfig, SiloService};
 use crate::limits::GRPC_MESSAGE_BYTES_MAX;
 use crate::pb::raft::admin_server::AdminServer;
 use crate::pb::silo::silo_server::SiloServer;
-use crate::raft::{NodeInfo, RaftNode, RaftSettings};
+use crate::raft::{NodeInfo, RaftNode};
 use tonic::service::interceptor::InterceptedService;
 
 /// A bound, not yet serving node: lets callers learn the address first.
@@ -53,17 +53,16 @@ impl Bound {
         let db = crate::storage::rocks::open(&config.data_dir.join("db"))
             .with_context(|| format!("opening RocksDB in {}", config.data_dir.display()))?;
         let broker = Arc::new(Broker::new());
-        let settings = RaftSettings {
-            heartbeat_interval_ms: config.raft.heartbeat_interval_ms,
-            election_timeout_min_ms: config.raft.election_timeout_min_ms,
-            election_timeout_max_ms: config.raft.election_timeout_max_ms,
-            snapshot_logs_since_last: config.raft.snapshot_logs_since_last,
-            max_in_snapshot_log_to_keep: config.raft.max_in_snapshot_log_to_keep,
-            max_payload_entries: config.raft.max_payload_entries,
-        };
         let node = Arc::new(
-            RaftNode::open(config.node_id, &settings, config.auth.token.clone(), db, broker.clone(), &config.data_dir)
-                .await?,
+            RaftNode::open(
+                config.node_id,
+                &config.raft,
+                config.auth.token.clone(),
+                db,
+                broker.clone(),
+                &config.data_dir,
+            )
+            .await?,
         );
         let peers = Arc::new(Peers::new(config.auth.token.clone()));
 

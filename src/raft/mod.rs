@@ -27,20 +27,6 @@ use crate::state_machine::{ApplyResult, Op};
 pub use types::{NodeId, NodeInfo};
 use types::{Raft, TypeConfig};
 
-/// Raft timing and compaction settings (see `config::RaftConfig`).
-#[derive(Debug, Clone)]
-pub struct RaftSettings {
-    pub heartbeat_interval_ms: u64,
-    pub election_timeout_min_ms: u64,
-    pub election_timeout_max_ms: u64,
-    /// Build a snapshot after this many entries since the last one.
-    pub snapshot_logs_since_last: u64,
-    /// Entries kept in the log behind the latest snapshot (lagging followers
-    /// within this distance catch up from the log instead of a snapshot).
-    pub max_in_snapshot_log_to_keep: u64,
-    pub max_payload_entries: u64,
-}
-
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ProposeError {
     /// This node does not lead; `leader` is the current leader when known.
@@ -69,7 +55,7 @@ pub struct RaftNode {
 impl RaftNode {
     pub async fn open(
         id: NodeId,
-        settings: &RaftSettings,
+        settings: &crate::config::RaftConfig,
         cluster_token: Option<String>,
         db: Arc<DB>,
         broker: Arc<Broker>,

@@ -56,7 +56,9 @@ fn apply_op<K: Kv>(tx: &mut Tx<'_, K>, op: &Op) -> ApplyResult {
     let result = match op {
         Op::InitShards { shards } => ops::init_shards::apply(tx, shards),
         Op::Enqueue(new) => ops::enqueue::apply(tx, new),
-        Op::GrantLeases { worker_id, task_ids, lease_ms } => ops::grant_leases::apply(tx, worker_id, task_ids, *lease_ms),
+        Op::GrantLeases { worker_id, task_ids, lease_ms } => {
+            ops::grant_leases::apply(tx, worker_id, task_ids, *lease_ms)
+        }
         Op::LeaseJob { job, worker_id, lease_ms } => ops::lease_job::apply(tx, job, worker_id, *lease_ms),
         Op::ReportOutcome { task_id, outcome } => ops::report_outcome::apply(tx, task_id, outcome),
         Op::ExpireLeases { leases } => ops::expire_leases::apply(tx, leases),

@@ -12,6 +12,8 @@ use silo::testkit::{ClusterOpts, LocalCluster};
 use tokio::sync::Mutex;
 
 const WAIT: Duration = Duration::from_secs(60);
+/// Cadence of polling loops (each bounded by WAIT or its own deadline).
+const POLL_EVERY: Duration = Duration::from_millis(20);
 
 fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_silo"))
@@ -170,7 +172,7 @@ where
     let deadline = std::time::Instant::now() + WAIT;
     while !cond().await {
         assert!(std::time::Instant::now() < deadline, "condition not met within {WAIT:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(POLL_EVERY).await;
     }
 }
 
@@ -214,12 +216,12 @@ async fn workers_complete_every_job_exactly_once_across_a_leader_kill() {
                 let tasks = match cl.lease_tasks(&format!("worker-{w}"), "g", 8).await {
                     Ok(t) => t,
                     Err(_) => {
-                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        tokio::time::sleep(POLL_EVERY).await;
                         continue;
                     }
                 };
                 if tasks.is_empty() {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    tokio::time::sleep(POLL_EVERY).await;
                 }
                 for t in tasks {
                     assert!(granted.lock().await.insert(t.id.clone()), "task {} granted twice", t.id);

@@ -128,13 +128,7 @@ async fn restart_rules_and_numbering() {
     let shard = s.shard(0).await;
     let mut c = s.client().await;
     let mut req = enqueue_req(&shard, "r");
-    req.retry_policy = Some(pb::RetryPolicy {
-        retry_count: 1,
-        initial_interval_ms: 1,
-        max_interval_ms: 1,
-        randomize_interval: false,
-        backoff_factor: 1.0,
-    });
+    req.retry_policy = retry_policy(1, 1, 1, 1.0);
     c.enqueue(req).await.unwrap();
     let restart = |c: &mut Client| {
         let mut c = c.clone();
@@ -249,13 +243,7 @@ async fn expedite_skips_retry_backoff() {
     let shard = s.shard(0).await;
     let mut c = s.client().await;
     let mut req = enqueue_req(&shard, "b");
-    req.retry_policy = Some(pb::RetryPolicy {
-        retry_count: 2,
-        initial_interval_ms: 600_000,
-        max_interval_ms: 3_600_000,
-        randomize_interval: false,
-        backoff_factor: 2.0,
-    });
+    req.retry_policy = retry_policy(2, 600_000, 3_600_000, 2.0);
     c.enqueue(req).await.unwrap();
     let t = lease_n(&mut c, "default", "w", 1).await.remove(0);
     let failed_at = now_ms();

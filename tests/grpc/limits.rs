@@ -205,7 +205,7 @@ async fn floating_limit_lowered_lets_running_jobs_finish_and_failures_back_off()
             break t;
         }
         assert!(started.elapsed() < Duration::from_secs(10), "refresh retried after backoff");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(POLL_EVERY).await;
     };
     assert!(started.elapsed() >= Duration::from_millis(800), "backoff ~1 s, got {:?}", started.elapsed());
     // lower to 1: the two running jobs keep running; finishing one grants nothing (2-1 ≥ 1)
@@ -249,7 +249,7 @@ async fn rate_limit_exhausted_fails_with_rate_limited() {
     enqueue_limited(&mut c, &shard, "first", vec![rate("rl", 1, 60_000, 0, 2)]).await;
     enqueue_limited(&mut c, &shard, "second", vec![rate("rl", 1, 60_000, 0, 2)]).await;
     assert_eq!(lease_now(&mut c, 10).await.tasks[0].job_id, "first");
-    let mut c2 = c.clone();
+    let c2 = c.clone();
     let shard2 = shard.clone();
     let job = wait_until("second job gives up on the rate limit", Duration::from_secs(20), || {
         let mut c = c2.clone();
@@ -282,7 +282,7 @@ async fn rate_limit_grant_rate_matches_configuration() {
         while started.elapsed() < Duration::from_secs(3) {
             let got = c.lease_tasks(lease_req(name, "w", 50)).await.unwrap().into_inner().tasks;
             granted += got.len();
-            tokio::time::sleep(Duration::from_millis(25)).await;
+            tokio::time::sleep(POLL_EVERY).await;
         }
         let secs = started.elapsed().as_secs_f64();
         let rate = granted as f64 / secs;

@@ -5,6 +5,9 @@ use tonic::Code;
 
 use crate::support::*;
 
+/// A worker's heartbeat cadence (well inside the 1 s lease).
+const HEARTBEAT_EVERY: Duration = Duration::from_millis(250);
+
 fn hb(task: &pb::Task, worker: &str) -> pb::HeartbeatRequest {
     pb::HeartbeatRequest {
         shard: task.shard.clone(),
@@ -143,13 +146,7 @@ async fn expired_lease_fails_with_worker_crashed_and_retries() {
     let shard = s.shard(0).await;
     let mut c = s.client().await;
     let mut req = enqueue_req(&shard, "crashy");
-    req.retry_policy = Some(pb::RetryPolicy {
-        retry_count: 1,
-        initial_interval_ms: 1,
-        max_interval_ms: 1,
-        randomize_interval: false,
-        backoff_factor: 1.0,
-    });
+    req.retry_policy = retry_policy(1, 1, 1, 1.0);
     c.enqueue(req).await.unwrap();
     let t1 = lease_n(&mut c, "default", "lost-worker", 1).await.remove(0);
     assert_eq!(t1.lease_ms, 1_000);
@@ -170,7 +167,7 @@ async fn expired_lease_fails_with_worker_crashed_and_retries() {
     while started.elapsed() < Duration::from_millis(2_500) {
         let beat = c.heartbeat(hb(&t2, "w2")).await.expect("lease kept alive by heartbeats");
         assert!(!beat.into_inner().cancelled);
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(HEARTBEAT_EVERY).await;
     }
     c.report_outcome(success_req(&t2, b"\x01")).await.unwrap();
 }

@@ -15,6 +15,9 @@ use tonic::transport::Channel;
 
 pub type Client = SiloClient<Channel>;
 
+/// Cadence of polling loops that wait for a condition (each has a deadline).
+pub const POLL_EVERY: Duration = Duration::from_millis(20);
+
 /// Options rendered into the node's TOML config file.
 #[derive(Clone, Debug)]
 pub struct Opts {
@@ -256,6 +259,22 @@ pub fn enqueue_req(shard: &str, id: &str) -> pb::EnqueueRequest {
         metadata: Default::default(),
         task_group: "default".into(),
     }
+}
+
+/// A retry policy without jitter.
+pub fn retry_policy(
+    retry_count: u32,
+    initial_interval_ms: i64,
+    max_interval_ms: i64,
+    backoff_factor: f64,
+) -> Option<pb::RetryPolicy> {
+    Some(pb::RetryPolicy {
+        retry_count,
+        initial_interval_ms,
+        max_interval_ms,
+        randomize_interval: false,
+        backoff_factor,
+    })
 }
 
 pub fn lease_req(group: &str, worker: &str, max: u32) -> pb::LeaseTasksRequest {
