@@ -29,6 +29,9 @@ pub struct Config {
     pub metrics_listen: String,
     /// Serve GetJob/GetJobResult from local state without a read barrier.
     pub stale_reads: bool,
+    /// Delete terminal jobs this long after they finished (None = keep until
+    /// DeleteJob).
+    pub retention_ms: Option<u64>,
     /// Length of every lease granted to a worker (the reference always uses 10 s;
     /// shorter values make expiry tests fast).
     pub lease_ms: i64,
@@ -108,6 +111,7 @@ impl Default for Config {
             metrics_listen: String::new(),
             stale_reads: false,
             lease_ms: limits::LEASE_MS,
+            retention_ms: None,
             tenancy: TenancyConfig::default(),
             auth: AuthConfig::default(),
             raft: RaftConfig::default(),
@@ -154,6 +158,9 @@ impl Config {
         }
         if !(100..=3_600_000).contains(&self.lease_ms) {
             errors.push(format!("lease_ms must be between 100 and 3600000, got {}", self.lease_ms));
+        }
+        if self.retention_ms == Some(0) {
+            errors.push("retention_ms must be greater than 0 (omit it to keep finished jobs)".to_string());
         }
         let r = &self.raft;
         if r.heartbeat_interval_ms == 0 || r.election_timeout_min_ms <= r.heartbeat_interval_ms {

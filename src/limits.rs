@@ -36,3 +36,5 @@ pub const EXPIRE_BATCH_MAX: usize = 512;
 pub const IMPORT_JOBS_MAX: usize = 1_000;
 /// Most gated attempts one AcquireLimits command resumes.
 pub const GATE_BATCH_MAX: usize = 512;
+/// Most terminal jobs one retention purge command deletes.
+pub const PURGE_BATCH_MAX: u32 = 1_000;

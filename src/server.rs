@@ -142,6 +142,7 @@ impl Bound {
             num_shards: config.num_shards,
             lease_ms: config.lease_ms,
             tick: Duration::from_millis(50),
+            retention_ms: config.retention_ms,
         };
         let duties_task = tokio::spawn(duties.run(stop_rx.clone()));
 

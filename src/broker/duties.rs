@@ -20,11 +20,14 @@ pub struct Duties {
     pub num_shards: u32,
     pub lease_ms: Ms,
     pub tick: Duration,
+    /// Delete terminal jobs this long after they finished.
+    pub retention_ms: Option<u64>,
 }
 
 impl Duties {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let mut led_term: Option<u64> = None;
+        let mut last_purge = std::time::Instant::now();
         let mut ticker = tokio::time::interval(self.tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -46,6 +49,33 @@ impl Duties {
             }
             self.expire_leases().await;
             self.open_gates().await;
+            if last_purge.elapsed() >= Duration::from_secs(1) {
+                last_purge = std::time::Instant::now();
+                self.purge_finished().await;
+            }
+        }
+    }
+
+    /// Retention: deletes terminal jobs older than `retention_ms`, a bounded
+    /// batch per entry, until none is due.
+    async fn purge_finished(&self) {
+        let Some(retention_ms) = self.retention_ms else { return };
+        let before_ms = crate::wall_clock_ms().saturating_sub(retention_ms as i64);
+        loop {
+            let op = Op::PurgeTerminal { before_ms, max: crate::limits::PURGE_BATCH_MAX };
+            match self.node.propose(op).await {
+                Ok(Ok(crate::state_machine::Output::Removed { count })) if count > 0 => {
+                    metrics::counter!("silo_jobs_purged_total").increment(count);
+                    if count < crate::limits::PURGE_BATCH_MAX as u64 {
+                        return;
+                    }
+                }
+                Ok(_) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "retention purge");
+                    return;
+                }
+            }
         }
     }
 

@@ -69,6 +69,11 @@ pub enum Op {
         shard: u32,
         tenant: String,
     },
+    /// Retention: delete up to `max` terminal jobs that finished before `before_ms`.
+    PurgeTerminal {
+        before_ms: Ms,
+        max: u32,
+    },
     /// Proposals that queued up together, applied in order (group commit).
     Batch(Vec<Op>),
 }
@@ -125,6 +130,7 @@ impl Op {
             Op::AcquireLimits { .. } => "acquire_limits",
             Op::ReportRefreshOutcome { .. } => "report_refresh_outcome",
             Op::DropTenantHolders { .. } => "drop_tenant_holders",
+            Op::PurgeTerminal { .. } => "purge_terminal",
             Op::Batch(_) => "batch",
         }
     }

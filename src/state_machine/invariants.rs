@@ -101,6 +101,10 @@ pub fn check<T: Tables>(t: &T) -> Vec<String> {
                 }
             }
         }
+        let indexed = t.kv_get(&keys::terminal(job.status_changed_at_ms, &job.key)).is_some();
+        if indexed != job.status.is_terminal() {
+            errors.push(format!("job {id} ({:?}) terminal index entry present: {indexed}", job.status));
+        }
         if job.status != JobStatus::Scheduled && job.pending.is_some() {
             errors.push(format!("non-scheduled job {id} has a pending attempt"));
         }
@@ -114,6 +118,15 @@ pub fn check<T: Tables>(t: &T) -> Vec<String> {
         }
         if attempts.windows(2).any(|w| w[0].attempt_number >= w[1].attempt_number) {
             errors.push(format!("job {id} attempts are not strictly ascending"));
+        }
+    }
+    for (k, _) in t.kv_scan(&keys::table(keys::TERMINAL)) {
+        match keys::parse_terminal(&k) {
+            Some((at, key)) => match t.job(&key) {
+                Some(j) if j.status.is_terminal() && j.status_changed_at_ms == at => {}
+                _ => errors.push(format!("terminal index entry for {key:?} at {at} matches no finished job")),
+            },
+            None => errors.push(format!("unparsable terminal index key {k:?}")),
         }
     }
     check_queues(t, &mut errors);

@@ -70,6 +70,7 @@ fn apply_op<K: Kv>(tx: &mut Tx<'_, K>, op: &Op) -> ApplyResult {
         Op::AcquireLimits { task_ids } => ops::acquire_limits::apply(tx, task_ids),
         Op::ReportRefreshOutcome { task_id, outcome } => ops::report_refresh_outcome::apply(tx, task_id, outcome),
         Op::DropTenantHolders { shard, tenant } => ops::drop_tenant_holders::apply(tx, *shard, tenant),
+        Op::PurgeTerminal { before_ms, max } => ops::purge_terminal::apply(tx, *before_ms, *max),
         Op::Batch(_) => Err(Rejection::NestedBatch),
     };
     if result.is_ok() {

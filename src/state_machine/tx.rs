@@ -161,8 +161,12 @@ impl<'a, K: Kv> Tx<'a, K> {
         self.effects.push(Effect::LeaseEnded { task_id: task_id.to_string() });
     }
 
-    /// Removes the job, its payload and every attempt.
-    pub fn delete_job_records(&mut self, key: &JobKey) {
+    /// Removes the job, its payload, every attempt and its index entries.
+    pub fn delete_job_records(&mut self, job: &Job) {
+        let key = &job.key;
+        if job.status.is_terminal() {
+            self.kv.delete(&keys::terminal(job.status_changed_at_ms, key));
+        }
         self.kv.delete(&keys::job(key));
         self.kv.delete(&keys::payload(key));
         for (k, _) in self.kv.scan_prefix(&keys::attempts_of(key)) {
@@ -202,10 +206,18 @@ impl<'a, K: Kv> Tx<'a, K> {
 
     /// Moves `job` to `status` at the command's time, keeping the shard's
     /// completed-jobs counter in step with terminal-ness.
+    /// Moves `job` to `status` at the command's time, keeping the shard's
+    /// completed-jobs counter and the terminal-jobs index in step.
     pub fn set_status(&mut self, job: &mut Job, status: JobStatus) {
         let was_terminal = job.status.is_terminal();
+        if was_terminal {
+            self.kv.delete(&keys::terminal(job.status_changed_at_ms, &job.key));
+        }
         job.status = status;
         job.status_changed_at_ms = self.now_ms;
+        if status.is_terminal() {
+            self.kv.put(keys::terminal(self.now_ms, &job.key), Vec::new());
+        }
         if was_terminal != status.is_terminal() {
             let delta = if status.is_terminal() { 1 } else { -1 };
             self.bump_counters(job.key.shard, 0, delta);
@@ -236,6 +248,7 @@ impl<'a, K: Kv> Tx<'a, K> {
             keys::WAITER,
             keys::FLOATING,
             keys::BUCKET,
+            keys::TERMINAL,
         ];
         for tag in tables {
             for (k, _) in self.kv.scan_prefix(&keys::table(tag)) {

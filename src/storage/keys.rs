@@ -18,6 +18,7 @@
 //! | `W` | shard, tenant, slot, order, task id   | `JobKey`       |
 //! | `F` | shard, tenant, key                    | `FloatingState`|
 //! | `B` | name, unique key                      | `Bucket`       |
+//! | `T` | finished time, shard, tenant, job id  | (empty)        |
 //!
 //! A slot is `[0|1 floating][key]`; the waiter order is
 //! (priority u32, start time, enqueue seq), all big-endian (DECISIONS #5).
@@ -37,6 +38,7 @@ pub const HOLDER: u8 = b'H';
 pub const WAITER: u8 = b'W';
 pub const FLOATING: u8 = b'F';
 pub const BUCKET: u8 = b'B';
+pub const TERMINAL: u8 = b'T';
 
 fn push_str(out: &mut Vec<u8>, s: &str) {
     let len = u16::try_from(s.len()).expect("key strings are validated to be shorter than 64 KiB");
@@ -160,6 +162,25 @@ pub fn floating(shard: u32, tenant: &str, key: &str) -> Vec<u8> {
     out
 }
 
+/// Index of terminal jobs by the time they finished (retention purges in this order).
+pub fn terminal(finished_at_ms: i64, job: &JobKey) -> Vec<u8> {
+    let mut out = vec![TERMINAL];
+    out.extend_from_slice(&((finished_at_ms as u64) ^ (1 << 63)).to_be_bytes());
+    out.extend_from_slice(&job_prefixed(TERMINAL, job)[1..]);
+    out
+}
+
+/// (finished time, job) of a terminal-index key.
+pub fn parse_terminal(k: &[u8]) -> Option<(i64, JobKey)> {
+    let rest = k.strip_prefix(&[TERMINAL])?;
+    let at = (u64::from_be_bytes(rest.get(..8)?.try_into().ok()?) ^ (1 << 63)) as i64;
+    let rest = &rest[8..];
+    let shard = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?);
+    let (tenant, rest) = read_str(&rest[4..])?;
+    let (id, _) = read_str(rest)?;
+    Some((at, JobKey { shard, tenant, id }))
+}
+
 pub fn bucket(name: &str, unique_key: &str) -> Vec<u8> {
     let mut out = vec![BUCKET];
     push_str(&mut out, name);
@@ -244,6 +265,13 @@ mod tests {
         assert_eq!(parse_queue_slot(&k, &prefix), Some((true, "my-key".to_string())));
         assert_eq!(parse_queue_slot(&queue(3, "other", false, "k"), &prefix), None);
         assert_eq!(parse_queue_key(&k), Some((3, "acme".to_string(), true, "my-key".to_string())));
+    }
+
+    #[test]
+    fn terminal_index_sorts_by_time_and_parses_back() {
+        let j = jk(2, "acme", "job-1");
+        assert!(terminal(5, &j) < terminal(6, &jk(0, "-", "a")));
+        assert_eq!(parse_terminal(&terminal(1_700_000_000_000, &j)), Some((1_700_000_000_000, j)));
     }
 
     #[test]

@@ -111,3 +111,28 @@ async fn unsupported_admin_calls_are_unimplemented() {
     let dropped = c.drop_tenant_holders(pb::DropTenantHoldersRequest { shard: shard.clone(), tenant: None }).await;
     assert_eq!(dropped.unwrap().into_inner().holders_dropped, 0);
 }
+
+#[tokio::test]
+async fn retention_deletes_finished_jobs_only() {
+    let s = Server::start(Opts { extra_toml: "retention_ms = 300\n".into(), ..Opts::default() }).await;
+    let shard = s.shard(0).await;
+    let mut c = s.client().await;
+    c.enqueue(enqueue_req(&shard, "done")).await.unwrap();
+    let t = lease_n(&mut c, "default", "w", 1).await.remove(0);
+    c.report_outcome(success_req(&t, b"\x01")).await.unwrap();
+    let mut later = enqueue_req(&shard, "waiting");
+    later.start_at_ms = now_ms() + 3_600_000;
+    c.enqueue(later).await.unwrap();
+    let c2 = c.clone();
+    let shard2 = shard.clone();
+    wait_until("the finished job is purged", std::time::Duration::from_secs(20), || {
+        let mut c = c2.clone();
+        let shard = shard2.clone();
+        async move { c.get_job(job_req(&shard, "done")).await.err().filter(|e| e.code() == Code::NotFound) }
+    })
+    .await;
+    let job = c.get_job(job_req(&shard, "waiting")).await.unwrap().into_inner();
+    assert_eq!(job.status, pb::JobStatus::Scheduled as i32, "unfinished jobs are kept");
+    let info = c.get_node_info(pb::GetNodeInfoRequest {}).await.unwrap().into_inner();
+    assert_eq!((info.owned_shards[0].total_jobs, info.owned_shards[0].completed_jobs), (1, 0));
+}

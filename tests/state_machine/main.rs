@@ -21,6 +21,7 @@ enum Action {
     AcquireLimits,
     ReportRefresh { lease: usize, new_max: Option<u32> },
     DropHolders { tenant: u8 },
+    Purge { age_ms: i64, max: u32 },
     Grant { group: u8, max: usize, stale: bool },
     LeaseJob { job: u8, tenant: u8 },
     Report { lease: usize, outcome: u8 },
@@ -41,6 +42,7 @@ fn action() -> impl Strategy<Value = Action> {
         3 => Just(Action::AcquireLimits),
         2 => (0usize..8, proptest::option::of(0u32..4)).prop_map(|(lease, new_max)| Action::ReportRefresh { lease, new_max }),
         1 => (0u8..2).prop_map(|tenant| Action::DropHolders { tenant }),
+        1 => (0i64..500, 1u32..4).prop_map(|(age_ms, max)| Action::Purge { age_ms, max }),
         4 => (0u8..2, 0usize..4, any::<bool>()).prop_map(|(group, max, stale)| Action::Grant { group, max, stale }),
         1 => (job.clone(), tenant.clone()).prop_map(|(job, tenant)| Action::LeaseJob { job, tenant }),
         4 => (0usize..8, 0u8..3).prop_map(|(lease, outcome)| Action::Report { lease, outcome }),
@@ -130,6 +132,7 @@ fn resolve(kv: &MemKv, a: &Action, now: i64) -> Op {
             Op::ReportRefreshOutcome { task_id, outcome }
         }
         Action::DropHolders { tenant } => Op::DropTenantHolders { shard: 0, tenant: key(0, tenant).tenant },
+        Action::Purge { age_ms, max } => Op::PurgeTerminal { before_ms: now - age_ms, max },
         Action::Grant { group: g, max, stale } => {
             let mut ids: Vec<String> = v
                 .queued_all()

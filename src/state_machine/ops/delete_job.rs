@@ -13,7 +13,7 @@ pub fn apply<K: Kv>(tx: &mut Tx<'_, K>, key: &JobKey) -> ApplyResult {
     if !job.status.is_terminal() {
         return Err(Rejection::DeleteInProgress { id: key.id.clone() });
     }
-    tx.delete_job_records(key);
+    tx.delete_job_records(&job);
     tx.bump_counters(key.shard, -1, -1);
     Ok(Output::Done)
 }

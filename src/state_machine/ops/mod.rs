@@ -10,6 +10,7 @@ pub mod expire_leases;
 pub mod grant_leases;
 pub mod init_shards;
 pub mod lease_job;
+pub mod purge_terminal;
 pub mod report_outcome;
 pub mod report_refresh_outcome;
 pub mod reset_all;
