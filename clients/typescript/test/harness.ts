@@ -5,6 +5,8 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 
+import { SiloGRPCClient } from "../src";
+
 export const SILO_BIN = process.env.SILO_BIN ?? resolve(__dirname, "../../../target/debug/silo");
 
 export interface Node {
@@ -56,6 +58,7 @@ export async function startServer(extraToml = ""): Promise<Node & { stop(): void
   writeFileSync(config, `listen = "127.0.0.1:0"\ndata_dir = "${join(dir, "data")}"\ndev_mode = true\n${extraToml}\n`);
   const node: Node = { id: 1, addr: "", dir, config };
   await launch(node);
+  await waitReady([node.addr]);
   return Object.assign(node, { stop: () => node.proc?.kill("SIGKILL") });
 }
 
@@ -75,6 +78,7 @@ export async function startCluster(n: number, extraToml = ""): Promise<{ nodes: 
     return { id: i + 1, addr: "", dir, config };
   });
   await Promise.all(nodes.map(launch));
+  await waitReady(nodes.map((x) => x.addr));
   return {
     nodes,
     stop: () => nodes.forEach((x) => x.proc?.kill("SIGKILL")),
@@ -96,5 +100,18 @@ export async function waitFor<T>(what: string, f: () => Promise<T | undefined>, 
     }
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** Waits until the servers name an owner for every shard (a leader and a shard map). */
+export async function waitReady(servers: string[]): Promise<void> {
+  const c = new SiloGRPCClient({ servers, useTls: false, topologyRefreshIntervalMs: 0 });
+  try {
+    await waitFor("cluster ready", async () => {
+      await c.refreshTopology();
+      return true;
+    }, 60_000);
+  } finally {
+    c.close();
   }
 }

@@ -95,6 +95,7 @@ describe("SiloWorker", () => {
       const worker = new SiloWorker({
         client,
         workerId: "cancellable",
+        onError: () => undefined,
         taskGroup: "data-processing",
         pollIntervalMs: 50,
         heartbeatIntervalMs: 100,
