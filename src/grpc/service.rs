@@ -15,7 +15,7 @@ use crate::pb::silo as pb;
 use crate::pb::silo::silo_server::Silo;
 use crate::raft::Leadership;
 use crate::state_machine::read::{self, JobResult, NotComplete};
-use crate::state_machine::{JobKey, NewJob, Op, Output, RefreshOutcome, Tables, View};
+use crate::state_machine::{AttemptStatus, ImportedAttempt, JobKey, NewJob, Op, Output, RefreshOutcome, Tables, View};
 use crate::storage::rocks::ReadKv;
 
 /// Records count and latency per RPC and status code, and wraps the reply.
@@ -39,6 +39,71 @@ fn unexpected(output: Output) -> Status {
 }
 
 impl SiloService {
+    /// One ImportJobs entry: validated like Enqueue (id and task group
+    /// required, attempts must be finished), then proposed. Failures are
+    /// reported per job.
+    async fn import_one(&self, j: pb::ImportJobRequest) -> pb::ImportJobResult {
+        let id = j.id.clone();
+        let result: Result<Output, Status> = async {
+            let s = self.route_write(&j.shard)?;
+            let tenant = self.job_tenant(j.tenant.as_deref(), s)?;
+            validate::job_id(&j.id)?;
+            let priority = validate::priority(j.priority)?;
+            let metadata = validate::metadata(j.metadata)?;
+            validate::task_group(&j.task_group)?;
+            let mut attempts = Vec::with_capacity(j.attempts.len());
+            for (i, a) in j.attempts.into_iter().enumerate() {
+                let status = match pb::AttemptStatus::try_from(a.status) {
+                    Ok(pb::AttemptStatus::Succeeded) => AttemptStatus::Succeeded,
+                    Ok(pb::AttemptStatus::Failed) => AttemptStatus::Failed,
+                    Ok(pb::AttemptStatus::Cancelled) => AttemptStatus::Cancelled,
+                    _ => {
+                        return Err(status::invalid(format!(
+                            "attempts[{i}] must be finished (SUCCEEDED, FAILED or CANCELLED)"
+                        )))
+                    }
+                };
+                attempts.push(ImportedAttempt {
+                    status,
+                    started_at_ms: a.started_at_ms,
+                    finished_at_ms: a.finished_at_ms,
+                    result: a.result.map(|b| convert::bytes(Some(b))),
+                    error_code: a.error_code,
+                    error_data: a.error_data.map(|b| convert::bytes(Some(b))),
+                });
+            }
+            let job = NewJob {
+                key: JobKey { shard: s.index, tenant, id: j.id },
+                task_group: j.task_group,
+                priority,
+                start_at_ms: j.start_at_ms,
+                retry_policy: validate::retry_policy(j.retry_policy)?,
+                payload: validate::payload(j.payload, self.edge.max_payload_bytes)?,
+                limits: validate::limits(j.limits)?,
+                metadata,
+            };
+            self.write(Op::ImportJob { job, enqueue_time_ms: j.enqueue_time_ms, attempts }).await
+        }
+        .await;
+        match result {
+            Ok(Output::Imported { id, status }) => {
+                pb::ImportJobResult { id, success: true, error: None, status: convert::job_status(status) as i32 }
+            }
+            Ok(other) => pb::ImportJobResult {
+                id,
+                success: false,
+                error: Some(format!("unexpected state machine output: {other:?}")),
+                status: pb::JobStatus::Failed as i32,
+            },
+            Err(e) => pb::ImportJobResult {
+                id,
+                success: false,
+                error: Some(e.message().to_string()),
+                status: pb::JobStatus::Failed as i32,
+            },
+        }
+    }
+
     /// Proposes `op`; a rejection becomes its status.
     async fn write(&self, op: Op) -> Result<Output, Status> {
         match self.node.propose(op).await.map_err(status::propose)? {
@@ -458,10 +523,21 @@ impl Silo for SiloService {
 
     async fn import_jobs(
         &self,
-        _request: Request<pb::ImportJobsRequest>,
+        request: Request<pb::ImportJobsRequest>,
     ) -> Result<Response<pb::ImportJobsResponse>, Status> {
-        observed("import_jobs", async { Err(status::unimplemented("ImportJobs", "bulk import is not offered yet")) })
-            .await
+        observed("import_jobs", async {
+            let r = request.into_inner();
+            if r.jobs.len() > crate::limits::IMPORT_JOBS_MAX {
+                return Err(status::invalid(format!("too many jobs (max {})", crate::limits::IMPORT_JOBS_MAX)));
+            }
+            // A call that reached a follower is redirected as a whole.
+            if let Some(first) = r.jobs.first() {
+                self.route_write(&first.shard)?;
+            }
+            let results = futures::future::join_all(r.jobs.into_iter().map(|j| self.import_one(j))).await;
+            Ok(pb::ImportJobsResponse { results })
+        })
+        .await
     }
 }
 

@@ -69,6 +69,12 @@ pub enum Op {
         shard: u32,
         tenant: String,
     },
+    /// ImportJobs: create a job with its history of finished attempts.
+    ImportJob {
+        job: NewJob,
+        enqueue_time_ms: Ms,
+        attempts: Vec<ImportedAttempt>,
+    },
     /// Retention: delete up to `max` terminal jobs that finished before `before_ms`.
     PurgeTerminal {
         before_ms: Ms,
@@ -95,6 +101,17 @@ pub struct NewJob {
     pub payload: Vec<u8>,
     pub limits: Vec<Limit>,
     pub metadata: BTreeMap<String, String>,
+}
+
+/// A finished attempt of an imported job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportedAttempt {
+    pub status: super::job::AttemptStatus,
+    pub started_at_ms: Ms,
+    pub finished_at_ms: Ms,
+    pub result: Option<Vec<u8>>,
+    pub error_code: Option<String>,
+    pub error_data: Option<Vec<u8>>,
 }
 
 /// What a worker reports for an attempt.
@@ -131,6 +148,7 @@ impl Op {
             Op::ReportRefreshOutcome { .. } => "report_refresh_outcome",
             Op::DropTenantHolders { .. } => "drop_tenant_holders",
             Op::PurgeTerminal { .. } => "purge_terminal",
+            Op::ImportJob { .. } => "import_job",
             Op::Batch(_) => "batch",
         }
     }

@@ -26,7 +26,7 @@ pub mod read;
 pub mod retry;
 pub mod tx;
 
-pub use command::{Command, ExpiredLease, NewJob, Op, Outcome, RefreshOutcome};
+pub use command::{Command, ExpiredLease, ImportedAttempt, NewJob, Op, Outcome, RefreshOutcome};
 pub use job::{
     Attempt, AttemptStatus, Gate, Job, JobKey, JobStatus, Lease, LeaseKind, Limit, Ms, Pending, QueueKind, QueuedTask,
     RateLimit, ShardSpec, Slot,
@@ -70,6 +70,7 @@ fn apply_op<K: Kv>(tx: &mut Tx<'_, K>, op: &Op) -> ApplyResult {
         Op::AcquireLimits { task_ids } => ops::acquire_limits::apply(tx, task_ids),
         Op::ReportRefreshOutcome { task_id, outcome } => ops::report_refresh_outcome::apply(tx, task_id, outcome),
         Op::DropTenantHolders { shard, tenant } => ops::drop_tenant_holders::apply(tx, *shard, tenant),
+        Op::ImportJob { job, enqueue_time_ms, attempts } => ops::import_job::apply(tx, job, *enqueue_time_ms, attempts),
         Op::PurgeTerminal { before_ms, max } => ops::purge_terminal::apply(tx, *before_ms, *max),
         Op::Batch(_) => Err(Rejection::NestedBatch),
     };

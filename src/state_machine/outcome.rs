@@ -15,6 +15,11 @@ pub enum Output {
     Enqueued {
         id: String,
     },
+    /// ImportJob: the stored job's status.
+    Imported {
+        id: String,
+        status: JobStatus,
+    },
     Granted {
         tasks: Vec<TaskView>,
         refresh_tasks: Vec<RefreshView>,

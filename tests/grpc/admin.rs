@@ -136,3 +136,80 @@ async fn retention_deletes_finished_jobs_only() {
     let info = c.get_node_info(pb::GetNodeInfoRequest {}).await.unwrap().into_inner();
     assert_eq!((info.owned_shards[0].total_jobs, info.owned_shards[0].completed_jobs), (1, 0));
 }
+
+fn imported(shard: &str, id: &str, attempts: Vec<pb::ImportAttempt>) -> pb::ImportJobRequest {
+    pb::ImportJobRequest {
+        shard: shard.into(),
+        id: id.into(),
+        priority: 10,
+        enqueue_time_ms: 1_600_000_000_000,
+        start_at_ms: 0,
+        retry_policy: None,
+        payload: msgpack(&[0x01]),
+        limits: vec![],
+        tenant: None,
+        metadata: Default::default(),
+        task_group: "imported".into(),
+        attempts,
+    }
+}
+
+fn attempt(status: pb::AttemptStatus) -> pb::ImportAttempt {
+    pb::ImportAttempt {
+        status: status as i32,
+        started_at_ms: 1_600_000_000_000,
+        finished_at_ms: 1_600_000_001_000,
+        result: (status == pb::AttemptStatus::Succeeded).then(|| msgpack(&[0xc3]).unwrap()),
+        error_code: (status == pb::AttemptStatus::Failed).then(|| "OLD_ERROR".to_string()),
+        error_data: None,
+    }
+}
+
+#[tokio::test]
+async fn import_jobs_with_history() {
+    let s = Server::start_default().await;
+    let shard = s.shard(0).await;
+    let mut c = s.client().await;
+    let mut retrying = imported(&shard, "retrying", vec![attempt(pb::AttemptStatus::Failed)]);
+    retrying.retry_policy = retry_policy(2, 1, 1, 1.0);
+    let mut missing_id = imported(&shard, "", vec![]);
+    missing_id.id = String::new();
+    let req = pb::ImportJobsRequest {
+        jobs: vec![
+            imported(&shard, "fresh", vec![]),
+            imported(&shard, "done", vec![attempt(pb::AttemptStatus::Failed), attempt(pb::AttemptStatus::Succeeded)]),
+            imported(&shard, "failed", vec![attempt(pb::AttemptStatus::Failed)]),
+            retrying,
+            imported(&shard, "running", vec![attempt(pb::AttemptStatus::Running)]),
+            imported(&shard, "fresh", vec![]),
+            missing_id,
+        ],
+    };
+    let results = c.import_jobs(req).await.unwrap().into_inner().results;
+    let summary: Vec<(String, bool, i32)> = results.iter().map(|r| (r.id.clone(), r.success, r.status)).collect();
+    use pb::JobStatus as S;
+    assert_eq!(
+        summary,
+        vec![
+            ("fresh".into(), true, S::Scheduled as i32),
+            ("done".into(), true, S::Succeeded as i32),
+            ("failed".into(), true, S::Failed as i32),
+            ("retrying".into(), true, S::Scheduled as i32),
+            ("running".into(), false, S::Failed as i32),
+            ("fresh".into(), false, S::Failed as i32),
+            ("".into(), false, S::Failed as i32),
+        ]
+    );
+    assert!(results[4].error.as_deref().unwrap().contains("must be finished"));
+    assert!(results[5].error.as_deref().unwrap().contains("already exists"));
+    assert!(results[6].error.as_deref().unwrap().contains("id is required"));
+
+    let done = c.get_job(job_req(&shard, "done")).await.unwrap().into_inner();
+    assert_eq!(done.enqueue_time_ms, 1_600_000_000_000);
+    assert_eq!(done.attempts.iter().map(|a| a.attempt_number).collect::<Vec<_>>(), vec![1, 2]);
+    assert_eq!(bytes_of(&done.result), vec![0xc3]);
+    let tasks = lease_n(&mut c, "imported", "w", 2).await;
+    let mut ids: Vec<_> = tasks.iter().map(|t| (t.job_id.clone(), t.attempt_number)).collect();
+    ids.sort();
+    assert_eq!(ids, vec![("fresh".to_string(), 1), ("retrying".to_string(), 2)]);
+}

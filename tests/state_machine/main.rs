@@ -10,8 +10,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
 use silo::state_machine::{
-    self as sm, invariants, read, Command, ExpiredLease, JobKey, JobStatus, LeaseKind, Limit, NewJob, Op, Outcome,
-    Output, QueueKind, RateLimit, RefreshOutcome, RetryPolicy, Tables, View,
+    self as sm, invariants, read, AttemptStatus, Command, ExpiredLease, ImportedAttempt, JobKey, JobStatus, LeaseKind,
+    Limit, NewJob, Op, Outcome, Output, QueueKind, RateLimit, RefreshOutcome, RetryPolicy, Tables, View,
 };
 use silo::storage::kv::MemKv;
 
@@ -22,6 +22,7 @@ enum Action {
     ReportRefresh { lease: usize, new_max: Option<u32> },
     DropHolders { tenant: u8 },
     Purge { age_ms: i64, max: u32 },
+    Import { job: u8, tenant: u8, history: Vec<u8>, retries: Option<u32>, limits: u8 },
     Grant { group: u8, max: usize, stale: bool },
     LeaseJob { job: u8, tenant: u8 },
     Report { lease: usize, outcome: u8 },
@@ -43,6 +44,8 @@ fn action() -> impl Strategy<Value = Action> {
         2 => (0usize..8, proptest::option::of(0u32..4)).prop_map(|(lease, new_max)| Action::ReportRefresh { lease, new_max }),
         1 => (0u8..2).prop_map(|tenant| Action::DropHolders { tenant }),
         1 => (0i64..500, 1u32..4).prop_map(|(age_ms, max)| Action::Purge { age_ms, max }),
+        1 => (job.clone(), tenant.clone(), proptest::collection::vec(0u8..3, 0..3), proptest::option::of(0u32..3), any::<u8>())
+            .prop_map(|(job, tenant, history, retries, limits)| Action::Import { job, tenant, history, retries, limits }),
         4 => (0u8..2, 0usize..4, any::<bool>()).prop_map(|(group, max, stale)| Action::Grant { group, max, stale }),
         1 => (job.clone(), tenant.clone()).prop_map(|(job, tenant)| Action::LeaseJob { job, tenant }),
         4 => (0usize..8, 0u8..3).prop_map(|(lease, outcome)| Action::Report { lease, outcome }),
@@ -133,6 +136,36 @@ fn resolve(kv: &MemKv, a: &Action, now: i64) -> Op {
         }
         Action::DropHolders { tenant } => Op::DropTenantHolders { shard: 0, tenant: key(0, tenant).tenant },
         Action::Purge { age_ms, max } => Op::PurgeTerminal { before_ms: now - age_ms, max },
+        Action::Import { job, tenant, history, retries, limits } => Op::ImportJob {
+            job: NewJob {
+                key: key(job, tenant),
+                task_group: group(job % 2),
+                priority: 5,
+                start_at_ms: 0,
+                retry_policy: retries.map(|retry_count| RetryPolicy {
+                    retry_count,
+                    initial_interval_ms: 10,
+                    max_interval_ms: 100,
+                    randomize_interval: false,
+                    backoff_factor: 2.0,
+                }),
+                payload: vec![job],
+                limits: limit_set(limits),
+                metadata: BTreeMap::new(),
+            },
+            enqueue_time_ms: 0,
+            attempts: history
+                .iter()
+                .map(|h| ImportedAttempt {
+                    status: [AttemptStatus::Succeeded, AttemptStatus::Failed, AttemptStatus::Cancelled][*h as usize],
+                    started_at_ms: 1,
+                    finished_at_ms: 2,
+                    result: None,
+                    error_code: None,
+                    error_data: None,
+                })
+                .collect(),
+        },
         Action::Grant { group: g, max, stale } => {
             let mut ids: Vec<String> = v
                 .queued_all()

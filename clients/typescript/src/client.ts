@@ -630,6 +630,73 @@ export class SiloGRPCClient {
     }
   }
 
+  /**
+   * Bulk-creates jobs migrated from another system, each with its finished
+   * attempts. Returns one result per job, in order.
+   */
+  async importJobs(
+    jobs: (EnqueueOptions & {
+      id: string;
+      enqueueTimeMs?: bigint | number;
+      attempts?: {
+        status: AttemptStatus.Succeeded | AttemptStatus.Failed | AttemptStatus.Cancelled;
+        startedAtMs: bigint | number;
+        finishedAtMs: bigint | number;
+        result?: unknown;
+        errorCode?: string;
+        errorData?: unknown;
+      }[];
+    })[],
+  ): Promise<{ id: string; success: boolean; error?: string; status: JobStatus }[]> {
+    const toPb: Record<string, pb.AttemptStatus> = {
+      [AttemptStatus.Succeeded]: pb.AttemptStatus.SUCCEEDED,
+      [AttemptStatus.Failed]: pb.AttemptStatus.FAILED,
+      [AttemptStatus.Cancelled]: pb.AttemptStatus.CANCELLED,
+    };
+    const out = [];
+    for (const j of jobs) {
+      const r = await this.retryLoop({ tenant: j.tenant }, async (c, shard, o) =>
+        c.importJobs(
+          {
+            jobs: [
+              {
+                shard,
+                id: j.id,
+                priority: j.priority ?? 50,
+                enqueueTimeMs: BigInt(j.enqueueTimeMs ?? 0),
+                startAtMs: BigInt(j.startAtMs ?? 0),
+                retryPolicy: j.retryPolicy && {
+                  retryCount: j.retryPolicy.retryCount,
+                  initialIntervalMs: BigInt(j.retryPolicy.initialIntervalMs),
+                  maxIntervalMs: BigInt(j.retryPolicy.maxIntervalMs),
+                  randomizeInterval: j.retryPolicy.randomizeInterval ?? false,
+                  backoffFactor: j.retryPolicy.backoffFactor ?? 2.0,
+                },
+                payload: serialized(j.payload),
+                limits: (j.limits ?? []).map(limitToPb),
+                tenant: j.tenant,
+                metadata: j.metadata ?? {},
+                taskGroup: j.taskGroup ?? "default",
+                attempts: (j.attempts ?? []).map((a) => ({
+                  status: toPb[a.status],
+                  startedAtMs: BigInt(a.startedAtMs),
+                  finishedAtMs: BigInt(a.finishedAtMs),
+                  result: a.result === undefined ? undefined : serialized(a.result),
+                  errorCode: a.errorCode,
+                  errorData: a.errorData === undefined ? undefined : serialized(a.errorData),
+                })),
+              },
+            ],
+          },
+          o,
+        ).response,
+      );
+      const res = r.results[0];
+      out.push({ id: res.id, success: res.success, error: res.error, status: JOB_STATUS[res.status] });
+    }
+    return out;
+  }
+
   /** Wipes every job on the servers (dev mode only; test suites). */
   async resetShards(): Promise<void> {
     await this.ensureTopology();

@@ -2,6 +2,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 import {
+  AttemptStatus,
   JobAlreadyExistsError,
   JobNotFoundError,
   JobNotTerminalError,
@@ -190,5 +191,22 @@ describe("expedite", () => {
     expect(job.nextAttemptStartsAfterMs! > BigInt(Date.now() + 60_000)).toBe(true);
     await h.expedite();
     await waitFor("expedited retry", async () => ((await h.getJob()).nextAttemptStartsAfterMs! <= BigInt(Date.now()) ? true : undefined));
+  });
+});
+
+describe("importJobs and resetShards", () => {
+  it("imports jobs with history, then a reset wipes them", async () => {
+    const results = await client.importJobs([
+      { id: "imp-done", payload: { a: 1 }, attempts: [{ status: AttemptStatus.Succeeded, startedAtMs: 1, finishedAtMs: 2, result: { ok: 1 } }] },
+      { id: "imp-new", payload: 2, taskGroup: "imported" },
+    ]);
+    expect(results.map((r) => [r.id, r.success, r.status])).toEqual([
+      ["imp-done", true, JobStatus.Succeeded],
+      ["imp-new", true, JobStatus.Scheduled],
+    ]);
+    const done = await client.awaitResult("imp-done");
+    expect(done.status === JobStatus.Succeeded && done.result).toEqual({ ok: 1 });
+    await client.resetShards();
+    await expect(client.getJob("imp-done")).rejects.toBeInstanceOf(JobNotFoundError);
   });
 });

@@ -19,11 +19,21 @@ pub fn apply<K: Kv>(tx: &mut Tx<'_, K>, new: &NewJob) -> ApplyResult {
     if tx.job(&new.key).is_some() {
         return Err(Rejection::JobAlreadyExists { id: new.key.id.clone() });
     }
+    let mut job = new_job(tx, new);
+    tx.bump_counters(job.key.shard, 1, 0);
+    tx.put_payload(&job.key, &new.payload);
+    tx.place_pending(&mut job);
+    tx.put_job(&job);
+    Ok(Output::Enqueued { id: job.key.id })
+}
+
+/// A Scheduled job with pending attempt #1 (not yet stored). Shared with ImportJob.
+pub fn new_job<K: Kv>(tx: &mut Tx<'_, K>, new: &NewJob) -> Job {
     let now = tx.now_ms;
     let start_at_ms = if new.start_at_ms <= 0 { now } else { new.start_at_ms };
     let seq = tx.next_seq();
     let task_id = tx.new_task_id();
-    let mut job = Job {
+    Job {
         key: new.key.clone(),
         task_group: new.task_group.clone(),
         priority: new.priority,
@@ -40,10 +50,5 @@ pub fn apply<K: Kv>(tx: &mut Tx<'_, K>, new: &NewJob) -> ApplyResult {
         running_task: None,
         held_slots: Vec::new(),
         seq,
-    };
-    tx.bump_counters(job.key.shard, 1, 0);
-    tx.put_payload(&job.key, &new.payload);
-    tx.place_pending(&mut job);
-    tx.put_job(&job);
-    Ok(Output::Enqueued { id: job.key.id })
+    }
 }

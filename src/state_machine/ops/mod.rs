@@ -8,6 +8,7 @@ pub mod enqueue;
 pub mod expedite_job;
 pub mod expire_leases;
 pub mod grant_leases;
+pub mod import_job;
 pub mod init_shards;
 pub mod lease_job;
 pub mod purge_terminal;
