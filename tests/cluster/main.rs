@@ -347,3 +347,49 @@ async fn leadership_transfer() {
     let cl = client(&c).await;
     cl.enqueue(job("after-transfer")).await.unwrap();
 }
+
+/// A leader that stops responding (SIGSTOP: alive, holding its sockets) is
+/// replaced; when it wakes it steps down, catches up, and nothing acknowledged
+/// is lost or duplicated.
+#[tokio::test]
+async fn paused_leader_is_replaced_and_rejoins() {
+    let c = start(ClusterOpts::default());
+    let old_leader = c.wait_for_leader(WAIT).await.unwrap();
+    // a short per-call deadline: calls to the frozen node fail over quickly
+    let mut opts = ClientOptions::new(c.addrs());
+    opts.call_timeout = Duration::from_secs(1);
+    let cl = Client::connect(opts).await.unwrap();
+    for i in 0..20 {
+        cl.enqueue(job(&format!("before-{i}"))).await.unwrap();
+    }
+    c.pause(old_leader);
+    let new_leader = silo_wait_leader_other_than(&c, old_leader).await;
+    for i in 0..20 {
+        cl.enqueue(job(&format!("during-{i}"))).await.unwrap();
+    }
+    c.resume(old_leader);
+    let leader = c.wait_for_leader(WAIT).await.unwrap();
+    assert_eq!(leader, new_leader, "the woken node does not take leadership back by itself");
+    c.wait_converged(40, WAIT).await.unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
+    let (shard, _) = cl.route(None).unwrap();
+    for i in 0..20 {
+        for id in [format!("before-{i}"), format!("during-{i}")] {
+            assert_eq!(read_on(&c, old_leader, &shard, &id).await.unwrap().id, id);
+        }
+    }
+}
+
+async fn silo_wait_leader_other_than(c: &LocalCluster, old: u64) -> u64 {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        for id in c.running().into_iter().filter(|id| *id != old) {
+            if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_secs(1), c.status(id)).await {
+                if s.state == "Leader" {
+                    return id;
+                }
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "no new leader while {old} is paused");
+        tokio::time::sleep(POLL_EVERY).await;
+    }
+}
