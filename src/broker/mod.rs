@@ -15,7 +15,10 @@
 //! leases applied later during that term get at least the same floor. A lease
 //! is therefore only ever extended by a leader change, never cut short: a worker
 //! that heartbeats every 5 s against a 10 s lease keeps it through a failover
-//! as long as it reaches the new leader within the lease.
+//! as long as it reaches the new leader within the lease. A heartbeat is only
+//! answered after a quorum confirmed (within half an election timeout) that this
+//! node still leads, so a deposed leader that has not noticed yet cannot keep a
+//! lease alive behind the new leader's back.
 //!
 //! ## Ordering (DECISIONS #5)
 //! Among due tasks (`start_at_ms ≤ now`) of one task group: priority (0

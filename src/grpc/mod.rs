@@ -34,6 +34,9 @@ pub struct EdgeConfig {
     pub lease_ms: i64,
     /// This node's client-facing address.
     pub advertise_addr: String,
+    /// How stale a quorum confirmation of leadership a heartbeat may rely on
+    /// (half the minimum election timeout).
+    pub leadership_confirmation_max_age_ms: u64,
 }
 
 pub struct SiloService {

@@ -467,6 +467,8 @@ impl Silo for SiloService {
             let r = request.into_inner();
             let s = self.route_write(&r.shard)?;
             self.worker_tenant(r.tenant_id.as_deref(), s)?;
+            let max_age = std::time::Duration::from_millis(self.edge.leadership_confirmation_max_age_ms);
+            self.node.confirm_leadership(max_age).await.map_err(status::propose)?;
             let check = read::check_lease(&View(&self.view()), &r.task_id, &r.worker_id).map_err(status::heartbeat)?;
             self.broker.extend_lease(&r.task_id, crate::wall_clock_ms(), self.edge.lease_ms);
             Ok(pb::HeartbeatResponse {

@@ -47,6 +47,8 @@ pub enum Leadership {
 pub struct RaftNode {
     raft: Raft,
     batcher: batcher::Batcher,
+    /// When a quorum last confirmed this node's leadership (see `confirm_leadership`).
+    leadership_confirmed: parking_lot::Mutex<Option<std::time::Instant>>,
     id: NodeId,
     db: Arc<DB>,
     applied: tokio::sync::watch::Receiver<u64>,
@@ -78,7 +80,7 @@ impl RaftNode {
         let applied = sm_store.applied_index();
         let raft = Raft::new(id, config, network::Network { token: cluster_token }, log_store, sm_store).await?;
         let batcher = batcher::Batcher::start(raft.clone());
-        Ok(RaftNode { raft, batcher, id, db, applied })
+        Ok(RaftNode { raft, batcher, leadership_confirmed: parking_lot::Mutex::new(None), id, db, applied })
     }
 
     pub fn id(&self) -> NodeId {
@@ -123,6 +125,22 @@ impl RaftNode {
             Err(RaftError::APIError(e)) => Err(ProposeError::Other(e.to_string())),
             Err(RaftError::Fatal(f)) => Err(ProposeError::Fatal(f.to_string())),
         }
+    }
+
+    /// Confirms with a quorum that this node still leads, unless that was
+    /// confirmed less than `max_age` ago. Followers refuse to vote for anyone
+    /// else for an election timeout after hearing from the leader, so a recent
+    /// confirmation (max_age well below the minimum election timeout) still
+    /// holds. Used by heartbeats, which extend leases in the leader's memory: a
+    /// deposed leader that has not noticed yet must not keep a lease alive.
+    pub async fn confirm_leadership(&self, max_age: Duration) -> Result<(), ProposeError> {
+        if self.leadership_confirmed.lock().is_some_and(|t| t.elapsed() < max_age) {
+            return Ok(());
+        }
+        let asked_at = std::time::Instant::now();
+        self.read_index().await?;
+        *self.leadership_confirmed.lock() = Some(asked_at);
+        Ok(())
     }
 
     /// Waits until this node has applied the entry at `index`.
