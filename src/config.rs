@@ -62,8 +62,8 @@ pub struct RaftConfig {
     pub election_timeout_max_ms: u64,
     pub snapshot_logs_since_last: u64,
     pub max_in_snapshot_log_to_keep: u64,
-    /// Most entries in one AppendEntries message. A follower that is down pins
-    /// at most this many entries past its position against log purging.
+    /// Most entries in one AppendEntries message (each entry may be a batch of
+    /// many proposals).
     pub max_payload_entries: u64,
 }
 
