@@ -375,6 +375,12 @@ impl Silo for SiloService {
         observed("lease_tasks", async {
             let r = request.into_inner();
             validate::task_group(&r.task_group)?;
+            if r.worker_id.len() > crate::limits::WORKER_ID_BYTES_MAX {
+                return Err(status::invalid(format!(
+                    "worker_id too long (must be <= {} bytes)",
+                    crate::limits::WORKER_ID_BYTES_MAX
+                )));
+            }
             let empty = pb::LeaseTasksResponse { tasks: vec![], refresh_tasks: vec![] };
             let shard_filter = match r.shard.as_deref().filter(|s| !s.is_empty()) {
                 Some(shard) => Some(self.route_write(shard)?.index),

@@ -103,6 +103,8 @@ async fn lease_tasks_requires_a_task_group() {
     let mut c = s.client().await;
     let r = c.lease_tasks(lease_req("", "w", 1)).await;
     assert_status(r, Code::InvalidArgument, "task_group is required");
+    let r = c.lease_tasks(lease_req("g", &"w".repeat(513), 1)).await;
+    assert_status(r, Code::InvalidArgument, "worker_id too long");
     let mut bad = lease_req("g", "w", 1);
     bad.shard = Some("zzz".into());
     assert_status(c.lease_tasks(bad).await, Code::InvalidArgument, "invalid shard ID: zzz");
