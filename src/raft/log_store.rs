@@ -111,7 +111,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        self.meta_put(keys::RAFT_COMMITTED, &committed)
+        // Derived state (a restarted node can relearn it), so no fsync of its
+        // own: it becomes durable with the next synced log append.
+        self.db
+            .put_cf(cf(&self.db, keys::CF_RAFT_META), keys::RAFT_COMMITTED, encode(&committed))
+            .map_err(|e| StorageIOError::write(&e).into())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
