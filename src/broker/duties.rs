@@ -28,6 +28,7 @@ impl Duties {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let mut led_term: Option<u64> = None;
         let mut last_purge = std::time::Instant::now();
+        let mut shards_known = false;
         let mut ticker = tokio::time::interval(self.tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -45,7 +46,10 @@ impl Duties {
                 tracing::info!(term = ?term, node = self.node.id(), "became leader");
                 metrics::counter!("silo_leadership_gained_total").increment(1);
                 self.broker.on_leadership_gained(crate::wall_clock_ms(), self.lease_ms);
-                self.init_shards_if_fresh().await;
+            }
+            // Until the shard map exists (a fresh cluster, or a first attempt that failed).
+            if !shards_known {
+                shards_known = self.init_shards_if_fresh().await;
             }
             self.expire_leases().await;
             self.open_gates().await;
@@ -92,16 +96,21 @@ impl Duties {
         }
     }
 
-    async fn init_shards_if_fresh(&self) {
+    /// Proposes the shard map when none is applied yet; true once one exists.
+    async fn init_shards_if_fresh(&self) -> bool {
         if !View(&ReadKv { db: self.node.db() }).shards().is_empty() {
-            return;
+            return true;
         }
         let shards = initial_shard_map(self.num_shards);
         match self.node.propose(Op::InitShards { shards }).await {
-            Ok(Ok(_)) => tracing::info!(num_shards = self.num_shards, "initialised shard map"),
-            Ok(Err(_)) => {} // another leader already did
+            Ok(Ok(_)) => {
+                tracing::info!(num_shards = self.num_shards, "initialised shard map");
+                true
+            }
+            Ok(Err(_)) => true, // an earlier leader already did
             Err(e) => {
-                tracing::warn!(error = %e, "could not initialise the shard map; will retry on next leadership")
+                tracing::warn!(error = %e, "could not initialise the shard map yet; retrying");
+                false
             }
         }
     }
