@@ -48,9 +48,18 @@ impl SiloService {
             let s = self.route_write(&j.shard)?;
             let tenant = self.job_tenant(j.tenant.as_deref(), s)?;
             validate::job_id(&j.id)?;
-            let priority = validate::priority(j.priority)?;
-            let metadata = validate::metadata(j.metadata)?;
-            validate::task_group(&j.task_group)?;
+            let job = self.validated_job(
+                JobKey { shard: s.index, tenant, id: j.id },
+                validate::RawJob {
+                    priority: j.priority,
+                    metadata: j.metadata,
+                    task_group: j.task_group,
+                    start_at_ms: j.start_at_ms,
+                    retry_policy: j.retry_policy,
+                    payload: j.payload,
+                    limits: j.limits,
+                },
+            )?;
             let mut attempts = Vec::with_capacity(j.attempts.len());
             for (i, a) in j.attempts.into_iter().enumerate() {
                 let status = match pb::AttemptStatus::try_from(a.status) {
@@ -72,16 +81,6 @@ impl SiloService {
                     error_data: a.error_data.map(|b| convert::bytes(Some(b))),
                 });
             }
-            let job = NewJob {
-                key: JobKey { shard: s.index, tenant, id: j.id },
-                task_group: j.task_group,
-                priority,
-                start_at_ms: j.start_at_ms,
-                retry_policy: validate::retry_policy(j.retry_policy)?,
-                payload: validate::payload(j.payload, self.edge.max_payload_bytes)?,
-                limits: validate::limits(j.limits)?,
-                metadata,
-            };
             self.write(Op::ImportJob { job, enqueue_time_ms: j.enqueue_time_ms, attempts }).await
         }
         .await;
@@ -102,6 +101,24 @@ impl SiloService {
                 status: pb::JobStatus::Failed as i32,
             },
         }
+    }
+
+    /// The job fields Enqueue and ImportJobs share, validated in the order of
+    /// SEMANTICS §4 (priority, metadata, task group), then the rest.
+    fn validated_job(&self, key: JobKey, raw: validate::RawJob) -> Result<NewJob, Status> {
+        let priority = validate::priority(raw.priority)?;
+        let metadata = validate::metadata(raw.metadata)?;
+        validate::task_group(&raw.task_group)?;
+        Ok(NewJob {
+            key,
+            task_group: raw.task_group,
+            priority,
+            start_at_ms: raw.start_at_ms,
+            retry_policy: validate::retry_policy(raw.retry_policy)?,
+            payload: validate::payload(raw.payload, self.edge.max_payload_bytes)?,
+            limits: validate::limits(raw.limits)?,
+            metadata,
+        })
     }
 
     /// Proposes `op`; a rejection becomes its status.
@@ -222,25 +239,24 @@ impl Silo for SiloService {
             let r = request.into_inner();
             let s = self.route_write(&r.shard)?;
             let tenant = self.job_tenant(r.tenant.as_deref(), s)?;
-            let priority = validate::priority(r.priority)?;
-            let metadata = validate::metadata(r.metadata)?;
-            validate::task_group(&r.task_group)?;
             let id = if r.id.is_empty() {
                 uuid::Uuid::new_v4().to_string()
             } else {
                 validate::job_id(&r.id)?;
                 r.id
             };
-            let new = NewJob {
-                key: JobKey { shard: s.index, tenant, id },
-                task_group: r.task_group,
-                priority,
-                start_at_ms: r.start_at_ms,
-                retry_policy: validate::retry_policy(r.retry_policy)?,
-                payload: validate::payload(r.payload, self.edge.max_payload_bytes)?,
-                limits: validate::limits(r.limits)?,
-                metadata,
-            };
+            let new = self.validated_job(
+                JobKey { shard: s.index, tenant, id },
+                validate::RawJob {
+                    priority: r.priority,
+                    metadata: r.metadata,
+                    task_group: r.task_group,
+                    start_at_ms: r.start_at_ms,
+                    retry_policy: r.retry_policy,
+                    payload: r.payload,
+                    limits: r.limits,
+                },
+            )?;
             match self.write(Op::Enqueue(new)).await? {
                 Output::Enqueued { id } => Ok(pb::EnqueueResponse { id }),
                 other => Err(unexpected(other)),

@@ -11,6 +11,17 @@ use crate::limits::*;
 use crate::pb::silo as pb;
 use crate::state_machine as sm;
 
+/// Job fields as they arrive on the wire (Enqueue, ImportJobs).
+pub struct RawJob {
+    pub priority: u32,
+    pub metadata: HashMap<String, String>,
+    pub task_group: String,
+    pub start_at_ms: i64,
+    pub retry_policy: Option<pb::RetryPolicy>,
+    pub payload: Option<pb::SerializedBytes>,
+    pub limits: Vec<pb::Limit>,
+}
+
 pub fn priority(p: u32) -> Result<u32, Status> {
     if p > PRIORITY_MAX {
         return Err(invalid(format!("priority must be between 0 and {PRIORITY_MAX}")));

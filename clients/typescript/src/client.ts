@@ -163,6 +163,18 @@ function bytesOf(s: pb.SerializedBytes | undefined): Uint8Array | undefined {
   return s?.encoding.oneofKind === "msgpack" ? s.encoding.msgpack : undefined;
 }
 
+export function retryPolicyToPb(p: RetryPolicy | undefined): pb.RetryPolicy | undefined {
+  return (
+    p && {
+      retryCount: p.retryCount,
+      initialIntervalMs: BigInt(p.initialIntervalMs),
+      maxIntervalMs: BigInt(p.maxIntervalMs),
+      randomizeInterval: p.randomizeInterval ?? false,
+      backoffFactor: p.backoffFactor ?? 2.0,
+    }
+  );
+}
+
 export function limitToPb(l: Limit): pb.Limit {
   switch (l.type) {
     case "concurrency":
@@ -463,13 +475,7 @@ export class SiloGRPCClient {
           id,
           priority: o.priority ?? 50,
           startAtMs: BigInt(o.startAtMs ?? Date.now()),
-          retryPolicy: o.retryPolicy && {
-            retryCount: o.retryPolicy.retryCount,
-            initialIntervalMs: BigInt(o.retryPolicy.initialIntervalMs),
-            maxIntervalMs: BigInt(o.retryPolicy.maxIntervalMs),
-            randomizeInterval: o.retryPolicy.randomizeInterval ?? false,
-            backoffFactor: o.retryPolicy.backoffFactor ?? 2.0,
-          },
+          retryPolicy: retryPolicyToPb(o.retryPolicy),
           payload: serialized(o.payload),
           limits: (o.limits ?? []).map(limitToPb),
           tenant: o.tenant,
@@ -665,13 +671,7 @@ export class SiloGRPCClient {
                 priority: j.priority ?? 50,
                 enqueueTimeMs: BigInt(j.enqueueTimeMs ?? 0),
                 startAtMs: BigInt(j.startAtMs ?? 0),
-                retryPolicy: j.retryPolicy && {
-                  retryCount: j.retryPolicy.retryCount,
-                  initialIntervalMs: BigInt(j.retryPolicy.initialIntervalMs),
-                  maxIntervalMs: BigInt(j.retryPolicy.maxIntervalMs),
-                  randomizeInterval: j.retryPolicy.randomizeInterval ?? false,
-                  backoffFactor: j.retryPolicy.backoffFactor ?? 2.0,
-                },
+                retryPolicy: retryPolicyToPb(j.retryPolicy),
                 payload: serialized(j.payload),
                 limits: (j.limits ?? []).map(limitToPb),
                 tenant: j.tenant,
