@@ -21,6 +21,8 @@ pub struct ClusterOpts {
     pub snapshot_logs_since_last: u64,
     pub max_in_snapshot_log_to_keep: u64,
     pub max_payload_entries: u64,
+    /// Raft timing (heartbeat, election min, election max) in ms.
+    pub raft_timing_ms: (u64, u64, u64),
     /// Appended to every node's TOML config.
     pub extra_toml: String,
     pub log_filter: String,
@@ -34,6 +36,10 @@ impl Default for ClusterOpts {
             snapshot_logs_since_last: 20_000,
             max_in_snapshot_log_to_keep: 5_000,
             max_payload_entries: 512,
+            raft_timing_ms: {
+                let r = crate::config::RaftConfig::default();
+                (r.heartbeat_interval_ms, r.election_timeout_min_ms, r.election_timeout_max_ms)
+            },
             extra_toml: String::new(),
             log_filter: "info,openraft=warn".into(),
         }
@@ -140,8 +146,14 @@ impl LocalCluster {
             o.extra_toml
         );
         toml.push_str(&format!(
-            "[raft]\nsnapshot_logs_since_last = {}\nmax_in_snapshot_log_to_keep = {}\nmax_payload_entries = {}\n",
-            o.snapshot_logs_since_last, o.max_in_snapshot_log_to_keep, o.max_payload_entries
+            "[raft]\nsnapshot_logs_since_last = {}\nmax_in_snapshot_log_to_keep = {}\nmax_payload_entries = {}\n\
+             heartbeat_interval_ms = {}\nelection_timeout_min_ms = {}\nelection_timeout_max_ms = {}\n",
+            o.snapshot_logs_since_last,
+            o.max_in_snapshot_log_to_keep,
+            o.max_payload_entries,
+            o.raft_timing_ms.0,
+            o.raft_timing_ms.1,
+            o.raft_timing_ms.2
         ));
         toml.push_str(&format!("[cluster]\njoin = {}\n", node.joined));
         if !node.joined {

@@ -19,8 +19,13 @@ fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_silo"))
 }
 
+/// Tests run several clusters at once on two cores: slower elections keep a
+/// starved node from deposing a healthy leader mid-test.
+const TEST_RAFT_TIMING_MS: (u64, u64, u64) = (150, 1_000, 2_000);
+
 fn start(opts: ClusterOpts) -> LocalCluster {
-    LocalCluster::start(bin(), None, opts).expect("start cluster")
+    LocalCluster::start(bin(), None, ClusterOpts { raft_timing_ms: TEST_RAFT_TIMING_MS, ..opts })
+        .expect("start cluster")
 }
 
 async fn client(c: &LocalCluster) -> Client {

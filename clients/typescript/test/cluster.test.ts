@@ -9,7 +9,7 @@ let cluster: Awaited<ReturnType<typeof startCluster>> | undefined;
 afterAll(() => cluster?.stop());
 
 it("survives a leader kill while a worker runs jobs", async () => {
-  cluster = await startCluster(3, "lease_ms = 4000");
+  cluster = await startCluster(3, "lease_ms = 4000\n[raft]\nheartbeat_interval_ms = 150\nelection_timeout_min_ms = 1000\nelection_timeout_max_ms = 2000");
   const client = new SiloGRPCClient({ servers: cluster.nodes.map((n) => n.addr), useTls: false });
   const n = 60;
   const handles = [];
