@@ -14,7 +14,10 @@
 //! - [`raft`]: the only module that imports openraft.
 //! - [`broker`]: the leader's ready queues and lease deadlines.
 //! - [`grpc`]: request validation, the one error→status map, service impls.
-//! - [`server`]: wires a node together: `run(config, shutdown)`.
+//! - [`server`]: wires a node together: `bind(config)` then `serve(shutdown)`.
+//! - [`client`]: a Rust client holding a server list (routing, redirects, retries).
+//! - [`ctl`], [`bench`], [`chaos`]: the `silo ctl`, `silo bench` and
+//!   `silo chaos` subcommands; [`testkit`]: local clusters of real processes.
 pub mod bench;
 pub mod broker;
 pub mod chaos;
