@@ -16,7 +16,7 @@
 //! - [`grpc`]: request validation, the one error→status map, service impls.
 //! - [`server`]: wires a node together: `bind(config)` then `serve(shutdown)`.
 //! - [`client`]: a Rust client holding a server list (routing, redirects, retries).
-//! - [`ctl`], [`bench`], [`chaos`]: the `silo ctl`, `silo bench` and
+//! - [`ctl`], [`mod@bench`], [`chaos`]: the `silo ctl`, `silo bench` and
 //!   `silo chaos` subcommands; [`testkit`]: local clusters of real processes.
 pub mod bench;
 pub mod broker;

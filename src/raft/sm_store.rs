@@ -1,5 +1,5 @@
 //! The state-machine side of openraft: applies committed entries through the
-//! pure [`state_machine::apply`](crate::state_machine::apply) over a RocksDB
+//! pure [`crate::state_machine::apply`] over a RocksDB
 //! overlay, writes each applied batch (records + last-applied + membership) as
 //! one `WriteBatch`, then hands the effects to the broker.
 //!
