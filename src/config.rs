@@ -65,6 +65,9 @@ pub struct RaftConfig {
     /// Most entries in one AppendEntries message (each entry may be a batch of
     /// many proposals).
     pub max_payload_entries: u64,
+    /// Group-commit batches in flight at once (1 = the next batch forms while
+    /// the previous one commits; raise it when replication round trips are long).
+    pub proposals_in_flight: u32,
 }
 
 impl Default for RaftConfig {
@@ -76,6 +79,7 @@ impl Default for RaftConfig {
             snapshot_logs_since_last: 20_000,
             max_in_snapshot_log_to_keep: 5_000,
             max_payload_entries: 512,
+            proposals_in_flight: 1,
         }
     }
 }
@@ -168,6 +172,9 @@ impl Config {
         }
         if r.election_timeout_max_ms <= r.election_timeout_min_ms {
             errors.push("raft.election_timeout_max_ms must exceed raft.election_timeout_min_ms".to_string());
+        }
+        if !(1..=64).contains(&r.proposals_in_flight) {
+            errors.push(format!("raft.proposals_in_flight must be between 1 and 64, got {}", r.proposals_in_flight));
         }
         if r.max_payload_entries == 0 {
             errors.push("raft.max_payload_entries must be greater than 0".to_string());

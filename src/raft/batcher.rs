@@ -17,8 +17,6 @@ type Reply = oneshot::Sender<Result<ApplyResult, ProposeError>>;
 pub const BATCH_OPS_MAX: usize = 512;
 /// Most payload bytes in one log entry (a single larger op still goes alone).
 pub const BATCH_BYTES_MAX: usize = 8 * 1024 * 1024;
-/// Log entries proposed but not yet applied, at most.
-pub const IN_FLIGHT_MAX: usize = 8;
 
 #[derive(Clone)]
 pub struct Batcher {
@@ -35,10 +33,14 @@ fn op_bytes(op: &Op) -> usize {
 }
 
 impl Batcher {
-    pub fn start(raft: Raft) -> Batcher {
-        let (tx, mut rx) = mpsc::channel::<(Op, Reply)>(BATCH_OPS_MAX * IN_FLIGHT_MAX * 4);
+    /// `in_flight`: batches proposed but not yet applied, at most. One is best
+    /// on a low-latency network (each batch grows while the previous commits);
+    /// more can help when a replication round trip is long.
+    pub fn start(raft: Raft, in_flight: usize) -> Batcher {
+        let in_flight = in_flight.max(1);
+        let (tx, mut rx) = mpsc::channel::<(Op, Reply)>(BATCH_OPS_MAX * in_flight * 4);
         tokio::spawn(async move {
-            let slots = Arc::new(Semaphore::new(IN_FLIGHT_MAX));
+            let slots = Arc::new(Semaphore::new(in_flight));
             let mut carry: Option<(Op, Reply)> = None;
             loop {
                 let first = match carry.take() {

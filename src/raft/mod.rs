@@ -79,7 +79,7 @@ impl RaftNode {
         let sm_store = sm_store::StateMachineStore::new(db.clone(), broker, data_dir);
         let applied = sm_store.applied_index();
         let raft = Raft::new(id, config, network::Network { token: cluster_token }, log_store, sm_store).await?;
-        let batcher = batcher::Batcher::start(raft.clone());
+        let batcher = batcher::Batcher::start(raft.clone(), settings.proposals_in_flight as usize);
         Ok(RaftNode { raft, batcher, leadership_confirmed: parking_lot::Mutex::new(None), id, db, applied })
     }
 
