@@ -145,6 +145,16 @@ describe("restart", () => {
     expect(task.relativeAttemptNumber).toBe(1);
   });
 
+  it("restarts a job cancelled by mistake", async () => {
+    const h = await client.enqueue({ payload: 1, startAtMs: BigInt(Date.now() + 3_600_000) });
+    await h.cancel();
+    expect(await h.getStatus()).toBe(JobStatus.Cancelled);
+    await h.restart();
+    expect(await h.getStatus()).toBe(JobStatus.Scheduled);
+    const job = await h.getJob();
+    expect(job.nextAttemptStartsAfterMs! <= BigInt(Date.now())).toBe(true);
+  });
+
   it("explains why a job cannot be restarted", async () => {
     const scheduled = await client.enqueue({ payload: 1 });
     await expectRpcError(scheduled.restart(), "FAILED_PRECONDITION", "job is still in progress");
