@@ -101,26 +101,44 @@ impl LocalCluster {
                 (t.path().to_path_buf(), Some(t))
             }
         };
-        let initial: Vec<(u64, String)> =
-            (1..=opts.nodes as u64).map(|id| (id, format!("127.0.0.1:{}", free_port()))).collect();
-        let mut cluster = LocalCluster {
-            bin: bin.to_path_buf(),
-            root,
-            _tmp: tmp,
-            nodes: BTreeMap::new(),
-            opts,
-            initial: initial.clone(),
-        };
-        for (id, addr) in initial {
-            let dir = cluster.root.join(format!("node{id}"));
-            std::fs::create_dir_all(&dir)?;
-            cluster.nodes.insert(id, LocalNode { id, addr, dir, child: None, joined: false });
-        }
-        let ids: Vec<u64> = cluster.nodes.keys().copied().collect();
-        for id in ids {
-            cluster.spawn(id)?;
+        let mut cluster =
+            LocalCluster { bin: bin.to_path_buf(), root, _tmp: tmp, nodes: BTreeMap::new(), opts, initial: Vec::new() };
+        // A port found free can be taken by another process before the node
+        // binds it; then start again on fresh ports and empty directories.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match cluster.start_nodes() {
+                Ok(()) => break,
+                Err(e) if attempt < 5 => {
+                    tracing::warn!(error = %e, attempt, "local cluster did not start; retrying on fresh ports");
+                    let ids: Vec<u64> = cluster.nodes.keys().copied().collect();
+                    for id in ids {
+                        cluster.kill(id);
+                    }
+                    for n in cluster.nodes.values() {
+                        let _ = std::fs::remove_dir_all(&n.dir);
+                    }
+                    cluster.nodes.clear();
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok(cluster)
+    }
+
+    fn start_nodes(&mut self) -> std::io::Result<()> {
+        self.initial = (1..=self.opts.nodes as u64).map(|id| (id, format!("127.0.0.1:{}", free_port()))).collect();
+        for (id, addr) in self.initial.clone() {
+            let dir = self.root.join(format!("node{id}"));
+            std::fs::create_dir_all(&dir)?;
+            self.nodes.insert(id, LocalNode { id, addr, dir, child: None, joined: false });
+        }
+        let ids: Vec<u64> = self.nodes.keys().copied().collect();
+        for id in ids {
+            self.spawn(id)?;
+        }
+        Ok(())
     }
 
     pub fn root(&self) -> &Path {

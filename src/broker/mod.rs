@@ -51,7 +51,6 @@ impl GroupQueue {
 
 struct LeaseClock {
     deadline_ms: Ms,
-    worker_id: String,
     /// An ExpireLeases proposal for it is in flight.
     expiring: bool,
 }
@@ -100,12 +99,9 @@ impl Broker {
             match effect {
                 Effect::Queued(task) => inner.insert_task(task.clone()),
                 Effect::Dequeued { task_id } => inner.remove_task(task_id),
-                Effect::LeaseStarted { task_id, worker_id, deadline_ms } => {
+                Effect::LeaseStarted { task_id, deadline_ms } => {
                     let deadline_ms = (*deadline_ms).max(inner.lease_floor_ms);
-                    inner.leases.insert(
-                        task_id.clone(),
-                        LeaseClock { deadline_ms, worker_id: worker_id.clone(), expiring: false },
-                    );
+                    inner.leases.insert(task_id.clone(), LeaseClock { deadline_ms, expiring: false });
                 }
                 Effect::LeaseEnded { task_id } => {
                     inner.leases.remove(task_id);
@@ -128,7 +124,7 @@ impl Broker {
         }
         for lease in leases {
             let deadline_ms = lease.granted_at_ms.saturating_add(lease.lease_ms).max(floor);
-            inner.leases.insert(lease.task_id, LeaseClock { deadline_ms, worker_id: lease.worker_id, expiring: false });
+            inner.leases.insert(lease.task_id, LeaseClock { deadline_ms, expiring: false });
         }
     }
 
@@ -256,29 +252,6 @@ impl Broker {
             }
         }
     }
-
-    /// Worker that owns a lease, as the broker knows it.
-    pub fn lease_owner(&self, task_id: &str) -> Option<String> {
-        self.inner.lock().leases.get(task_id).map(|c| c.worker_id.clone())
-    }
-
-    pub fn stats(&self) -> BrokerStats {
-        let inner = self.inner.lock();
-        BrokerStats {
-            queued: inner.tasks.len(),
-            gated: inner.gates.len(),
-            leases: inner.leases.len(),
-            reserved: inner.reserved.len(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BrokerStats {
-    pub queued: usize,
-    pub gated: usize,
-    pub leases: usize,
-    pub reserved: usize,
 }
 
 impl Inner {
@@ -359,7 +332,7 @@ mod tests {
     #[test]
     fn leadership_only_extends_leases() {
         let b = Broker::new();
-        b.apply_effects(&[Effect::LeaseStarted { task_id: "t".into(), worker_id: "w".into(), deadline_ms: 50_000 }]);
+        b.apply_effects(&[Effect::LeaseStarted { task_id: "t".into(), deadline_ms: 50_000 }]);
         b.on_leadership_gained(1_000, 10_000);
         assert!(b.take_expired(20_000, 10).is_empty(), "recorded deadline is later than the floor");
         b.on_leadership_gained(45_000, 10_000);

@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 use super::convert::{self, serialized};
 use super::status;
 use super::validate;
-use super::{SiloService, DEFAULT_TENANT};
+use super::SiloService;
 use crate::pb::silo as pb;
 use crate::pb::silo::silo_server::Silo;
 use crate::raft::Leadership;
@@ -564,6 +564,3 @@ impl Silo for SiloService {
         .await
     }
 }
-
-/// The default tenant is never sent to workers (kept here for the tests' sake).
-pub const WIRE_DEFAULT_TENANT: &str = DEFAULT_TENANT;

@@ -271,11 +271,6 @@ impl RaftNode {
         }
     }
 
-    /// Waits until this node sees some leader (itself or another), up to `timeout`.
-    pub async fn wait_for_leader(&self, timeout: Duration) -> bool {
-        self.raft.wait(Some(timeout)).metrics(|m| m.current_leader.is_some(), "a leader is known").await.is_ok()
-    }
-
     pub fn raft_service(&self) -> crate::pb::raft::raft_server::RaftServer<network::RaftService> {
         network::service(self.raft.clone())
     }
@@ -323,6 +318,3 @@ fn write_error(e: RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>) -> Prop
         RaftError::Fatal(f) => ProposeError::Fatal(f.to_string()),
     }
 }
-
-/// Type used by the storage conformance tests.
-pub type Config = TypeConfig;

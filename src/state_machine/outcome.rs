@@ -97,7 +97,7 @@ pub enum Effect {
     /// A pending attempt left the queue (leased, cancelled, deleted).
     Dequeued { task_id: String },
     /// A lease began; the broker starts its clock.
-    LeaseStarted { task_id: String, worker_id: String, deadline_ms: Ms },
+    LeaseStarted { task_id: String, deadline_ms: Ms },
     /// A lease ended (reported, expired).
     LeaseEnded { task_id: String },
     /// Every job was wiped.

@@ -152,7 +152,6 @@ impl<'a, K: Kv> Tx<'a, K> {
         self.kv.put(keys::lease(&lease.task_id), encode(lease));
         self.effects.push(Effect::LeaseStarted {
             task_id: lease.task_id.clone(),
-            worker_id: lease.worker_id.clone(),
             deadline_ms: self.now_ms.saturating_add(lease.lease_ms),
         });
     }

@@ -9,6 +9,13 @@ import { SiloClient } from "./pb/silo.client";
 import * as pb from "./pb/silo";
 import { DEFAULT_TENANT, findShard, tenantHash, type ShardRoute } from "./routing";
 
+/** What a worker call needs to route and name a lease. */
+export interface TaskRef {
+  id: string;
+  shard: string;
+  tenantId?: string;
+}
+
 /** Status of a job, as the server reports it. */
 export enum JobStatus {
   Scheduled = "Scheduled",
@@ -603,37 +610,31 @@ export class SiloGRPCClient {
     }
   }
 
-  async heartbeat(task: { id: string; shard: string; tenantId?: string }, workerId: string): Promise<pb.HeartbeatResponse> {
+  /** Runs a worker call routed by the task's shard; a missing lease becomes TaskNotFoundError. */
+  private async taskCall<T>(task: TaskRef, call: (c: SiloClient, shard: string, o: RpcOptions) => Promise<T>): Promise<T> {
     try {
-      return await this.retryLoop({ shard: task.shard }, async (c, shard, o) =>
-        c.heartbeat({ shard, workerId, taskId: task.id, tenantId: task.tenantId }, o).response,
-      );
+      return await this.retryLoop({ shard: task.shard }, call);
     } catch (e) {
       throw mapTaskError(e, task.id);
     }
   }
 
-  async reportOutcome(task: { id: string; shard: string; tenantId?: string }, outcome: pb.ReportOutcomeRequest["outcome"]): Promise<void> {
-    try {
-      await this.retryLoop({ shard: task.shard }, async (c, shard, o) =>
-        c.reportOutcome({ shard, taskId: task.id, outcome, tenantId: task.tenantId }, o).response,
-      );
-    } catch (e) {
-      throw mapTaskError(e, task.id);
-    }
+  heartbeat(task: TaskRef, workerId: string): Promise<pb.HeartbeatResponse> {
+    return this.taskCall(task, (c, shard, o) =>
+      c.heartbeat({ shard, workerId, taskId: task.id, tenantId: task.tenantId }, o).response,
+    );
   }
 
-  async reportRefreshOutcome(
-    task: { id: string; shard: string; tenantId?: string },
-    outcome: pb.ReportRefreshOutcomeRequest["outcome"],
-  ): Promise<void> {
-    try {
-      await this.retryLoop({ shard: task.shard }, async (c, shard, o) =>
-        c.reportRefreshOutcome({ shard, taskId: task.id, outcome, tenantId: task.tenantId }, o).response,
-      );
-    } catch (e) {
-      throw mapTaskError(e, task.id);
-    }
+  async reportOutcome(task: TaskRef, outcome: pb.ReportOutcomeRequest["outcome"]): Promise<void> {
+    await this.taskCall(task, (c, shard, o) =>
+      c.reportOutcome({ shard, taskId: task.id, outcome, tenantId: task.tenantId }, o).response,
+    );
+  }
+
+  async reportRefreshOutcome(task: TaskRef, outcome: pb.ReportRefreshOutcomeRequest["outcome"]): Promise<void> {
+    await this.taskCall(task, (c, shard, o) =>
+      c.reportRefreshOutcome({ shard, taskId: task.id, outcome, tenantId: task.tenantId }, o).response,
+    );
   }
 
   /**
