@@ -68,6 +68,11 @@ pub struct RaftConfig {
     /// Group-commit batches in flight at once (1 = the next batch forms while
     /// the previous one commits; raise it when replication round trips are long).
     pub proposals_in_flight: u32,
+    /// Longest wait for a proposal to commit and apply, ms. Past it (or as soon
+    /// as this node stops leading in the term it proposed in) the caller gets
+    /// UNAVAILABLE "outcome unknown" and the batch slot is freed: no proposal
+    /// waits for an answer that can no longer come (ARCHITECTURE example 12).
+    pub proposal_timeout_ms: u64,
 }
 
 impl Default for RaftConfig {
@@ -80,6 +85,7 @@ impl Default for RaftConfig {
             max_in_snapshot_log_to_keep: 5_000,
             max_payload_entries: 512,
             proposals_in_flight: 1,
+            proposal_timeout_ms: 10_000,
         }
     }
 }
@@ -175,6 +181,9 @@ impl Config {
         }
         if !(1..=64).contains(&r.proposals_in_flight) {
             errors.push(format!("raft.proposals_in_flight must be between 1 and 64, got {}", r.proposals_in_flight));
+        }
+        if r.proposal_timeout_ms < 100 {
+            errors.push(format!("raft.proposal_timeout_ms must be at least 100, got {}", r.proposal_timeout_ms));
         }
         if r.max_payload_entries == 0 {
             errors.push("raft.max_payload_entries must be greater than 0".to_string());

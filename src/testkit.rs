@@ -23,9 +23,20 @@ pub struct ClusterOpts {
     pub max_payload_entries: u64,
     /// Raft timing (heartbeat, election min, election max) in ms.
     pub raft_timing_ms: (u64, u64, u64),
+    /// `raft.proposal_timeout_ms`.
+    pub proposal_timeout_ms: u64,
     /// Appended to every node's TOML config.
     pub extra_toml: String,
     pub log_filter: String,
+    /// Fixed addresses for nodes 1..=N (empty: free ports on 127.0.0.1). The
+    /// Jepsen harness gives each node an address in its own network namespace.
+    pub addrs: Vec<String>,
+    /// Command words put before the `silo` binary, with `{id}` replaced by the
+    /// node id (e.g. `ip netns exec sj-n{id}`); empty: run it directly.
+    pub launcher: Vec<String>,
+    /// Extra environment for every node, `{id}` replaced in values (e.g.
+    /// `LD_PRELOAD` of libfaketime with a per-node clock file).
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for ClusterOpts {
@@ -40,8 +51,12 @@ impl Default for ClusterOpts {
                 let r = crate::config::RaftConfig::default();
                 (r.heartbeat_interval_ms, r.election_timeout_min_ms, r.election_timeout_max_ms)
             },
+            proposal_timeout_ms: crate::config::RaftConfig::default().proposal_timeout_ms,
             extra_toml: String::new(),
             log_filter: "info,openraft=warn".into(),
+            addrs: Vec::new(),
+            launcher: Vec::new(),
+            env: Vec::new(),
         }
     }
 }
@@ -128,7 +143,15 @@ impl LocalCluster {
     }
 
     fn start_nodes(&mut self) -> std::io::Result<()> {
-        self.initial = (1..=self.opts.nodes as u64).map(|id| (id, format!("127.0.0.1:{}", free_port()))).collect();
+        self.initial = (1..=self.opts.nodes as u64)
+            .map(|id| {
+                let addr = match self.opts.addrs.get(id as usize - 1) {
+                    Some(a) => a.clone(),
+                    None => format!("127.0.0.1:{}", free_port()),
+                };
+                (id, addr)
+            })
+            .collect();
         for (id, addr) in self.initial.clone() {
             let dir = self.root.join(format!("node{id}"));
             std::fs::create_dir_all(&dir)?;
@@ -165,13 +188,15 @@ impl LocalCluster {
         );
         toml.push_str(&format!(
             "[raft]\nsnapshot_logs_since_last = {}\nmax_in_snapshot_log_to_keep = {}\nmax_payload_entries = {}\n\
-             heartbeat_interval_ms = {}\nelection_timeout_min_ms = {}\nelection_timeout_max_ms = {}\n",
+             heartbeat_interval_ms = {}\nelection_timeout_min_ms = {}\nelection_timeout_max_ms = {}\n\
+             proposal_timeout_ms = {}\n",
             o.snapshot_logs_since_last,
             o.max_in_snapshot_log_to_keep,
             o.max_payload_entries,
             o.raft_timing_ms.0,
             o.raft_timing_ms.1,
-            o.raft_timing_ms.2
+            o.raft_timing_ms.2,
+            o.proposal_timeout_ms
         ));
         toml.push_str(&format!("[cluster]\njoin = {}\n", node.joined));
         if !node.joined {
@@ -190,7 +215,19 @@ impl LocalCluster {
         assert!(node.child.is_none(), "node {id} is already running");
         let config = self.write_config(node)?;
         let log = std::fs::OpenOptions::new().create(true).append(true).open(node.dir.join("node.log"))?;
-        let mut child = Command::new(&self.bin)
+        let with_id = |s: &str| s.replace("{id}", &id.to_string());
+        let mut command = match self.opts.launcher.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(with_id(program));
+                c.args(args.iter().map(|a| with_id(a))).arg(&self.bin);
+                c
+            }
+            None => Command::new(&self.bin),
+        };
+        for (k, v) in &self.opts.env {
+            command.env(k, with_id(v));
+        }
+        let mut child = command
             .arg("serve")
             .arg("--config")
             .arg(&config)

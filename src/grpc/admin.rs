@@ -31,6 +31,7 @@ fn admin_error(e: ProposeError) -> Status {
         }
         ProposeError::NotLeader { leader: None } => Status::unavailable("no leader is known (election in progress)"),
         ProposeError::Fatal(m) => Status::unavailable(m),
+        ProposeError::Unknown(m) => Status::unavailable(format!("outcome unknown: {m}")),
         ProposeError::Other(m) => Status::failed_precondition(m),
     }
 }

@@ -39,6 +39,9 @@ pub fn propose(e: ProposeError) -> Status {
     match e {
         ProposeError::NotLeader { leader } => not_leader(leader),
         ProposeError::Fatal(m) => Status::unavailable(format!("node is not serving: {m}")),
+        ProposeError::Unknown(m) => {
+            Status::unavailable(format!("outcome unknown: {m}; retry (enqueue with the same id is idempotent)"))
+        }
         ProposeError::Other(m) => Status::internal(m),
     }
 }

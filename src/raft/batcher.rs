@@ -3,11 +3,24 @@
 //! one fsync, one replication round and one apply pass serve many requests.
 //! Each op in a batch is applied exactly as if it had its own entry, in order,
 //! and gets its own result. Under no load a proposal goes alone at once.
+//!
+//! No batch waits for ever. openraft answers a proposal when its entry is
+//! applied, or with ForwardToLeader when the entry is truncated as a
+//! conflict; but an entry of a deposed leader that is replaced by a snapshot
+//! install is never answered at all. With a bounded number of batches in
+//! flight, one such wait would stall every later proposal on this node, even
+//! after it leads again. So each batch waits only while this node still leads
+//! in the term it proposed in, and at most `proposal_timeout`; then its callers
+//! get [`ProposeError::Unknown`] (the entry may still commit) and the slot is
+//! freed.
 use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::ServerState;
 
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use super::types::Raft;
+use super::types::{NodeId, Raft};
 use super::ProposeError;
 use crate::state_machine::{ApplyResult, Command, Op, Output};
 
@@ -36,7 +49,7 @@ impl Batcher {
     /// `in_flight`: batches proposed but not yet applied, at most. One is best
     /// on a low-latency network (each batch grows while the previous commits);
     /// more can help when a replication round trip is long.
-    pub fn start(raft: Raft, in_flight: usize) -> Batcher {
+    pub fn start(raft: Raft, id: NodeId, in_flight: usize, proposal_timeout: Duration) -> Batcher {
         let in_flight = in_flight.max(1);
         let (tx, mut rx) = mpsc::channel::<(Op, Reply)>(BATCH_OPS_MAX * in_flight * 4);
         tokio::spawn(async move {
@@ -69,7 +82,7 @@ impl Batcher {
                 }
                 let raft = raft.clone();
                 tokio::spawn(async move {
-                    write(&raft, batch).await;
+                    write(&raft, id, proposal_timeout, batch).await;
                     drop(permit);
                 });
             }
@@ -84,16 +97,54 @@ impl Batcher {
     }
 }
 
-async fn write(raft: &Raft, mut batch: Vec<(Op, Reply)>) {
+/// The term in which this node leads now, if it does.
+fn leading_term(raft: &Raft, id: NodeId) -> Option<u64> {
+    let m = raft.metrics();
+    let m = m.borrow();
+    (m.state == ServerState::Leader && m.current_leader == Some(id)).then_some(m.current_term)
+}
+
+/// Proposes `command` and waits for its applied result while this node leads
+/// in the term it proposed in, for at most `timeout`.
+async fn commit(
+    raft: &Raft,
+    id: NodeId,
+    timeout: Duration,
+    command: Command,
+) -> Result<ApplyResult, ProposeError> {
+    let Some(term) = leading_term(raft, id) else {
+        // Not leading: openraft answers at once with ForwardToLeader.
+        return super::write_result(raft.client_write(command).await);
+    };
+    let mut watch = raft.metrics();
+    let deposed = async move {
+        let _ = watch
+            .wait_for(|m| !(m.state == ServerState::Leader && m.current_leader == Some(id) && m.current_term == term))
+            .await;
+    };
+    tokio::select! {
+        r = raft.client_write(command) => super::write_result(r),
+        _ = deposed => {
+            metrics::counter!("silo_proposals_abandoned_total", "why" => "deposed").increment(1);
+            Err(ProposeError::Unknown(format!("this node stopped leading term {term} before the proposal committed")))
+        }
+        _ = tokio::time::sleep(timeout) => {
+            metrics::counter!("silo_proposals_abandoned_total", "why" => "timeout").increment(1);
+            Err(ProposeError::Unknown(format!("not committed within {} ms", timeout.as_millis())))
+        }
+    }
+}
+
+async fn write(raft: &Raft, id: NodeId, timeout: Duration, mut batch: Vec<(Op, Reply)>) {
     metrics::histogram!("silo_batch_ops").record(batch.len() as f64);
     let now_ms = crate::wall_clock_ms();
     if batch.len() == 1 {
         let (op, reply) = batch.pop().expect("one");
-        let _ = reply.send(super::write_result(raft.client_write(Command { now_ms, op }).await));
+        let _ = reply.send(commit(raft, id, timeout, Command { now_ms, op }).await);
         return;
     }
     let (ops, replies): (Vec<Op>, Vec<Reply>) = batch.into_iter().unzip();
-    match super::write_result(raft.client_write(Command { now_ms, op: Op::Batch(ops) }).await) {
+    match commit(raft, id, timeout, Command { now_ms, op: Op::Batch(ops) }).await {
         Ok(Ok(Output::Batch(results))) if results.len() == replies.len() => {
             for (reply, result) in replies.into_iter().zip(results) {
                 let _ = reply.send(Ok(result));

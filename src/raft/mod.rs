@@ -34,6 +34,10 @@ pub enum ProposeError {
     NotLeader { leader: Option<(NodeId, NodeInfo)> },
     #[error("raft is shutting down or failed: {0}")]
     Fatal(String),
+    /// The proposal was appended but this node stopped waiting for it: it lost
+    /// leadership, or the proposal timeout passed. It may still commit.
+    #[error("outcome unknown: {0}")]
+    Unknown(String),
     #[error("{0}")]
     Other(String),
 }
@@ -79,7 +83,12 @@ impl RaftNode {
         let sm_store = sm_store::StateMachineStore::new(db.clone(), broker, data_dir);
         let applied = sm_store.applied_index();
         let raft = Raft::new(id, config, network::Network { token: cluster_token }, log_store, sm_store).await?;
-        let batcher = batcher::Batcher::start(raft.clone(), settings.proposals_in_flight as usize);
+        let batcher = batcher::Batcher::start(
+            raft.clone(),
+            id,
+            settings.proposals_in_flight as usize,
+            Duration::from_millis(settings.proposal_timeout_ms),
+        );
         Ok(RaftNode { raft, batcher, leadership_confirmed: parking_lot::Mutex::new(None), id, db, applied })
     }
 
