@@ -272,7 +272,13 @@ mod tests {
             f: F::FinalRead,
             time_ms: 2.0,
             node: Some("n3".into()),
-            value: Value::Read { job_id: "j".into(), status: Status::NotFound, attempts: 0, changed_at_ms: 0, stale: false },
+            value: Value::Read {
+                job_id: "j".into(),
+                status: Status::NotFound,
+                attempts: 0,
+                changed_at_ms: 0,
+                stale: false,
+            },
             error: None,
         };
         let line = op_edn(&read);

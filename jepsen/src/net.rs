@@ -41,6 +41,24 @@ fn run_quiet(args: &[&str]) {
 pub struct Net {
     nodes: usize,
     up: bool,
+    /// Held while the network exists: the names are fixed, so two runs (or
+    /// two tests) on one machine take turns.
+    _lock: std::fs::File,
+}
+
+/// Blocks until no other run holds the test network.
+fn lock() -> anyhow::Result<std::fs::File> {
+    use std::os::unix::io::AsRawFd;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(std::env::temp_dir().join("silo-jepsen-net.lock"))?;
+    // SAFETY: flock(2) on a descriptor we own; released when the file closes.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        bail!("flock: {}", std::io::Error::last_os_error());
+    }
+    Ok(f)
 }
 
 const FORWARD_RULE: [&str; 7] = ["FORWARD", "-i", BRIDGE, "-o", BRIDGE, "-j", "ACCEPT"];
@@ -64,8 +82,9 @@ impl Net {
                 bail!("`{tool}` is not installed (apt-get install iproute2 iptables)");
             }
         }
+        let lock = lock()?;
         cleanup_leftovers();
-        let net = Net { nodes, up: true };
+        let net = Net { nodes, up: true, _lock: lock };
         run(&["ip", "link", "add", BRIDGE, "type", "bridge"])?;
         run(&["ip", "addr", "add", &format!("{SUBNET}.254/24"), "dev", BRIDGE])?;
         run(&["ip", "link", "set", BRIDGE, "up"])?;

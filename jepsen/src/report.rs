@@ -162,7 +162,9 @@ impl NemesisAction<'_> {
     fn fault(&self) -> Option<(&str, &str, Option<&str>)> {
         fn get(op: &Op) -> Option<(&str, &str, Option<&str>)> {
             match &op.value {
-                Value::Fault { nemesis, detail, leader } => Some((nemesis.as_str(), detail.as_str(), leader.as_deref())),
+                Value::Fault { nemesis, detail, leader } => {
+                    Some((nemesis.as_str(), detail.as_str(), leader.as_deref()))
+                }
                 _ => None,
             }
         }
@@ -180,8 +182,11 @@ impl NemesisAction<'_> {
 /// or as single entries; an invoke is paired with the next completion of the
 /// same f and nemesis name. A StartFault whose completion is `fail` applied
 /// nothing and is skipped. A window runs from the StartFault's first entry to
-/// the last entry of the next StopFault of the same nemesis name (first
-/// started, first stopped), or to the end of the history.
+/// the last entry of the next StopFault of the same nemesis name, or to the
+/// end of the history. A StartFault of a nemesis whose window is open changes
+/// that fault (the clock nemesis jumps back half-way): its detail is appended
+/// to the open window's. A StopFault with no open window of its name (a fault
+/// that was not applied) is ignored.
 pub fn fault_windows(history: &[Op]) -> Vec<FaultWindow> {
     let mut actions: Vec<NemesisAction<'_>> = Vec::new();
     let mut open: HashMap<(F, String), usize> = HashMap::new();
@@ -200,14 +205,20 @@ pub fn fault_windows(history: &[Op]) -> Vec<FaultWindow> {
         }
     }
     let mut windows: Vec<FaultWindow> = Vec::new();
-    let mut running: HashMap<String, Vec<usize>> = HashMap::new();
+    let mut running: HashMap<String, usize> = HashMap::new();
     for a in &actions {
         let Some((nemesis, detail, leader)) = a.fault() else { continue };
         if a.f == F::StartFault {
             if a.last.kind == OpType::Fail {
                 continue;
             }
-            running.entry(nemesis.to_string()).or_default().push(windows.len());
+            if let Some(&i) = running.get(nemesis) {
+                // A change to the running fault (e.g. the clock jumping back).
+                let w = &mut windows[i];
+                let _ = write!(w.detail, "; then at {}: {detail}", secs(a.first.time_ms));
+                continue;
+            }
+            running.insert(nemesis.to_string(), windows.len());
             windows.push(FaultWindow {
                 nemesis: nemesis.to_string(),
                 detail: detail.to_string(),
@@ -215,11 +226,8 @@ pub fn fault_windows(history: &[Op]) -> Vec<FaultWindow> {
                 start_ms: a.first.time_ms,
                 stop_ms: None,
             });
-        } else if let Some(list) = running.get_mut(nemesis) {
-            if !list.is_empty() {
-                let i = list.remove(0);
-                windows[i].stop_ms = Some(a.last.time_ms);
-            }
+        } else if let Some(i) = running.remove(nemesis) {
+            windows[i].stop_ms = Some(a.last.time_ms);
         }
     }
     windows
@@ -346,14 +354,8 @@ pub fn summary_text(s: &Summary) -> String {
     t.push('\n');
     for u in &s.unavailability {
         let recovered = if u.end_ms.is_some() { "" } else { " (no write succeeded afterwards)" };
-        let _ = writeln!(
-            t,
-            "  {} {} leader {}: {:.0} ms{recovered}",
-            secs(u.start_ms),
-            u.nemesis,
-            u.leader,
-            u.duration_ms
-        );
+        let _ =
+            writeln!(t, "  {} {} leader {}: {:.0} ms{recovered}", secs(u.start_ms), u.nemesis, u.leader, u.duration_ms);
     }
     let _ = writeln!(t, "\nreproduce (seed {}): {}", run.seed, run.command);
     t
@@ -401,15 +403,80 @@ const LINE_COLORS: [RGBColor; 8] = [
     RGBColor(127, 127, 127),
 ];
 
-type ChartResult = Result<(), String>;
-
 fn draw_err<E: std::fmt::Debug>(e: E) -> String {
     format!("{e:?}")
 }
 
+/// How a legend entry is drawn.
+#[derive(Debug, Clone, Copy)]
+enum Mark {
+    /// A filled box (shaded windows).
+    Box(RGBColor, f64),
+    /// A dot (points).
+    Dot(RGBColor),
+    /// A line segment (series).
+    Line(RGBColor),
+}
+
+/// Legend entries, laid out left to right in rows above the plot.
+struct Legend {
+    items: Vec<(Mark, String)>,
+}
+
+const LEGEND_ROW_PX: i32 = 20;
+const LEGEND_FONT_PX: u32 = 13;
+
+impl Legend {
+    /// Item x positions and rows within `width` px: (x, row) per item.
+    fn layout(&self, width: i32) -> (Vec<(i32, i32)>, i32) {
+        let mut out = Vec::with_capacity(self.items.len());
+        let (mut x, mut row) = (70, 0);
+        for (_, label) in &self.items {
+            // Browsers' sans-serif averages about 0.55 em per character.
+            let w = 22 + (label.chars().count() as i32 * LEGEND_FONT_PX as i32 * 55) / 100 + 16;
+            if x + w > width && x > 70 {
+                x = 70;
+                row += 1;
+            }
+            out.push((x, row));
+            x += w;
+        }
+        let rows = if self.items.is_empty() { 0 } else { row + 1 };
+        (out, rows)
+    }
+
+    fn height(&self, width: i32) -> u32 {
+        (self.layout(width).1 * LEGEND_ROW_PX + 6) as u32
+    }
+
+    fn draw<DB: DrawingBackend>(&self, area: &DrawingArea<DB, plotters::coord::Shift>) -> Result<(), String> {
+        let width = area.dim_in_pixel().0 as i32;
+        let (pos, _) = self.layout(width);
+        for ((mark, label), (x, row)) in self.items.iter().zip(pos) {
+            let y = row * LEGEND_ROW_PX + 10;
+            match *mark {
+                Mark::Box(c, alpha) => area.draw(&Rectangle::new([(x, y - 6), (x + 16, y + 6)], c.mix(alpha).filled())),
+                Mark::Dot(c) => area.draw(&Circle::new((x + 8, y), 4, c.filled())),
+                Mark::Line(c) => area.draw(&PathElement::new(vec![(x, y), (x + 16, y)], c.stroke_width(2))),
+            }
+            .map_err(draw_err)?;
+            let style =
+                ("sans-serif", LEGEND_FONT_PX).into_font().color(&BLACK).pos(plotters::style::text_anchor::Pos::new(
+                    plotters::style::text_anchor::HPos::Left,
+                    plotters::style::text_anchor::VPos::Center,
+                ));
+            area.draw(&Text::new(label.clone(), (x + 22, y), style)).map_err(draw_err)?;
+        }
+        Ok(())
+    }
+}
+
+/// One nemesis's fault windows: its name, colour and spans in seconds.
+type FaultGroup = (String, RGBColor, Vec<(f64, f64)>);
+
 /// Fault windows (seconds) grouped by nemesis, each with its colour.
-fn fault_groups(summary: &Summary, end_s: f64) -> Vec<(String, RGBColor, Vec<(f64, f64)>)> {
-    let mut groups: Vec<(String, RGBColor, Vec<(f64, f64)>)> = Vec::new();
+fn fault_groups(summary: &Summary, end_s: f64) -> Vec<FaultGroup> {
+    let mut groups: Vec<FaultGroup> = Vec::new();
     for w in &summary.faults {
         let span = (w.start_ms / 1000.0, w.stop_ms.map_or(end_s, |s| s / 1000.0));
         match groups.iter_mut().find(|g| g.0 == w.nemesis) {
@@ -423,35 +490,60 @@ fn fault_groups(summary: &Summary, end_s: f64) -> Vec<(String, RGBColor, Vec<(f6
     groups
 }
 
+/// The unavailability windows in seconds.
+fn unavailable_spans(summary: &Summary, end_s: f64) -> Vec<(f64, f64)> {
+    summary.unavailability.iter().map(|u| (u.start_ms / 1000.0, u.end_ms.map_or(end_s, |e| e / 1000.0))).collect()
+}
+
+/// Legend entries for the fault and unavailability windows.
+fn window_legend(summary: &Summary, end_s: f64) -> Vec<(Mark, String)> {
+    let mut items: Vec<(Mark, String)> = fault_groups(summary, end_s)
+        .into_iter()
+        .map(|(name, c, _)| (Mark::Box(c, 0.45), format!("fault: {name}")))
+        .collect();
+    if !summary.unavailability.is_empty() {
+        items.push((Mark::Box(UNAVAILABLE_COLOR, 0.8), "writes unavailable after a leader fault (top band)".into()));
+    }
+    items
+}
+
 /// Shades the fault windows over `[y0, y1]` and marks the unavailability
-/// windows in the band `[u0, u1]`, with legend entries.
+/// windows in the band `[u0, u1]`.
 fn draw_windows<DB: DrawingBackend, Y: Ranged<ValueType = f64>>(
     chart: &mut ChartContext<'_, DB, Cartesian2d<plotters::coord::types::RangedCoordf64, Y>>,
     summary: &Summary,
     end_s: f64,
     (y0, y1): (f64, f64),
     (u0, u1): (f64, f64),
-) -> ChartResult {
-    for (name, color, spans) in fault_groups(summary, end_s) {
+) -> Result<(), String> {
+    for (_, color, spans) in fault_groups(summary, end_s) {
         chart
-            .draw_series(spans.into_iter().map(move |(a, b)| Rectangle::new([(a, y0), (b, y1)], color.mix(0.22).filled())))
-            .map_err(draw_err)?
-            .label(format!("fault: {name}"))
-            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], color.mix(0.4).filled()));
+            .draw_series(
+                spans.into_iter().map(move |(a, b)| Rectangle::new([(a, y0), (b, y1)], color.mix(0.22).filled())),
+            )
+            .map_err(draw_err)?;
     }
-    let unavailable: Vec<(f64, f64)> = summary
-        .unavailability
-        .iter()
-        .map(|u| (u.start_ms / 1000.0, u.end_ms.map_or(end_s, |e| e / 1000.0)))
-        .collect();
-    if !unavailable.is_empty() {
-        chart
-            .draw_series(unavailable.into_iter().map(|(a, b)| Rectangle::new([(a, u0), (b, u1)], UNAVAILABLE_COLOR.mix(0.8).filled())))
-            .map_err(draw_err)?
-            .label("writes unavailable (leader fault)")
-            .legend(|(x, y)| Rectangle::new([(x, y - 3), (x + 14, y + 3)], UNAVAILABLE_COLOR.mix(0.8).filled()));
-    }
+    let spans = unavailable_spans(summary, end_s);
+    chart
+        .draw_series(
+            spans.into_iter().map(|(a, b)| Rectangle::new([(a, u0), (b, u1)], UNAVAILABLE_COLOR.mix(0.8).filled())),
+        )
+        .map_err(draw_err)?;
     Ok(())
+}
+
+/// A pixel-addressed area of an SVG drawing.
+type SvgArea<'b> = DrawingArea<SVGBackend<'b>, plotters::coord::Shift>;
+
+/// The root area of a chart: white, titled, with the legend drawn in a strip
+/// under the title; returns the area left for the plot.
+fn chart_root<'b>(buf: &'b mut String, title: &str, legend: &Legend) -> Result<(SvgArea<'b>, SvgArea<'b>), String> {
+    let root = SVGBackend::with_string(buf, CHART_SIZE).into_drawing_area();
+    root.fill(&WHITE).map_err(draw_err)?;
+    let titled = root.titled(title, ("sans-serif", 18)).map_err(draw_err)?;
+    let (legend_area, plot_area) = titled.split_vertically(legend.height(CHART_SIZE.0 as i32));
+    legend.draw(&legend_area)?;
+    Ok((root, plot_area))
 }
 
 /// The latency chart: one point per completed client op at its invoke time,
@@ -462,11 +554,12 @@ fn latency_svg(history: &[Op], summary: &Summary) -> Result<String, String> {
         .into_iter()
         .filter_map(|(inv, comp)| comp.map(|c| (inv.time_ms / 1000.0, (c.time_ms - inv.time_ms).max(0.1), c.kind)))
         .collect();
-    let oks = points.iter().filter(|p| p.2 == OpType::Ok).count();
+    let kinds = [(OpType::Ok, OK_COLOR), (OpType::Info, INFO_COLOR), (OpType::Fail, FAIL_COLOR)];
+    let counts: Vec<usize> = kinds.iter().map(|(k, _)| points.iter().filter(|p| p.2 == *k).count()).collect();
     let mut thinned = 1;
     if points.len() > MAX_POINTS {
-        let others = points.len() - oks;
-        let room = MAX_POINTS.saturating_sub(others).max(1);
+        let oks = counts[0];
+        let room = MAX_POINTS.saturating_sub(points.len() - oks).max(1);
         thinned = oks.div_ceil(room);
         let mut k = 0;
         points.retain(|p| {
@@ -478,17 +571,19 @@ fn latency_svg(history: &[Op], summary: &Summary) -> Result<String, String> {
         });
     }
     let y_max = points.iter().map(|p| p.1).fold(10.0, f64::max) * 2.0;
+    let title = if thinned > 1 {
+        format!("Latency per client op (ms, log scale; 1 in {thinned} ok ops drawn)")
+    } else {
+        "Latency per client op (ms, log scale)".to_string()
+    };
+    let mut items: Vec<(Mark, String)> =
+        kinds.iter().zip(&counts).map(|((k, c), n)| (Mark::Dot(*c), format!("{} ({n})", type_name(*k)))).collect();
+    items.extend(window_legend(summary, end_s));
+    let legend = Legend { items };
     let mut buf = String::new();
     {
-        let root = SVGBackend::with_string(&mut buf, CHART_SIZE).into_drawing_area();
-        root.fill(&WHITE).map_err(draw_err)?;
-        let caption = if thinned > 1 {
-            format!("Latency per op (ms, log scale; 1 in {thinned} ok ops shown)")
-        } else {
-            "Latency per op (ms, log scale)".to_string()
-        };
-        let mut chart = ChartBuilder::on(&root)
-            .caption(caption, ("sans-serif", 18))
+        let (root, plot) = chart_root(&mut buf, &title, &legend)?;
+        let mut chart = ChartBuilder::on(&plot)
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(60)
@@ -496,27 +591,19 @@ fn latency_svg(history: &[Op], summary: &Summary) -> Result<String, String> {
             .map_err(draw_err)?;
         chart
             .configure_mesh()
-            .x_desc("time since start (s)")
+            .x_desc("time since start (s), at the op's invoke")
             .y_desc("latency (ms)")
             .light_line_style(WHITE.mix(0.0))
             .draw()
             .map_err(draw_err)?;
         draw_windows(&mut chart, summary, end_s, (0.1, y_max), (y_max / 1.6, y_max))?;
-        for (kind, color) in [(OpType::Ok, OK_COLOR), (OpType::Info, INFO_COLOR), (OpType::Fail, FAIL_COLOR)] {
-            let n = points.iter().filter(|p| p.2 == kind).count();
+        for (kind, color) in kinds {
             chart
-                .draw_series(points.iter().filter(|p| p.2 == kind).map(|p| Circle::new((p.0, p.1), 2, color.mix(0.6).filled())))
-                .map_err(draw_err)?
-                .label(format!("{} ({n})", type_name(kind)))
-                .legend(move |(x, y)| Circle::new((x + 7, y), 4, color.filled()));
+                .draw_series(
+                    points.iter().filter(|p| p.2 == kind).map(|p| Circle::new((p.0, p.1), 2, color.mix(0.6).filled())),
+                )
+                .map_err(draw_err)?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.4))
-            .draw()
-            .map_err(draw_err)?;
         root.present().map_err(draw_err)?;
     }
     Ok(buf)
@@ -532,12 +619,14 @@ fn throughput_svg(history: &[Op], summary: &Summary) -> Result<String, String> {
         per_f.entry(op.f).or_insert_with(|| vec![0; buckets])[b] += 1;
     }
     let y_max = per_f.values().flatten().copied().max().unwrap_or(0).max(1) as f64 * 1.15;
+    let colors: Vec<RGBColor> = (0..per_f.len()).map(|i| LINE_COLORS[i % LINE_COLORS.len()]).collect();
+    let mut items: Vec<(Mark, String)> = per_f.keys().zip(&colors).map(|(f, c)| (Mark::Line(*c), f_name(*f))).collect();
+    items.extend(window_legend(summary, end_s));
+    let legend = Legend { items };
     let mut buf = String::new();
     {
-        let root = SVGBackend::with_string(&mut buf, CHART_SIZE).into_drawing_area();
-        root.fill(&WHITE).map_err(draw_err)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption("Throughput (ok ops per second, by f)", ("sans-serif", 18))
+        let (root, plot) = chart_root(&mut buf, "Throughput (ok completions per second, by f)", &legend)?;
+        let mut chart = ChartBuilder::on(&plot)
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(60)
@@ -551,23 +640,11 @@ fn throughput_svg(history: &[Op], summary: &Summary) -> Result<String, String> {
             .draw()
             .map_err(draw_err)?;
         draw_windows(&mut chart, summary, end_s, (0.0, y_max), (y_max * 0.96, y_max))?;
-        for (i, (f, counts)) in per_f.iter().enumerate() {
-            let color = LINE_COLORS[i % LINE_COLORS.len()];
-            // Each bucket drawn at its middle.
+        for (counts, color) in per_f.values().zip(colors) {
+            // Each one-second bucket drawn at its middle.
             let line = counts.iter().enumerate().map(|(b, &c)| (b as f64 + 0.5, c as f64)).filter(|p| p.0 <= end_s);
-            chart
-                .draw_series(LineSeries::new(line, color.stroke_width(2)))
-                .map_err(draw_err)?
-                .label(f_name(*f))
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 14, y)], color.stroke_width(2)));
+            chart.draw_series(LineSeries::new(line, color.stroke_width(2))).map_err(draw_err)?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.4))
-            .draw()
-            .map_err(draw_err)?;
         root.present().map_err(draw_err)?;
     }
     Ok(buf)
@@ -590,7 +667,12 @@ pub fn html(history: &[Op], summary: &Summary) -> String {
         CSS
     );
     let class = if summary.valid { "ok" } else { "bad" };
-    let _ = writeln!(h, "<h1>{} <span class=\"{class}\">{}</span></h1>", esc(&run.test_name), if summary.valid { "VALID" } else { "INVALID" });
+    let _ = writeln!(
+        h,
+        "<h1>{} <span class=\"{class}\">{}</span></h1>",
+        esc(&run.test_name),
+        if summary.valid { "VALID" } else { "INVALID" }
+    );
     let _ = writeln!(
         h,
         "<p class=\"meta\">seed <b>{}</b> · nodes {} · time limit {} s · history {} · nemeses {}</p>",
@@ -605,7 +687,12 @@ pub fn html(history: &[Op], summary: &Summary) -> String {
     h.push_str("<h2>Checkers</h2>\n<table><tr><th>checker</th><th>verdict</th><th>errors</th><th>details</th></tr>\n");
     for v in &summary.verdicts {
         let (class, word) = if v.valid { ("ok", "valid") } else { ("bad", "INVALID") };
-        let _ = write!(h, "<tr><td><b>{}</b></td><td class=\"{class}\">{word}</td><td>{}</td><td>", esc(&v.name), v.error_count);
+        let _ = write!(
+            h,
+            "<tr><td><b>{}</b></td><td class=\"{class}\">{word}</td><td>{}</td><td>",
+            esc(&v.name),
+            v.error_count
+        );
         if !v.errors.is_empty() {
             h.push_str("<ul class=\"errors\">");
             for e in v.errors.iter().take(SHOWN_ERRORS) {
@@ -613,7 +700,11 @@ pub fn html(history: &[Op], summary: &Summary) -> String {
             }
             h.push_str("</ul>");
             if v.errors.len() > SHOWN_ERRORS {
-                let _ = write!(h, "<details><summary>{} more kept errors</summary><ul class=\"errors\">", v.errors.len() - SHOWN_ERRORS);
+                let _ = write!(
+                    h,
+                    "<details><summary>{} more kept errors</summary><ul class=\"errors\">",
+                    v.errors.len() - SHOWN_ERRORS
+                );
                 for e in v.errors.iter().skip(SHOWN_ERRORS) {
                     let _ = write!(h, "<li>{}</li>", esc(e));
                 }
@@ -739,6 +830,11 @@ mod tests {
             .ok_same(1, 2500.0)
             .nemesis(OpType::Invoke, F::StopFault, fault("kill", None), 3000.0)
             .nemesis(OpType::Info, F::StopFault, fault("kill", None), 3005.0)
+            // A clock fault that jumps back half-way, and one not applied.
+            .nemesis(OpType::Info, F::StartFault, fault("clock", None), 3100.0)
+            .nemesis(OpType::Info, F::StartFault, fault("clock", None), 3200.0)
+            .nemesis(OpType::Info, F::StopFault, fault("clock", None), 3300.0)
+            .nemesis(OpType::Info, F::StopFault, fault("kill", None), 3400.0)
             // A second leader fault after which no write succeeds.
             .nemesis(OpType::Info, F::StartFault, fault("pause", Some("n2")), 4000.0)
             .invoke(1, F::Read, job("a"), 4100.0)
@@ -760,10 +856,12 @@ mod tests {
     #[test]
     fn fault_windows_pair_start_and_stop() {
         let w = fault_windows(&tiny());
-        assert_eq!(w.len(), 2);
+        assert_eq!(w.len(), 3);
         assert_eq!((w[0].nemesis.as_str(), w[0].start_ms, w[0].stop_ms), ("kill", 1000.0, Some(3005.0)));
         assert_eq!(w[0].leader.as_deref(), Some("n1"));
-        assert_eq!((w[1].nemesis.as_str(), w[1].start_ms, w[1].stop_ms), ("pause", 4000.0, None));
+        assert_eq!((w[1].nemesis.as_str(), w[1].start_ms, w[1].stop_ms), ("clock", 3100.0, Some(3300.0)));
+        assert!(w[1].detail.contains("then at 3.2 s"), "{}", w[1].detail);
+        assert_eq!((w[2].nemesis.as_str(), w[2].start_ms, w[2].stop_ms), ("pause", 4000.0, None));
     }
 
     #[test]
@@ -790,7 +888,9 @@ mod tests {
         let enq_ok = s.op_counts.iter().find(|c| c.f == F::Enqueue && c.kind == OpType::Ok).unwrap();
         assert_eq!(enq_ok.count, 3);
         let text = summary_text(&s);
-        for needle in ["INVALID", "lost-and-phantom", "seed 42", "jepsen test --seed 42", "median 700 ms", "max 1200 ms"] {
+        for needle in
+            ["INVALID", "lost-and-phantom", "seed 42", "jepsen test --seed 42", "median 700 ms", "max 1200 ms"]
+        {
             assert!(text.contains(needle), "{needle} missing from:\n{text}");
         }
         let json = serde_json::to_string(&s).unwrap();
@@ -809,9 +909,12 @@ mod tests {
             assert!(page.contains(n.as_str()), "{n} missing");
         }
         assert!(page.contains("fault: kill"));
-        assert!(page.contains("writes unavailable"));
+        assert!(page.contains("writes unavailable after a leader fault"));
         assert!(!page.contains("chart failed"));
-        assert!(!page.contains("http://") || page.matches("http://").count() == page.matches("xmlns=\"http://www.w3.org/2000/svg\"").count());
+        assert!(
+            !page.contains("http://")
+                || page.matches("http://").count() == page.matches("xmlns=\"http://www.w3.org/2000/svg\"").count()
+        );
     }
 
     #[test]
@@ -820,53 +923,5 @@ mod tests {
         let page = html(&[], &s);
         assert_eq!(page.matches("<svg").count(), 2);
         assert!(s.valid);
-    }
-}
-
-#[cfg(test)]
-mod sample_tmp {
-    use super::*;
-    use crate::checker::testing::*;
-    use crate::checker::{check_all, CheckContext};
-
-    #[test]
-    fn write_sample() {
-        let mut h = H::new();
-        let mut seed: u64 = 7;
-        let mut rnd = move || {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            (seed >> 33) as f64 / (1u64 << 31) as f64
-        };
-        let mut t = [0.0f64; 6];
-        let faults = [(10_000.0, 18_000.0, "kill"), (30_000.0, 40_000.0, "partition-majority")];
-        let mut fi = 0;
-        let mut n = 0;
-        loop {
-            let p = (0..6).min_by(|&a, &b| t[a].total_cmp(&t[b])).unwrap();
-            let now = t[p];
-            if now > 60_000.0 { break; }
-            while fi < 4 {
-                let (s, e, name) = faults[fi / 2];
-                let at = if fi % 2 == 0 { s } else { e };
-                if at > now { break; }
-                let f = if fi % 2 == 0 { F::StartFault } else { F::StopFault };
-                h = h.nemesis(OpType::Info, f, fault(name, if fi % 2 == 0 { Some("n1") } else { None }), at);
-                fi += 1;
-            }
-            let in_fault = faults.iter().any(|(s, e, _)| now >= *s && now < *e);
-            let lat = if in_fault && now < faults[0].0 + 3000.0 || in_fault && now >= 30_000.0 && now < 31_500.0 { 1000.0 + rnd() * 200.0 } else { 1.0 + rnd() * rnd() * 40.0 };
-            let f = if p < 3 { F::Enqueue } else if p < 5 { F::Read } else { F::Heartbeat };
-            let v = match f { F::Enqueue => enq(Some(&format!("j{n}")), &format!("{p}:{n}")), F::Read => job("j1"), _ => hb("j1", "t", 1) };
-            h = h.invoke(p as i64, f, v, now);
-            h = if lat > 900.0 { h.info(p as i64, now + lat) } else if rnd() < 0.03 { h.fail(p as i64, now + lat) } else { h.ok_same(p as i64, now + lat) };
-            t[p] = now + lat + rnd() * 20.0;
-            n += 1;
-        }
-        let hist = h.build();
-        let v = check_all(&hist, &CheckContext { lease_ms: 10_000 });
-        let s = Summary::new(RunInfo { test_name: "silo-queue".into(), seed: 7, nodes: vec!["n1".into(), "n2".into(), "n3".into()], time_limit_s: 60, nemeses: vec!["kill".into(), "partition-majority".into()], command: "jepsen test --seed 7 --time-limit 60".into() }, &hist, v);
-        std::fs::write("/tmp/jepsen-sample.html", html(&hist, &s)).unwrap();
-        std::fs::write("/tmp/jepsen-sample.txt", summary_text(&s)).unwrap();
-        std::fs::write("/tmp/jepsen-sample.edn", crate::edn::write_edn(&hist)).unwrap();
     }
 }

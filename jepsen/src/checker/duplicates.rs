@@ -68,9 +68,8 @@ pub(crate) fn check_facts(facts: &Facts<'_>, _ctx: &CheckContext) -> Verdict {
         list.sort_by(|a, b| a.call.comp_ms().total_cmp(&b.call.comp_ms()));
         for w in list.windows(2) {
             let (s1, s2) = (&w[0].call, &w[1].call);
-            let ok = restarts.iter().any(|r| {
-                between(r, s1.inv_ms(), s2.comp_ms()) || between(r, s2.inv_ms(), s1.comp_ms())
-            });
+            let ok =
+                restarts.iter().any(|r| between(r, s1.inv_ms(), s2.comp_ms()) || between(r, s2.inv_ms(), s1.comp_ms()));
             if !ok {
                 v.error(format!(
                     "success-without-restart: job {job}: {} and {} with no restart invoked between them",
@@ -199,10 +198,11 @@ mod tests {
             .ok(2, read("a", Status::NotFound, 0, 0), 61.0);
         assert_rule(&check(&h.build(), &CTX), "terminal-changed");
         // With an ok delete in between it is fine.
-        let h = restarted()
-            .call(3, F::Delete, job("a"), 40.0, 41.0)
-            .invoke(2, F::FinalRead, job("a"), 60.0)
-            .ok(2, read("a", Status::NotFound, 0, 0), 61.0);
+        let h = restarted().call(3, F::Delete, job("a"), 40.0, 41.0).invoke(2, F::FinalRead, job("a"), 60.0).ok(
+            2,
+            read("a", Status::NotFound, 0, 0),
+            61.0,
+        );
         assert_valid(&check(&h.build(), &CTX));
     }
 }

@@ -207,7 +207,11 @@ mod tests {
 
     #[test]
     fn stale_grant_delivered_after_later_attempt() {
-        let h = retried().invoke(3, F::Lease, lease(vec![]), 20_001.0).ok(3, lease(vec![grant("a", "t1b", 1, "9:0")]), 20_010.0);
+        let h = retried().invoke(3, F::Lease, lease(vec![]), 20_001.0).ok(
+            3,
+            lease(vec![grant("a", "t1b", 1, "9:0")]),
+            20_010.0,
+        );
         let v = check(&h.build(), &CTX);
         assert_rule(&v, "stale-grant");
         // Attempt 1 granted twice as well.

@@ -120,11 +120,8 @@ pub(crate) fn check_facts(facts: &Facts<'_>, _ctx: &CheckContext) -> Verdict {
             for k in i..j {
                 // The holds containing t, from hold k's point of view: those
                 // ending after t, plus k itself.
-                let members: Vec<usize> = open
-                    .iter()
-                    .filter(|Reverse((Ms(end), m))| *m == k || *end > t)
-                    .map(|Reverse((_, m))| *m)
-                    .collect();
+                let members: Vec<usize> =
+                    open.iter().filter(|Reverse((Ms(end), m))| *m == k || *end > t).map(|Reverse((_, m))| *m).collect();
                 let h = &holds[k];
                 if members.len() > h.max as usize && t >= reported_until {
                     let mut jobs: Vec<String> = members
@@ -139,7 +136,8 @@ pub(crate) fn check_facts(facts: &Facts<'_>, _ctx: &CheckContext) -> Verdict {
                         .collect();
                     jobs.sort();
                     let shown = jobs.len().min(10);
-                    let more = if jobs.len() > shown { format!(" and {} more", jobs.len() - shown) } else { String::new() };
+                    let more =
+                        if jobs.len() > shown { format!(" and {} more", jobs.len() - shown) } else { String::new() };
                     v.error(format!(
                         "limit-exceeded: key {key}: {} attempts held slots at {t:.1} ms, but job {} allows {}: {}{more}",
                         members.len(),
@@ -172,9 +170,13 @@ mod tests {
     const CTX: CheckContext = CheckContext { lease_ms: 10_000 };
 
     fn two_jobs(max: u32) -> H {
-        H::new()
-            .call(9, F::Enqueue, enq_limited("a", "9:0", "k", max), 0.0, 5.0)
-            .call(9, F::Enqueue, enq_limited("b", "9:1", "k", max), 6.0, 10.0)
+        H::new().call(9, F::Enqueue, enq_limited("a", "9:0", "k", max), 0.0, 5.0).call(
+            9,
+            F::Enqueue,
+            enq_limited("b", "9:1", "k", max),
+            6.0,
+            10.0,
+        )
     }
 
     fn run(h: H, p: i64, job: &str, task: &str, tok: &str, t0: f64, t1: f64) -> H {
@@ -209,25 +211,35 @@ mod tests {
     fn zero_length_hold_inside_another_counts() {
         // b's task is granted and never heard from again (worker crashed):
         // it held the slot at its grant, inside a's interval.
-        let h = run(two_jobs(1), 1, "a", "ta", "9:0", 20.0, 50.0)
-            .invoke(2, F::Lease, lease(vec![]), 25.0)
-            .ok(2, lease(vec![grant("b", "tb", 1, "9:1")]), 30.0);
+        let h = run(two_jobs(1), 1, "a", "ta", "9:0", 20.0, 50.0).invoke(2, F::Lease, lease(vec![]), 25.0).ok(
+            2,
+            lease(vec![grant("b", "tb", 1, "9:1")]),
+            30.0,
+        );
         assert_rule(&check(&h.build(), &CTX), "limit-exceeded");
     }
 
     #[test]
     fn each_job_uses_its_own_max() {
         // a allows 2, b allows 1: b's grant while a runs breaks b's limit.
-        let h = H::new()
-            .call(9, F::Enqueue, enq_limited("a", "9:0", "k", 2), 0.0, 5.0)
-            .call(9, F::Enqueue, enq_limited("b", "9:1", "k", 1), 6.0, 10.0);
+        let h = H::new().call(9, F::Enqueue, enq_limited("a", "9:0", "k", 2), 0.0, 5.0).call(
+            9,
+            F::Enqueue,
+            enq_limited("b", "9:1", "k", 1),
+            6.0,
+            10.0,
+        );
         let h = run(h, 1, "a", "ta", "9:0", 20.0, 50.0);
         let h2 = run(h, 2, "b", "tb", "9:1", 30.0, 80.0);
         assert_rule(&check(&h2.build(), &CTX), "limit-exceeded");
         // The other way round (b first, a granted while b runs) is fine for a.
-        let h = H::new()
-            .call(9, F::Enqueue, enq_limited("a", "9:0", "k", 2), 0.0, 5.0)
-            .call(9, F::Enqueue, enq_limited("b", "9:1", "k", 1), 6.0, 10.0);
+        let h = H::new().call(9, F::Enqueue, enq_limited("a", "9:0", "k", 2), 0.0, 5.0).call(
+            9,
+            F::Enqueue,
+            enq_limited("b", "9:1", "k", 1),
+            6.0,
+            10.0,
+        );
         let h = run(h, 2, "b", "tb", "9:1", 20.0, 50.0);
         let h = run(h, 1, "a", "ta", "9:0", 30.0, 80.0);
         assert_valid(&check(&h.build(), &CTX));

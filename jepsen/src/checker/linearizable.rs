@@ -278,9 +278,11 @@ mod tests {
         let h = r(h, 2, "a", Status::Succeeded, 1, 32, 40.0);
         let h = r(h, 3, "a", Status::Succeeded, 1, 32, 41.0);
         // A stale read may lag: not checked.
-        let h = h
-            .invoke(4, F::Read, job("a"), 50.0)
-            .ok(4, Value::Read { job_id: "a".into(), status: Status::Running, attempts: 1, changed_at_ms: 12, stale: true }, 51.0);
+        let h = h.invoke(4, F::Read, job("a"), 50.0).ok(
+            4,
+            Value::Read { job_id: "a".into(), status: Status::Running, attempts: 1, changed_at_ms: 12, stale: true },
+            51.0,
+        );
         // Deleted, then NotFound.
         let h = h.call(5, F::Delete, job("a"), 60.0, 61.0);
         let h = h.invoke(2, F::FinalRead, job("a"), 70.0).ok(2, read("a", Status::NotFound, 0, 0), 71.0);
@@ -332,10 +334,13 @@ mod tests {
         let h = r(base(), 2, "a", Status::Scheduled, 0, 3, 16.0);
         assert_rule(&check(&h.build(), &CTX), "read-missed-attempt");
         // Also behind an ok heartbeat of attempt 2 (enqueue answer lost).
-        let h = H::new()
-            .invoke(1, F::Enqueue, enq(None, "1:0"), 0.0)
-            .info(1, 5.0)
-            .call(1, F::Heartbeat, hb("s", "t2", 2), 10.0, 12.0);
+        let h = H::new().invoke(1, F::Enqueue, enq(None, "1:0"), 0.0).info(1, 5.0).call(
+            1,
+            F::Heartbeat,
+            hb("s", "t2", 2),
+            10.0,
+            12.0,
+        );
         let bad = r(h, 2, "s", Status::Running, 1, 8, 13.0);
         assert_rule(&check(&bad.build(), &CTX), "read-missed-attempt");
     }

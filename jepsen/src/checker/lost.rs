@@ -23,7 +23,7 @@
 //!     whose token was granted under its id) definitely failed, or that no
 //!     enqueue or grant names at all while no enqueue with a server-chosen id
 //!     is still unaccounted for (the reader cannot have guessed such an id).
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use crate::history::{Op, Status};
 
@@ -48,28 +48,34 @@ pub(crate) fn check_facts(facts: &Facts<'_>, _ctx: &CheckContext) -> Verdict {
         }
     }
 
-    // stuck: any job found by a final read must be terminal.
-    for (job, idx) in &finals {
-        if let Some(&i) = idx.iter().find(|&&i| facts.reads[i].found() && !facts.reads[i].status.is_terminal()) {
-            v.error(format!("stuck: job {job}: {} after the drain (not terminal)", facts.reads[i].describe()));
+    // stuck: any job found by a final read must be terminal (one error per
+    // job, in history order).
+    let mut stuck: HashSet<&str> = HashSet::new();
+    for r in facts.reads.iter().filter(|r| r.f == crate::history::F::FinalRead) {
+        if r.found() && !r.status.is_terminal() && stuck.insert(r.job_id) {
+            v.error(format!("stuck: job {}: {} after the drain (not terminal)", r.job_id, r.describe()));
         }
     }
 
     // lost: acknowledged, undeleted jobs must be found by a final read.
-    let mut acked: BTreeMap<&str, usize> = BTreeMap::new();
+    // In enqueue order, each job once.
+    let mut acked: Vec<(&str, usize)> = Vec::new();
+    let mut acked_set: HashSet<&str> = HashSet::new();
     let mut ok_without_id = 0;
     for (i, e) in facts.enqueues.iter().enumerate() {
         if e.call.is_ok() {
             match e.job_id {
                 Some(id) => {
-                    acked.entry(id).or_insert(i);
+                    if acked_set.insert(id) {
+                        acked.push((id, i));
+                    }
                 }
                 None => ok_without_id += 1,
             }
         }
     }
     let mut deleted = 0;
-    for (&job, &ei) in &acked {
+    for &(job, ei) in &acked {
         let e = &facts.enqueues[ei];
         if !facts.deletes_of(job).is_empty() {
             deleted += 1;
@@ -80,10 +86,7 @@ pub(crate) fn check_facts(facts: &Facts<'_>, _ctx: &CheckContext) -> Verdict {
             None => v.error(format!("lost: job {job}: {enq} but no ok final read of it (not found by the end)")),
             Some(idx) => {
                 if let Some(&i) = idx.iter().find(|&&i| facts.reads[i].status == Status::NotFound) {
-                    v.error(format!(
-                        "lost: job {job}: {enq}, never deleted, but {}",
-                        facts.reads[i].describe()
-                    ));
+                    v.error(format!("lost: job {job}: {enq}, never deleted, but {}", facts.reads[i].describe()));
                 }
             }
         }
@@ -141,11 +144,7 @@ pub(crate) fn check_facts(facts: &Facts<'_>, _ctx: &CheckContext) -> Verdict {
         }
         if cands.is_empty() {
             if pending_server_ids == 0 {
-                v.error(format!(
-                    "phantom: job {}: {} but no enqueue or grant names this job",
-                    r.job_id,
-                    r.describe()
-                ));
+                v.error(format!("phantom: job {}: {} but no enqueue or grant names this job", r.job_id, r.describe()));
             }
         } else if cands.iter().all(|&i| facts.enqueues[i].call.is_fail()) {
             let e = &facts.enqueues[*cands.iter().next().expect("non-empty")];
@@ -166,6 +165,9 @@ pub(crate) fn check_facts(facts: &Facts<'_>, _ctx: &CheckContext) -> Verdict {
         finals.len()
     ));
     v.note(format!("checked {} grants and {} jobs found by reads for phantoms", facts.grants.len(), read_jobs.len()));
+    if finals.is_empty() && !acked.is_empty() {
+        v.note("the history has no ok final read at all: did the run reach the heal-and-drain phase?".to_string());
+    }
     if ok_without_id > 0 {
         v.note(format!("{ok_without_id} ok enqueues carried no job id (harness bug?); not checked"));
     }

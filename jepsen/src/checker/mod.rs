@@ -1,6 +1,6 @@
 //! Checkers: each reads a whole history and returns a [`Verdict`].
 //!
-//! All checkers share one reading of the history, [`Facts`], built once by
+//! All checkers share one reading of the history (`Facts`), built once by
 //! [`check_all`]. Conventions, as in Jepsen:
 //!
 //! - Completions are paired with invocations by [`history::pairs`]; an invoke
@@ -10,7 +10,7 @@
 //! - `info`: it may or may not take effect, at any instant after its invoke,
 //!   up to the end of the history. So when a rule asks "could it have happened
 //!   before X", the effective completion time of an `info` op is the end of the
-//!   history ([`Call::latest_ms`]).
+//!   history (`Call::latest_ms`).
 //!
 //! Times are the history's milliseconds since the test started. Nemesis ops
 //! are ignored here (they are not client operations).
@@ -177,9 +177,10 @@ pub(crate) fn kind_name(kind: OpType) -> &'static str {
 fn value_job_id(v: &Value) -> Option<&str> {
     match v {
         Value::Enqueue { job_id, .. } => job_id.as_deref(),
-        Value::Task { job_id, .. } | Value::Report { job_id, .. } | Value::Job { job_id } | Value::Read { job_id, .. } => {
-            Some(job_id)
-        }
+        Value::Task { job_id, .. }
+        | Value::Report { job_id, .. }
+        | Value::Job { job_id }
+        | Value::Read { job_id, .. } => Some(job_id),
         Value::Lease { .. } | Value::Fault { .. } => None,
     }
 }

@@ -1,0 +1,195 @@
+//! Regression tests for faults the harness found (jepsen issue #9), replayed
+//! as exact recipes on real nodes in network namespaces. They need root (like
+//! the harness) and skip with a message without it. `SILO_BIN` picks another
+//! server binary (to show a recipe fails on a build without the fix).
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use silo::pb::raft as rpb;
+use silo::pb::silo as pb;
+use silo_jepsen::client::Conns;
+use silo_jepsen::db::{Db, DbOpts};
+use silo_jepsen::net::Net;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn bin() -> PathBuf {
+    if let Ok(b) = std::env::var("SILO_BIN") {
+        return b.into();
+    }
+    // target/<profile>/deps/known_faults-… → target/<profile>/silo
+    let exe = std::env::current_exe().expect("test exe");
+    exe.parent().and_then(|d| d.parent()).expect("target dir").join("silo")
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        eprintln!("SKIPPED: needs root for network namespaces and iptables");
+    }
+    root
+}
+
+struct Setup {
+    db: Db,
+    net: Net,
+    conns: Conns,
+    _dir: tempfile::TempDir,
+}
+
+async fn setup(opts: DbOpts) -> Setup {
+    let net = Net::setup(opts.nodes).expect("network");
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::start(&bin(), dir.path(), &opts).expect("nodes");
+    db.cluster.wait_for_leader(WAIT).await.expect("leader");
+    let ids: Vec<u64> = db.cluster.nodes.keys().copied().collect();
+    let conns = Conns::connect(&ids).await.expect("connections");
+    Setup { db, net, conns, _dir: dir }
+}
+
+fn job(id: &str, shard: &str, retries: u32) -> pb::EnqueueRequest {
+    pb::EnqueueRequest {
+        shard: shard.into(),
+        id: id.into(),
+        task_group: "g".into(),
+        retry_policy: (retries > 0).then_some(pb::RetryPolicy {
+            retry_count: retries,
+            initial_interval_ms: 100,
+            max_interval_ms: 100,
+            randomize_interval: false,
+            backoff_factor: 1.0,
+        }),
+        ..Default::default()
+    }
+}
+
+async fn enqueue(s: &Setup, node: u64, id: &str, follow: bool) -> Result<(), tonic::Status> {
+    let req = job(id, &s.conns.shard, 0);
+    let (_, r) = s
+        .conns
+        .call(node, Duration::from_secs(10), follow, |mut c| {
+            let r = req.clone();
+            async move { c.enqueue(r).await }
+        })
+        .await;
+    r.map(|_| ())
+}
+
+/// The leader with the highest term other than `not`.
+async fn leader_other_than(db: &Db, not: u64) -> u64 {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(l) = db.leader().await.filter(|l| *l != not) {
+            return l;
+        }
+        assert!(Instant::now() < deadline, "no leader other than n{not}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// "A rejoined leader that can never commit": isolate leader n1 both ways and
+/// send it one Enqueue; write 200 jobs through the new leader (it snapshots
+/// and purges); heal (n1 catches up by snapshot install, which replaces the
+/// stranded entry without openraft answering it); transfer leadership back to
+/// n1: every write through it used to hang, because the stranded proposal
+/// held the only group-commit slot for ever.
+#[tokio::test]
+async fn rejoined_leader_commits_after_snapshot_install_replaced_its_stranded_proposal() {
+    if !is_root() {
+        return;
+    }
+    let s = setup(DbOpts { nodes: 3, lease_ms: 3000, snapshot_logs_since_last: 50, max_in_snapshot_log_to_keep: 0 })
+        .await;
+    let old = s.db.leader().await.expect("leader");
+    let others: Vec<usize> = s.db.cluster.nodes.keys().filter(|&&i| i != old).map(|&i| i as usize).collect();
+    enqueue(&s, old, "before", false).await.expect("write before the partition");
+    s.net.partition(&[old as usize], &others).unwrap();
+    let stranded = enqueue(&s, old, "stranded", false);
+    let stranded = tokio::time::timeout(Duration::from_secs(3), stranded).await;
+    assert!(!matches!(stranded, Ok(Ok(()))), "an isolated leader cannot commit");
+    let new = leader_other_than(&s.db, old).await;
+    for i in 0..200 {
+        enqueue(&s, new, &format!("w{i}"), true).await.expect("write through the majority");
+    }
+    let mut admin = s.db.cluster.admin(new).await.unwrap();
+    admin.trigger_snapshot(rpb::TriggerSnapshotRequest {}).await.unwrap();
+    s.net.heal().unwrap();
+    s.db.cluster.wait_converged(200, WAIT).await.expect("the old leader catches up");
+    let n1 = s.db.status(old).await.unwrap();
+    assert!(n1.snapshot_index.unwrap_or(0) >= 50, "caught up by snapshot install: {n1:?}");
+    let leader = s.db.leader().await.expect("leader");
+    let mut admin = s.db.cluster.admin(leader).await.unwrap();
+    admin.transfer_leader(rpb::TransferLeaderRequest { to: old }).await.expect("transfer");
+    for i in 0..3 {
+        let r = tokio::time::timeout(Duration::from_secs(10), enqueue(&s, old, &format!("after{i}"), false)).await;
+        assert!(matches!(r, Ok(Ok(()))), "write {i} through the re-elected n{old}: {r:?}");
+    }
+}
+
+/// "A lease delivered after it expired": leader n1 turns deaf (it sends, hears
+/// nothing) while a worker's LeaseTasks for job J is in flight on it; the
+/// others elect a leader that commits n1's grant, lets its 3 s lease expire and
+/// hands attempt 2 to another worker, which succeeds. After the heal the first
+/// worker's call used to return J attempt 1, dead on arrival, and a worker that
+/// trusted it ran J a second time.
+#[tokio::test]
+async fn deaf_leader_never_delivers_a_grant_after_it_was_deposed() {
+    if !is_root() {
+        return;
+    }
+    let s = setup(DbOpts { nodes: 3, lease_ms: 3000, snapshot_logs_since_last: 20_000, max_in_snapshot_log_to_keep: 1000 })
+        .await;
+    let old = s.db.leader().await.expect("leader");
+    let req = job("J", &s.conns.shard, 3);
+    let mut c = s.conns.grpc(old);
+    c.enqueue(req).await.expect("enqueue J");
+    for p in s.db.cluster.nodes.keys().filter(|&&i| i != old) {
+        s.net.cut(*p as usize, old as usize).unwrap();
+    }
+    let lease = |worker: &str| pb::LeaseTasksRequest {
+        shard: Some(s.conns.shard.clone()),
+        worker_id: worker.into(),
+        max_tasks: 1,
+        task_group: "g".into(),
+        tenant: None,
+    };
+    let mut first = s.conns.grpc(old);
+    let first_req = lease("first");
+    let first = tokio::spawn(async move { first.lease_tasks(first_req).await });
+    let new = leader_other_than(&s.db, old).await;
+    // The second worker polls the new leader until J's next attempt is its.
+    let deadline = Instant::now() + WAIT;
+    let task = loop {
+        let (_, r) = s
+            .conns
+            .call(new, Duration::from_secs(5), true, |mut c| {
+                let r = lease("second");
+                async move { c.lease_tasks(r).await }
+            })
+            .await;
+        if let Some(t) = r.ok().and_then(|r| r.tasks.into_iter().find(|t| t.job_id == "J")) {
+            break t;
+        }
+        assert!(Instant::now() < deadline, "J was never leased to the second worker");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let report = pb::ReportOutcomeRequest {
+        shard: task.shard.clone(),
+        task_id: task.id.clone(),
+        outcome: Some(pb::report_outcome_request::Outcome::Success(pb::SerializedBytes::default())),
+        tenant_id: None,
+    };
+    s.conns.grpc(new).report_outcome(report).await.expect("second worker reports J");
+    s.net.heal().unwrap();
+    let r = tokio::time::timeout(WAIT, first).await.expect("the first worker's call returns").unwrap();
+    if let Ok(resp) = r {
+        let stale: Vec<_> = resp.into_inner().tasks.into_iter().filter(|t| t.job_id == "J").collect();
+        assert!(
+            stale.is_empty(),
+            "n{old} delivered J attempt {:?} after attempt {} went to another worker",
+            stale.iter().map(|t| t.attempt_number).collect::<Vec<_>>(),
+            task.attempt_number
+        );
+    }
+}
