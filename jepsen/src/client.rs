@@ -69,7 +69,8 @@ impl Recorder {
         self.ops.lock().clone()
     }
 
-    pub fn len(&self) -> usize {
+    /// Ops recorded so far.
+    pub fn op_count(&self) -> usize {
         self.ops.lock().len()
     }
 }

@@ -232,7 +232,7 @@ async fn test(
     }
 
     // Heal (done by run) and drain.
-    eprintln!("jepsen: healed at {:.1} s; draining ({} ops so far)", rec.now_ms() / 1000.0, rec.len());
+    eprintln!("jepsen: healed at {:.1} s; draining ({} ops so far)", rec.now_ms() / 1000.0, rec.op_count());
     shared.phase.store(PHASE_DRAIN, Ordering::SeqCst);
     *shared.last_busy_ms.lock() = rec.now_ms();
     let quiet_ms = args.lease_ms as f64 + 5000.0;

@@ -133,7 +133,7 @@ impl Nemesis {
             db,
             net,
             rec,
-            rng: SmallRng::seed_from_u64(seed ^ 0x6e65_6d65_7369_73),
+            rng: SmallRng::seed_from_u64(seed ^ 0x006e_656d_6573_6973),
             kinds,
             active: None,
             interval_s: (2, 5),

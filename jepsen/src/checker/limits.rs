@@ -15,12 +15,30 @@
 //! token (or, failing that, by the job id).
 //!
 //! Rule `limit-exceeded`: two intervals overlap when each starts strictly
-//! before the other ends; at the start of an interval of job J, the number of
-//! intervals of J's key that started at or before it and end strictly after
-//! it, J's own included, must not exceed J's max. (Any set of pairwise
-//! overlapping intervals all contain the latest start among them, so checking
-//! at every start finds every overlap larger than allowed.) The sweep is
-//! O(n log n) per key.
+//! before the other ends. At the start `t` of each interval of job J, take S,
+//! the intervals of J's key that started at or before `t` and end strictly
+//! after it, J's own included: they all held a slot at `t`, so each was
+//! admitted while every member of S admitted before it was still held. When
+//! all jobs of the key carry the same max M, this is simply: |S| must not
+//! exceed M. (Any set of pairwise overlapping intervals all contain the latest
+//! start among them, so checking at every start finds every overlap larger
+//! than allowed.)
+//!
+//! When jobs of one key carry different max values, the count a job sees at
+//! its admission must not exceed its own max. The admission order inside S
+//! is not observed (a grant takes effect somewhere inside its Lease op), so
+//! the rule is broken only if *no* admission order works: member y is
+//! certainly admitted before x when y's grant was delivered before x's Lease
+//! op was invoked; each member x then needs a rank (its admission position in
+//! S) of at most its max. That is unit-time scheduling with deadlines (the
+//! maxes) and precedences, decided exactly by tightening each deadline to one
+//! less than the deadline of anything certainly admitted after it and then
+//! checking the tightened deadlines in ascending order (earliest deadline
+//! first): the k-th smallest must be at least k. With a single max per key
+//! this reduces to |S| <= M. Counting only S (not slots released before `t`)
+//! keeps every reported error certain.
+//!
+//! The sweep is O(n log n) per key plus O(|S|²) per interval start.
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 
@@ -43,6 +61,8 @@ struct Hold<'a> {
     task: &'a str,
     attempt: u32,
     max: u32,
+    /// The Lease op's invoke (ms): the earliest the slot could be taken.
+    lease_inv_ms: f64,
     start_ms: f64,
     end_ms: f64,
 }
@@ -60,6 +80,32 @@ impl Ord for Ms {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
         self.0.total_cmp(&other.0)
     }
+}
+
+/// Whether the holds `members` (indexes into `holds`), all holding a slot at
+/// one instant, could have been admitted in some order in which each saw at
+/// most its own max (itself included); see the module doc.
+fn admissible(holds: &[Hold<'_>], members: &[usize]) -> bool {
+    let mut order: Vec<usize> = members.to_vec();
+    // Whatever is certainly admitted after x was delivered after x, so
+    // processing by descending delivery tightens successors first.
+    order.sort_by(|&a, &b| holds[b].start_ms.total_cmp(&holds[a].start_ms));
+    let mut deadline: HashMap<usize, i64> = HashMap::new();
+    for &x in &order {
+        let mut d = holds[x].max as i64;
+        for &y in members {
+            // y certainly admitted after x: x delivered before y's Lease invoke.
+            if y != x && holds[x].start_ms < holds[y].lease_inv_ms {
+                if let Some(&dy) = deadline.get(&y) {
+                    d = d.min(dy - 1);
+                }
+            }
+        }
+        deadline.insert(x, d);
+    }
+    let mut ds: Vec<i64> = deadline.into_values().collect();
+    ds.sort();
+    ds.iter().enumerate().all(|(k, &d)| d > k as i64)
 }
 
 pub(crate) fn check_facts(facts: &Facts<'_>, _ctx: &CheckContext) -> Verdict {
@@ -88,6 +134,7 @@ pub(crate) fn check_facts(facts: &Facts<'_>, _ctx: &CheckContext) -> Verdict {
             task: &g.grant.task_id,
             attempt: g.grant.attempt,
             max,
+            lease_inv_ms: g.lease.inv_ms(),
             start_ms: start,
             end_ms: end,
         });
@@ -123,7 +170,7 @@ pub(crate) fn check_facts(facts: &Facts<'_>, _ctx: &CheckContext) -> Verdict {
                 let members: Vec<usize> =
                     open.iter().filter(|Reverse((Ms(end), m))| *m == k || *end > t).map(|Reverse((_, m))| *m).collect();
                 let h = &holds[k];
-                if members.len() > h.max as usize && t >= reported_until {
+                if t >= reported_until && !admissible(holds, &members) {
                     let mut jobs: Vec<String> = members
                         .iter()
                         .map(|&m| {
@@ -138,11 +185,20 @@ pub(crate) fn check_facts(facts: &Facts<'_>, _ctx: &CheckContext) -> Verdict {
                     let shown = jobs.len().min(10);
                     let more =
                         if jobs.len() > shown { format!(" and {} more", jobs.len() - shown) } else { String::new() };
+                    let mut maxes: Vec<u32> = members.iter().map(|&m| holds[m].max).collect();
+                    maxes.sort();
+                    maxes.dedup();
+                    let allowed = if maxes.len() == 1 {
+                        format!("the limit is {}", maxes[0])
+                    } else {
+                        format!(
+                            "no order of their grants keeps each within its job's max (job {} allows {})",
+                            h.job, h.max
+                        )
+                    };
                     v.error(format!(
-                        "limit-exceeded: key {key}: {} attempts held slots at {t:.1} ms, but job {} allows {}: {}{more}",
+                        "limit-exceeded: key {key}: {} attempts held slots at {t:.1} ms, but {allowed}: {}{more}",
                         members.len(),
-                        h.job,
-                        h.max,
                         jobs[..shown].join(", "),
                     ));
                     // One error per overload episode: skip until these end.
@@ -243,5 +299,39 @@ mod tests {
         let h = run(h, 2, "b", "tb", "9:1", 20.0, 50.0);
         let h = run(h, 1, "a", "ta", "9:0", 30.0, 80.0);
         assert_valid(&check(&h.build(), &CTX));
+    }
+
+    #[test]
+    fn mixed_maxes_with_overlapping_lease_ops_may_be_fine() {
+        // b (max 1) is leased by an op that started before a's (max 2) was
+        // delivered: the server may have admitted b first (count 1) and a
+        // second (count 2), so nothing is certainly wrong.
+        let h = H::new()
+            .call(9, F::Enqueue, enq_limited("a", "9:0", "k", 2), 0.0, 5.0)
+            .call(9, F::Enqueue, enq_limited("b", "9:1", "k", 1), 6.0, 8.0)
+            .invoke(2, F::Lease, lease(vec![]), 10.0)
+            .invoke(1, F::Lease, lease(vec![]), 12.0)
+            .ok(1, lease(vec![grant("a", "ta", 1, "9:0")]), 20.0)
+            .ok(2, lease(vec![grant("b", "tb", 1, "9:1")]), 30.0)
+            .call(1, F::Report, report("a", "ta", 1, Outcome::Success), 60.0, 61.0)
+            .call(2, F::Report, report("b", "tb", 1, Outcome::Success), 60.0, 61.0);
+        assert_valid(&check(&h.build(), &CTX));
+        // Three jobs of max 2 at once are wrong whatever the order.
+        let h = H::new()
+            .call(9, F::Enqueue, enq_limited("a", "9:0", "k", 2), 0.0, 1.0)
+            .call(9, F::Enqueue, enq_limited("b", "9:1", "k", 2), 1.0, 2.0)
+            .call(9, F::Enqueue, enq_limited("c", "9:2", "k", 2), 2.0, 3.0)
+            .invoke(1, F::Lease, lease(vec![]), 10.0)
+            .ok(
+                1,
+                lease(vec![grant("a", "ta", 1, "9:0"), grant("b", "tb", 1, "9:1"), grant("c", "tc", 1, "9:2")]),
+                20.0,
+            )
+            .call(1, F::Heartbeat, hb("a", "ta", 1), 30.0, 31.0)
+            .call(1, F::Heartbeat, hb("b", "tb", 1), 32.0, 33.0)
+            .call(1, F::Heartbeat, hb("c", "tc", 1), 34.0, 35.0);
+        let v = check(&h.build(), &CTX);
+        assert_rule(&v, "limit-exceeded");
+        assert!(v.errors[0].contains("the limit is 2"), "{:?}", v.errors);
     }
 }

@@ -83,7 +83,7 @@ pub(crate) fn check_facts(facts: &Facts<'_>, _ctx: &CheckContext) -> Verdict {
         }
         let enq = format!("enqueue {} {}", e.call.ops(), e.call.span());
         match finals.get(job) {
-            None => v.error(format!("lost: job {job}: {enq} but no ok final read of it (not found by the end)")),
+            None => v.error(format!("lost: job {job}: {enq} but no final read of it succeeded")),
             Some(idx) => {
                 if let Some(&i) = idx.iter().find(|&&i| facts.reads[i].status == Status::NotFound) {
                     v.error(format!("lost: job {job}: {enq}, never deleted, but {}", facts.reads[i].describe()));
@@ -98,6 +98,9 @@ pub(crate) fn check_facts(facts: &Facts<'_>, _ctx: &CheckContext) -> Verdict {
     for g in &facts.grants {
         let (job, token) = (g.grant.job_id.as_str(), g.grant.token.as_str());
         jobs_of_token.entry(token).or_default().insert(job);
+        if phantom_jobs.contains(job) {
+            continue; // one error per phantom job, not per re-grant
+        }
         let what = format!("phantom: job {job}: grant of {} carries token {token}", g.describe());
         let Some(cands) = facts.by_token.get(token) else {
             v.error(format!("{what}, which no enqueue invoked"));

@@ -546,3 +546,324 @@ pub(crate) mod testing {
         assert_eq!(v.error_count, 0);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, HashMap};
+
+    use super::testing::*;
+    use super::*;
+
+    /// A job in the simulated server.
+    struct SimJob {
+        status: Status,
+        last_attempt: u32,
+        changed_at: i64,
+        token: String,
+        limit: Option<(String, u32)>,
+        retries_left: u32,
+        running: Option<(String, u32)>,
+    }
+
+    /// A tiny deterministic random source (an LCG).
+    struct Rng(u64);
+    impl Rng {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (self.0 >> 33) % n
+        }
+    }
+
+    /// How a simulated op completes.
+    enum Done {
+        Ok(Value),
+        Fail,
+        Info,
+    }
+
+    /// The simulated clients: a history builder plus completions not yet
+    /// written (ops overlap: each takes effect at its invoke and completes
+    /// 1 to 40 ms later; completions are written in time order).
+    struct Clients {
+        h: H,
+        pending: Vec<(f64, i64, Done)>,
+        busy_until: Vec<f64>,
+    }
+
+    impl Clients {
+        fn flush(&mut self, until: f64) {
+            self.pending.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let n = self.pending.partition_point(|p| p.0 <= until);
+            for (t, p, done) in self.pending.drain(..n) {
+                let h = std::mem::take(&mut self.h);
+                self.h = match done {
+                    Done::Ok(v) => h.ok(p, v, t),
+                    Done::Fail => h.fail(p, t),
+                    Done::Info => h.info(p, t),
+                };
+            }
+        }
+        fn invoke(&mut self, p: i64, f: F, v: Value, t: f64) {
+            self.h = std::mem::take(&mut self.h).invoke(p, f, v, t);
+        }
+        fn complete(&mut self, p: i64, at: f64, done: Done) {
+            self.busy_until[p as usize] = at;
+            self.pending.push((at, p, done));
+        }
+    }
+
+    /// Simulates a correct server with concurrent clients: every op takes
+    /// effect atomically at its invoke time and completes later (overlapping
+    /// other processes' ops), with leases expiring, retries, restarts,
+    /// deletes, limits (mixed maxes on one key) and lost answers (info), then
+    /// a drain and final reads. Every checker must accept what it records.
+    fn simulate(seed: u64) -> Vec<Op> {
+        const PROCESSES: usize = 6;
+        let mut rng = Rng(seed);
+        let mut c = Clients { h: H::new(), pending: Vec::new(), busy_until: vec![0.0; PROCESSES] };
+        let mut jobs: BTreeMap<String, SimJob> = BTreeMap::new();
+        let mut known: Vec<String> = Vec::new();
+        // Task → when its grant reached the worker (None: answer lost).
+        let mut delivered: HashMap<String, Option<f64>> = HashMap::new();
+        let mut t = 0.0;
+        let mut next = 0;
+        let running_of = |jobs: &BTreeMap<String, SimJob>, key: &str| {
+            jobs.values().filter(|j| j.running.is_some() && j.limit.as_ref().is_some_and(|l| l.0 == key)).count() as u32
+        };
+        for step in 0..900 {
+            t += 3.0 + rng.below(5) as f64;
+            c.flush(t);
+            let free: Vec<usize> = (0..PROCESSES).filter(|&p| c.busy_until[p] < t).collect();
+            if free.is_empty() {
+                continue;
+            }
+            let p = free[rng.below(free.len() as u64) as usize] as i64;
+            let at = t + 1.0 + rng.below(40) as f64;
+            let lost_answer = rng.below(10) == 0;
+            let done = |v: Value, ok: bool| {
+                if !ok {
+                    Done::Fail
+                } else if lost_answer {
+                    Done::Info
+                } else {
+                    Done::Ok(v)
+                }
+            };
+            let now = t as i64;
+            match rng.below(9) {
+                0 | 1 => {
+                    next += 1;
+                    let id = format!("j{next}");
+                    let caller = rng.below(2) == 0;
+                    let token = format!("{p}:{step}");
+                    let limit = (rng.below(3) == 0).then(|| ("k".to_string(), 1 + rng.below(2) as u32));
+                    let retries = rng.below(2) as u32;
+                    let mk = |job_id: Option<String>, caller_id: bool| Value::Enqueue {
+                        job_id,
+                        caller_id,
+                        token: token.clone(),
+                        limit: limit.clone(),
+                        start_delay_ms: None,
+                        retries,
+                    };
+                    c.invoke(p, F::Enqueue, mk(caller.then(|| id.clone()), caller), t);
+                    jobs.insert(
+                        id.clone(),
+                        SimJob {
+                            status: Status::Scheduled,
+                            last_attempt: 0,
+                            changed_at: now,
+                            token: token.clone(),
+                            limit: limit.clone(),
+                            retries_left: retries,
+                            running: None,
+                        },
+                    );
+                    if caller || !lost_answer {
+                        known.push(id.clone());
+                    }
+                    c.complete(p, at, done(mk(Some(id), caller), true));
+                }
+                2 => {
+                    let mut grants = Vec::new();
+                    let ids: Vec<String> = jobs.keys().cloned().collect();
+                    for id in ids {
+                        if grants.len() == 2 {
+                            break;
+                        }
+                        let room = {
+                            let j = &jobs[&id];
+                            j.status == Status::Scheduled
+                                && j.limit.as_ref().is_none_or(|(k, m)| running_of(&jobs, k) < *m)
+                        };
+                        if room {
+                            let j = jobs.get_mut(&id).unwrap();
+                            j.last_attempt += 1;
+                            let task = format!("t{}-{}", id, j.last_attempt);
+                            j.running = Some((task.clone(), j.last_attempt));
+                            j.status = Status::Running;
+                            j.changed_at = now;
+                            delivered.insert(task.clone(), (!lost_answer).then_some(at));
+                            grants.push(grant(&id, &task, j.last_attempt, &j.token));
+                        }
+                    }
+                    c.invoke(p, F::Lease, lease(vec![]), t);
+                    c.complete(p, at, done(lease(grants), true));
+                }
+                3 | 4 => {
+                    // Heartbeat, report or expiry of a running task whose
+                    // grant has come back (or was lost: then only expiry).
+                    let cands: Vec<(String, String, u32, bool)> = jobs
+                        .iter()
+                        .filter_map(|(id, j)| {
+                            let (task, a) = j.running.as_ref()?;
+                            match delivered.get(task).copied().flatten() {
+                                Some(d) if d < t => Some((id.clone(), task.clone(), *a, true)),
+                                None => Some((id.clone(), task.clone(), *a, false)),
+                                Some(_) => None,
+                            }
+                        })
+                        .collect();
+                    if cands.is_empty() {
+                        continue;
+                    }
+                    let (id, task, a, known_task) = cands[rng.below(cands.len() as u64) as usize].clone();
+                    if !known_task || rng.below(4) == 0 {
+                        // The lease expires (server side, no op).
+                        let j = jobs.get_mut(&id).unwrap();
+                        j.running = None;
+                        j.changed_at = now;
+                        j.status = if j.retries_left > 0 {
+                            j.retries_left -= 1;
+                            Status::Scheduled
+                        } else {
+                            Status::Failed
+                        };
+                        if !known_task {
+                            continue;
+                        }
+                    }
+                    let live = jobs[&id].running.as_ref().is_some_and(|r| r.0 == task);
+                    if rng.below(2) == 0 {
+                        c.invoke(p, F::Heartbeat, hb(&id, &task, a), t);
+                        c.complete(p, at, done(hb(&id, &task, a), live));
+                    } else {
+                        let outcome = [Outcome::Success, Outcome::Failure, Outcome::Cancelled][rng.below(3) as usize];
+                        if live {
+                            let j = jobs.get_mut(&id).unwrap();
+                            j.running = None;
+                            j.changed_at = now;
+                            j.status = match outcome {
+                                Outcome::Success => Status::Succeeded,
+                                Outcome::Cancelled => Status::Cancelled,
+                                Outcome::Failure if j.retries_left > 0 => {
+                                    j.retries_left -= 1;
+                                    Status::Scheduled
+                                }
+                                Outcome::Failure => Status::Failed,
+                            };
+                        }
+                        c.invoke(p, F::Report, report(&id, &task, a, outcome), t);
+                        c.complete(p, at, done(report(&id, &task, a, outcome), live));
+                    }
+                }
+                5 | 6 if !known.is_empty() => {
+                    let id = known[rng.below(known.len() as u64) as usize].clone();
+                    let f = if rng.below(2) == 0 { F::Restart } else { F::Delete };
+                    let allowed = jobs.get(&id).is_some_and(|j| {
+                        if f == F::Restart {
+                            matches!(j.status, Status::Failed | Status::Cancelled)
+                        } else {
+                            j.status.is_terminal()
+                        }
+                    });
+                    if allowed {
+                        if f == F::Delete {
+                            jobs.remove(&id);
+                        } else {
+                            let j = jobs.get_mut(&id).unwrap();
+                            j.status = Status::Scheduled;
+                            j.changed_at = now;
+                        }
+                    }
+                    c.invoke(p, f, job(&id), t);
+                    c.complete(p, at, done(job(&id), allowed));
+                }
+                _ if !known.is_empty() => {
+                    let id = known[rng.below(known.len() as u64) as usize].clone();
+                    let v = match jobs.get(&id) {
+                        Some(j) => read(&id, j.status, j.last_attempt, j.changed_at),
+                        None => read(&id, Status::NotFound, 0, 0),
+                    };
+                    c.invoke(p, F::Read, job(&id), t);
+                    c.complete(p, at, Done::Ok(v));
+                }
+                _ => {}
+            }
+        }
+        c.flush(f64::INFINITY);
+        let mut h = c.h;
+        // Drain: every running lease expires, every scheduled job succeeds.
+        t += 20_000.0;
+        let ids: Vec<String> = jobs.keys().cloned().collect();
+        for id in &ids {
+            let j = jobs.get_mut(id).unwrap();
+            if j.status == Status::Running {
+                j.running = None;
+                j.status = Status::Scheduled;
+            }
+            if j.status == Status::Scheduled {
+                j.last_attempt += 1;
+                let task = format!("d{}-{}", id, j.last_attempt);
+                let g = grant(id, &task, j.last_attempt, &j.token);
+                h = h.invoke(9, F::Lease, lease(vec![]), t).ok(9, lease(vec![g]), t + 2.0);
+                j.changed_at = t as i64 + 5;
+                j.status = Status::Succeeded;
+                h = h.call(9, F::Report, report(id, &task, j.last_attempt, Outcome::Success), t + 4.0, t + 6.0);
+                t += 10.0;
+            }
+        }
+        // Every job seen anywhere gets a final read.
+        let mut all: Vec<String> = known.clone();
+        all.extend(ids);
+        all.sort();
+        all.dedup();
+        for id in &all {
+            t += 10.0;
+            let v = match jobs.get(id) {
+                Some(j) => read(id, j.status, j.last_attempt, j.changed_at),
+                None => read(id, Status::NotFound, 0, 0),
+            };
+            h = h.invoke(8, F::FinalRead, job(id), t).ok(8, v, t + 2.0);
+        }
+        h.build()
+    }
+
+    #[test]
+    fn simulated_correct_server_passes_every_checker() {
+        for seed in 1..=20 {
+            let history = simulate(seed);
+            let facts = Facts::new(&history);
+            // The simulation exercises what the checkers look at.
+            assert!(facts.grants.len() > 50 && facts.reads.len() > 50, "seed {seed}: too little happened");
+            assert!(!facts.restarts.is_empty() && !facts.deletes.is_empty(), "seed {seed}: no restart or delete");
+            assert!(facts.enqueues.iter().any(|e| e.call.kind() == OpType::Info));
+            for v in check_all(&history, &CheckContext { lease_ms: 10_000 }) {
+                assert!(v.valid, "seed {seed}: {} failed: {:#?}", v.name, v.errors);
+            }
+        }
+    }
+
+    #[test]
+    fn verdicts_keep_at_most_max_errors() {
+        let mut v = Verdict::new("x");
+        for i in 0..(MAX_ERRORS + 7) {
+            v.error(format!("e{i}"));
+        }
+        assert_eq!(v.error_count, MAX_ERRORS + 7);
+        assert_eq!(v.errors.len(), MAX_ERRORS);
+        assert!(!v.valid);
+        let json = serde_json::to_string(&v).unwrap();
+        assert!(json.contains("\"error_count\":57"));
+    }
+}
