@@ -25,6 +25,9 @@ pub struct Config {
     pub num_shards: u32,
     /// Largest job payload accepted, in bytes.
     pub max_payload_bytes: usize,
+    /// Byte budget of one LeaseTasks reply: tasks are granted only while their
+    /// payloads and metadata fit (at least one task per reply).
+    pub lease_reply_bytes_max: usize,
     /// Prometheus endpoint (`host:port`); empty disables it.
     pub metrics_listen: String,
     /// Serve GetJob/GetJobResult from local state without a read barrier.
@@ -118,6 +121,7 @@ impl Default for Config {
             dev_mode: false,
             num_shards: 1,
             max_payload_bytes: limits::PAYLOAD_BYTES_DEFAULT_MAX,
+            lease_reply_bytes_max: limits::LEASE_REPLY_BYTES_DEFAULT_MAX,
             metrics_listen: String::new(),
             stale_reads: false,
             lease_ms: limits::LEASE_MS,
@@ -153,6 +157,13 @@ impl Config {
         }
         if self.num_shards == 0 || self.num_shards > 1024 {
             errors.push(format!("num_shards must be between 1 and 1024, got {}", self.num_shards));
+        }
+        if self.lease_reply_bytes_max < 1024 || self.lease_reply_bytes_max > limits::GRPC_MESSAGE_BYTES_MAX / 2 {
+            errors.push(format!(
+                "lease_reply_bytes_max must be between 1024 and {}, got {}",
+                limits::GRPC_MESSAGE_BYTES_MAX / 2,
+                self.lease_reply_bytes_max
+            ));
         }
         if self.max_payload_bytes == 0 || self.max_payload_bytes > limits::GRPC_MESSAGE_BYTES_MAX / 2 {
             errors.push(format!(

@@ -22,8 +22,32 @@ pub const WORKER_ID_BYTES_MAX: usize = 512;
 pub const PAYLOAD_BYTES_DEFAULT_MAX: usize = 16 * 1024 * 1024;
 /// Cap on one result or error blob reported by a worker.
 pub const RESULT_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Longest limit key, rate-limit name or rate-limit unique key, in bytes.
+pub const LIMIT_KEY_BYTES_MAX: usize = 256;
+/// Longest failure code (ReportOutcome, ReportRefreshOutcome), in bytes.
+pub const FAILURE_CODE_BYTES_MAX: usize = 1024;
+/// Longest refresh failure message, in bytes.
+pub const FAILURE_MESSAGE_BYTES_MAX: usize = 64 * 1024;
+/// Latest accepted `start_at_ms` (9999-12-31T23:59:59.999Z): later times
+/// mean nothing and would overflow the schedule arithmetic.
+pub const START_AT_MS_MAX: i64 = 253_402_300_799_999;
+/// Longest retry interval or rate-limit backoff, and longest rate-limit
+/// window, in ms (one year).
+pub const INTERVAL_MS_MAX: i64 = 365 * 24 * 3600 * 1000;
+/// Largest retry backoff factor or rate-limit backoff multiplier.
+pub const BACKOFF_FACTOR_MAX: f64 = 1_000.0;
+/// Most retries of one job, and most rate-limit re-checks of one attempt.
+pub const RETRIES_MAX: u32 = 1_000_000;
+/// Most concurrency slots one limit key may have.
+pub const MAX_CONCURRENCY_MAX: u32 = 1_000_000;
 /// Most limits on one job.
 pub const LIMITS_PER_JOB_MAX: usize = 16;
+/// Default byte budget of one LeaseTasks reply (configurable with
+/// `lease_reply_bytes_max`): well below the 128 MiB receive limit that Silo's
+/// client and ours set, and below what a default gRPC client accepts once the
+/// budget is lowered. A grant never exceeds it, except that one task is always
+/// granted even if it alone is larger (up to the payload limit).
+pub const LEASE_REPLY_BYTES_DEFAULT_MAX: usize = 32 * 1024 * 1024;
 /// Most tasks one LeaseTasks call may return.
 pub const LEASE_TASKS_MAX: u32 = 1_000;
 /// Largest gRPC message accepted or sent (SEMANTICS §1).
@@ -32,6 +56,8 @@ pub const GRPC_MESSAGE_BYTES_MAX: usize = 128 * 1024 * 1024;
 pub const LEASE_MS: i64 = 10_000;
 /// Most leases one ExpireLeases command reaps.
 pub const EXPIRE_BATCH_MAX: usize = 512;
+/// Most finished attempts one imported job may carry.
+pub const IMPORT_ATTEMPTS_PER_JOB_MAX: usize = 10_000;
 /// Most jobs in one ImportJobs call.
 pub const IMPORT_JOBS_MAX: usize = 1_000;
 /// Most gated attempts one AcquireLimits command resumes.

@@ -71,6 +71,7 @@ impl Bound {
             tenancy_enabled: config.tenancy.enabled,
             dev_mode: config.dev_mode,
             max_payload_bytes: config.max_payload_bytes,
+            lease_reply_bytes_max: config.lease_reply_bytes_max,
             stale_reads: config.stale_reads,
             lease_ms: config.lease_ms,
             advertise_addr: advertise_addr.clone(),

@@ -24,8 +24,8 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
 use crate::db::Db;
-use crate::history::{OpType, Value, F, NEMESIS};
 use crate::history::Op;
+use crate::history::{OpType, Value, F, NEMESIS};
 
 /// The history being written by every process of a run.
 pub struct Recorder {
@@ -99,7 +99,8 @@ impl Conns {
         loop {
             for &id in nodes {
                 let mut c = conns.grpc(id);
-                let info = tokio::time::timeout(Duration::from_secs(2), c.get_cluster_info(pb::GetClusterInfoRequest {}));
+                let info =
+                    tokio::time::timeout(Duration::from_secs(2), c.get_cluster_info(pb::GetClusterInfoRequest {}));
                 if let Ok(Ok(info)) = info.await {
                     if let Some(s) = info.into_inner().shard_owners.first() {
                         conns.shard = s.shard_id.clone();

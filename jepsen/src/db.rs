@@ -101,11 +101,7 @@ impl Db {
     pub async fn leader(&self) -> Option<u64> {
         let ids: Vec<u64> = self.cluster.nodes.keys().copied().collect();
         let all = futures::future::join_all(ids.iter().map(|&id| self.status(id))).await;
-        all.into_iter()
-            .flatten()
-            .filter(|s| s.state == "Leader")
-            .max_by_key(|s| s.term)
-            .map(|s| s.node_id)
+        all.into_iter().flatten().filter(|s| s.state == "Leader").max_by_key(|s| s.term).map(|s| s.node_id)
     }
 
     /// Every node's log file, for the store folder.

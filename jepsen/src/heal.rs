@@ -5,9 +5,9 @@
 //! job is enqueued through it (then cancelled, so it ends terminal).
 use std::time::Duration;
 
+use crate::checker::Verdict;
 use silo::pb::raft as rpb;
 use silo::pb::silo as pb;
-use crate::checker::Verdict;
 
 use crate::db::Db;
 use crate::workload::Shared;
@@ -43,13 +43,7 @@ pub async fn check(db: &Db, shared: &Shared) -> Verdict {
         Ok((index, digest)) => notes.push(format!("after the transfers: applied index {index}, digest {digest:016x}")),
         Err(e) => errors.push(e),
     }
-    Verdict {
-        name: "cluster-heals".into(),
-        valid: errors.is_empty(),
-        error_count: errors.len(),
-        errors,
-        notes,
-    }
+    Verdict { name: "cluster-heals".into(), valid: errors.is_empty(), error_count: errors.len(), errors, notes }
 }
 
 /// Transfers leadership to `id`, then enqueues and cancels a probe through it.
@@ -79,16 +73,22 @@ async fn lead_and_commit(db: &Db, shared: &Shared, id: u64) -> anyhow::Result<()
         task_group: "jepsen-heal-probe".into(),
         ..Default::default()
     };
-    let (_, r) = shared.conns.call(id, Duration::from_secs(10), false, |mut c| {
-        let r = req.clone();
-        async move { c.enqueue(r).await }
-    }).await;
+    let (_, r) = shared
+        .conns
+        .call(id, Duration::from_secs(10), false, |mut c| {
+            let r = req.clone();
+            async move { c.enqueue(r).await }
+        })
+        .await;
     r.map_err(|e| anyhow::anyhow!("enqueue through n{id}: {e}"))?;
     let cancel = pb::CancelJobRequest { shard: shared.conns.shard.clone(), id: probe, tenant: None };
-    let (_, r) = shared.conns.call(id, Duration::from_secs(10), false, |mut c| {
-        let r = cancel.clone();
-        async move { c.cancel_job(r).await }
-    }).await;
+    let (_, r) = shared
+        .conns
+        .call(id, Duration::from_secs(10), false, |mut c| {
+            let r = cancel.clone();
+            async move { c.cancel_job(r).await }
+        })
+        .await;
     r.map_err(|e| anyhow::anyhow!("cancel through n{id}: {e}"))?;
     Ok(())
 }

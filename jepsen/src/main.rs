@@ -16,10 +16,10 @@ use silo_jepsen::{edn, report};
 
 use silo_jepsen::client::{Conns, Recorder};
 use silo_jepsen::db::{Db, DbOpts};
+use silo_jepsen::heal;
 use silo_jepsen::nemesis::{self, Nemesis};
 use silo_jepsen::net::Net;
 use silo_jepsen::workload::{self, Shared, PHASE_DRAIN, PHASE_STOP};
-use silo_jepsen::heal;
 
 /// Runs a Jepsen-style fault-injection test against real silo nodes.
 #[derive(Parser, Debug, Clone, serde::Serialize)]
@@ -53,8 +53,9 @@ struct Args {
     interval: String,
     #[arg(long, default_value = "3,8")]
     hold: String,
-    /// Longest drain after the heal, seconds.
-    #[arg(long, default_value_t = 120)]
+    /// Longest drain after the heal, seconds (the drain ends earlier, once no
+    /// task was leased for lease + 5 s).
+    #[arg(long, default_value_t = 300)]
     drain_timeout: u64,
     /// The silo binary (default: next to this one).
     #[arg(long)]
@@ -179,10 +180,8 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     }
     std::fs::write(dir.join("history.jsonl"), jsonl)?;
     std::fs::write(dir.join("history.edn"), edn::write_edn(&history))?;
-    let command = format!(
-        "jepsen/run --nodes {} --time {} --nemesis {} --seed {seed}",
-        args.nodes, args.time, args.nemesis
-    );
+    let command =
+        format!("jepsen/run --nodes {} --time {} --nemesis {} --seed {seed}", args.nodes, args.time, args.nemesis);
     let run = report::RunInfo {
         test_name: name.clone(),
         seed,

@@ -22,12 +22,12 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use crate::history::F;
 use anyhow::bail;
 use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use silo::pb::raft as rpb;
-use crate::history::F;
 use std::sync::Arc;
 
 use crate::client::Recorder;
@@ -85,19 +85,19 @@ pub fn parse(list: &str) -> anyhow::Result<Vec<Kind>> {
         match word {
             "all" => out.extend(Kind::ALL),
             "none" => {}
-            "partition" => out.extend([
-                Kind::PartitionLeader,
-                Kind::PartitionHalves,
-                Kind::PartitionBridge,
-                Kind::DeafLeader,
-            ]),
+            "partition" => {
+                out.extend([Kind::PartitionLeader, Kind::PartitionHalves, Kind::PartitionBridge, Kind::DeafLeader])
+            }
             w => match Kind::ALL.iter().find(|k| k.name() == w) {
                 Some(k) => {
                     out.insert(*k);
                 }
                 None => {
                     let names: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
-                    bail!("unknown nemesis {w:?}; expected a comma list of {} or the groups partition, all, none", names.join(", "))
+                    bail!(
+                        "unknown nemesis {w:?}; expected a comma list of {} or the groups partition, all, none",
+                        names.join(", ")
+                    )
                 }
             },
         }

@@ -5,7 +5,8 @@
 //! Processes and their roles (process numbers are stable for a given node
 //! count):
 //! - enqueuers: caller- and server-chosen ids; some jobs carry a concurrency
-//!   limit (`k1` max 2, `k2` max 1), some start in the future, some retry;
+//!   limit (`k1` max 2, `k2` max 1; a tenth of the jobs), some start in the
+//!   future, some retry;
 //! - workers: lease, heartbeat and report. Some hold a task past its lease and
 //!   report late, some crash mid-task (never report), some heartbeat through a
 //!   long task, one talks only to one node and never follows redirects;
@@ -19,11 +20,11 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::history::{Grant, OpType, Outcome, Status as JobStatus, Value, F};
 use parking_lot::Mutex;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use silo::pb::silo as pb;
-use crate::history::{Grant, OpType, Outcome, Status as JobStatus, Value, F};
 
 use crate::client::{classify, error_text, msgpack_str, token_of, Conns, Recorder};
 
@@ -192,7 +193,10 @@ async fn enqueue(shared: &Shared, process: i64, rng: &mut SmallRng, node: &mut u
     let caller_id = rng.gen_bool(0.5);
     let job_id = caller_id.then(|| format!("j{}-{process}-{counter}", shared.seed % 100_000));
     let token = format!("{process}:{counter}");
-    let limit = rng.gen_bool(0.25).then(|| if rng.gen_bool(0.5) { ("k1".to_string(), 2) } else { ("k2".to_string(), 1) });
+    // Limited jobs arrive slower than one slot drains them (k2 serves ~5/s),
+    // so the backlog behind a key stays bounded and the drain can finish.
+    let limit =
+        rng.gen_bool(0.1).then(|| if rng.gen_bool(0.5) { ("k1".to_string(), 2) } else { ("k2".to_string(), 1) });
     let start_delay_ms = rng.gen_bool(0.1).then(|| rng.gen_range(500..3000));
     let retries = if rng.gen_bool(0.3) { 2 } else { 0 };
     let value = Value::Enqueue {
@@ -215,11 +219,16 @@ async fn enqueue(shared: &Shared, process: i64, rng: &mut SmallRng, node: &mut u
             randomize_interval: false,
             backoff_factor: 2.0,
         }),
-        payload: Some(pb::SerializedBytes { encoding: Some(pb::serialized_bytes::Encoding::Msgpack(msgpack_str(&token))) }),
+        payload: Some(pb::SerializedBytes {
+            encoding: Some(pb::serialized_bytes::Encoding::Msgpack(msgpack_str(&token))),
+        }),
         limits: limit
             .iter()
             .map(|(key, max)| pb::Limit {
-                limit: Some(pb::limit::Limit::Concurrency(pb::ConcurrencyLimit { key: key.clone(), max_concurrency: *max })),
+                limit: Some(pb::limit::Limit::Concurrency(pb::ConcurrencyLimit {
+                    key: key.clone(),
+                    max_concurrency: *max,
+                })),
             })
             .collect(),
         tenant: None,
@@ -230,10 +239,13 @@ async fn enqueue(shared: &Shared, process: i64, rng: &mut SmallRng, node: &mut u
         shared.remember(id);
     }
     shared.rec.invoke(process, F::Enqueue, *node, value.clone());
-    let (at, r) = shared.conns.call(*node, WRITE_TIMEOUT, true, |mut c| {
-        let r = req.clone();
-        async move { c.enqueue(r).await }
-    }).await;
+    let (at, r) = shared
+        .conns
+        .call(*node, WRITE_TIMEOUT, true, |mut c| {
+            let r = req.clone();
+            async move { c.enqueue(r).await }
+        })
+        .await;
     match r {
         Ok(resp) => {
             shared.remember(&resp.id);
@@ -274,15 +286,25 @@ async fn work(shared: &Shared, process: i64, rng: &mut SmallRng, node: &mut u64,
         tenant: None,
     };
     shared.rec.invoke(process, F::Lease, *node, Value::Lease { worker: worker.clone(), tasks: vec![] });
-    let (at, r) = shared.conns.call(*node, LEASE_TIMEOUT, !pinned, |mut c| {
-        let r = req.clone();
-        async move { c.lease_tasks(r).await }
-    }).await;
+    let (at, r) = shared
+        .conns
+        .call(*node, LEASE_TIMEOUT, !pinned, |mut c| {
+            let r = req.clone();
+            async move { c.lease_tasks(r).await }
+        })
+        .await;
     let tasks = match r {
         Ok(resp) => {
             let tasks = resp.tasks;
             let grants = tasks.iter().map(grant_of).collect();
-            shared.rec.complete(process, OpType::Ok, F::Lease, at, Value::Lease { worker: worker.clone(), tasks: grants }, None);
+            shared.rec.complete(
+                process,
+                OpType::Ok,
+                F::Lease,
+                at,
+                Value::Lease { worker: worker.clone(), tasks: grants },
+                None,
+            );
             if !pinned {
                 *node = at;
             }
@@ -320,7 +342,15 @@ async fn work(shared: &Shared, process: i64, rng: &mut SmallRng, node: &mut u64,
 }
 
 /// Works on one task as behaviour `b` says.
-async fn handle(shared: &Shared, process: i64, rng: &mut SmallRng, node: u64, worker: &str, t: &pb::Task, b: Behaviour) {
+async fn handle(
+    shared: &Shared,
+    process: i64,
+    rng: &mut SmallRng,
+    node: u64,
+    worker: &str,
+    t: &pb::Task,
+    b: Behaviour,
+) {
     let lease = Duration::from_millis(shared.lease_ms.max(100) as u64);
     match b {
         Behaviour::Crashy if rng.gen_bool(0.3) => return, // never reports: the lease expires
@@ -380,10 +410,13 @@ async fn heartbeat(shared: &Shared, process: i64, node: u64, worker: &str, t: &p
         tenant_id: t.tenant_id.clone(),
     };
     shared.rec.invoke(process, F::Heartbeat, node, value(None));
-    let (at, r) = shared.conns.call(node, WRITE_TIMEOUT, true, |mut c| {
-        let r = req.clone();
-        async move { c.heartbeat(r).await }
-    }).await;
+    let (at, r) = shared
+        .conns
+        .call(node, WRITE_TIMEOUT, true, |mut c| {
+            let r = req.clone();
+            async move { c.heartbeat(r).await }
+        })
+        .await;
     match r {
         Ok(resp) => {
             shared.rec.complete(process, OpType::Ok, F::Heartbeat, at, value(Some(resp.cancelled)), None);
@@ -406,7 +439,9 @@ async fn report(shared: &Shared, process: i64, node: u64, worker: &str, t: &pb::
         outcome,
     };
     let o = match outcome {
-        Outcome::Success => O::Success(pb::SerializedBytes { encoding: Some(pb::serialized_bytes::Encoding::Msgpack(msgpack_str("ok"))) }),
+        Outcome::Success => O::Success(pb::SerializedBytes {
+            encoding: Some(pb::serialized_bytes::Encoding::Msgpack(msgpack_str("ok"))),
+        }),
         Outcome::Failure => O::Failure(pb::Failure { code: "JEPSEN".into(), data: None }),
         Outcome::Cancelled => O::Cancelled(pb::Cancelled {}),
     };
@@ -417,10 +452,13 @@ async fn report(shared: &Shared, process: i64, node: u64, worker: &str, t: &pb::
         tenant_id: t.tenant_id.clone(),
     };
     shared.rec.invoke(process, F::Report, node, value.clone());
-    let (at, r) = shared.conns.call(node, WRITE_TIMEOUT, true, |mut c| {
-        let r = req.clone();
-        async move { c.report_outcome(r).await }
-    }).await;
+    let (at, r) = shared
+        .conns
+        .call(node, WRITE_TIMEOUT, true, |mut c| {
+            let r = req.clone();
+            async move { c.report_outcome(r).await }
+        })
+        .await;
     match r {
         Ok(_) => shared.rec.complete(process, OpType::Ok, F::Report, at, value, None),
         Err(s) => shared.rec.complete(process, classify(&s, false), F::Report, at, value, Some(error_text(&s))),
@@ -438,34 +476,46 @@ async fn job_op(shared: &Shared, process: i64, rng: &mut SmallRng, node: &mut u6
     let (at, r) = match f {
         F::Cancel => {
             let req = pb::CancelJobRequest { shard, id, tenant: None };
-            let (at, r) = shared.conns.call(*node, WRITE_TIMEOUT, true, |mut c| {
-        let r = req.clone();
-        async move { c.cancel_job(r).await }
-    }).await;
+            let (at, r) = shared
+                .conns
+                .call(*node, WRITE_TIMEOUT, true, |mut c| {
+                    let r = req.clone();
+                    async move { c.cancel_job(r).await }
+                })
+                .await;
             (at, r.map(|_| ()))
         }
         F::Restart => {
             let req = pb::RestartJobRequest { shard, id, tenant: None };
-            let (at, r) = shared.conns.call(*node, WRITE_TIMEOUT, true, |mut c| {
-        let r = req.clone();
-        async move { c.restart_job(r).await }
-    }).await;
+            let (at, r) = shared
+                .conns
+                .call(*node, WRITE_TIMEOUT, true, |mut c| {
+                    let r = req.clone();
+                    async move { c.restart_job(r).await }
+                })
+                .await;
             (at, r.map(|_| ()))
         }
         F::Expedite => {
             let req = pb::ExpediteJobRequest { shard, id, tenant: None };
-            let (at, r) = shared.conns.call(*node, WRITE_TIMEOUT, true, |mut c| {
-        let r = req.clone();
-        async move { c.expedite_job(r).await }
-    }).await;
+            let (at, r) = shared
+                .conns
+                .call(*node, WRITE_TIMEOUT, true, |mut c| {
+                    let r = req.clone();
+                    async move { c.expedite_job(r).await }
+                })
+                .await;
             (at, r.map(|_| ()))
         }
         F::Delete => {
             let req = pb::DeleteJobRequest { shard, id, tenant: None };
-            let (at, r) = shared.conns.call(*node, WRITE_TIMEOUT, true, |mut c| {
-        let r = req.clone();
-        async move { c.delete_job(r).await }
-    }).await;
+            let (at, r) = shared
+                .conns
+                .call(*node, WRITE_TIMEOUT, true, |mut c| {
+                    let r = req.clone();
+                    async move { c.delete_job(r).await }
+                })
+                .await;
             (at, r.map(|_| ()))
         }
         other => unreachable!("not a job op: {other:?}"),
@@ -499,13 +549,27 @@ fn status_of(s: i32) -> JobStatus {
 /// GetJob on `node` (no redirect: every node serves linearizable reads).
 /// Returns true when the read completed ok.
 pub async fn read(shared: &Shared, process: i64, node: u64, id: &str, f: F) -> bool {
-    let req = pb::GetJobRequest { shard: shared.conns.shard.clone(), id: id.to_string(), tenant: None, include_attempts: true };
+    let req = pb::GetJobRequest {
+        shard: shared.conns.shard.clone(),
+        id: id.to_string(),
+        tenant: None,
+        include_attempts: true,
+    };
     shared.rec.invoke(process, f, node, Value::Job { job_id: id.to_string() });
-    let (at, r) = shared.conns.call(node, READ_TIMEOUT, false, |mut c| {
-        let r = req.clone();
-        async move { c.get_job(r).await }
-    }).await;
-    let read = |status, attempts, changed_at_ms| Value::Read { job_id: id.to_string(), status, attempts, changed_at_ms, stale: false };
+    let (at, r) = shared
+        .conns
+        .call(node, READ_TIMEOUT, false, |mut c| {
+            let r = req.clone();
+            async move { c.get_job(r).await }
+        })
+        .await;
+    let read = |status, attempts, changed_at_ms| Value::Read {
+        job_id: id.to_string(),
+        status,
+        attempts,
+        changed_at_ms,
+        stale: false,
+    };
     match r {
         Ok(j) => {
             let v = read(status_of(j.status), j.attempts.len() as u32, j.status_changed_at_ms);
@@ -517,7 +581,14 @@ pub async fn read(shared: &Shared, process: i64, node: u64, id: &str, f: F) -> b
             true
         }
         Err(s) => {
-            shared.rec.complete(process, OpType::Fail, f, at, Value::Job { job_id: id.to_string() }, Some(error_text(&s)));
+            shared.rec.complete(
+                process,
+                OpType::Fail,
+                f,
+                at,
+                Value::Job { job_id: id.to_string() },
+                Some(error_text(&s)),
+            );
             false
         }
     }

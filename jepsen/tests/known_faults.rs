@@ -99,8 +99,8 @@ async fn rejoined_leader_commits_after_snapshot_install_replaced_its_stranded_pr
     if !is_root() {
         return;
     }
-    let s = setup(DbOpts { nodes: 3, lease_ms: 3000, snapshot_logs_since_last: 50, max_in_snapshot_log_to_keep: 0 })
-        .await;
+    let s =
+        setup(DbOpts { nodes: 3, lease_ms: 3000, snapshot_logs_since_last: 50, max_in_snapshot_log_to_keep: 0 }).await;
     let old = s.db.leader().await.expect("leader");
     let others: Vec<usize> = s.db.cluster.nodes.keys().filter(|&&i| i != old).map(|&i| i as usize).collect();
     enqueue(&s, old, "before", false).await.expect("write before the partition");
@@ -138,8 +138,9 @@ async fn deaf_leader_never_delivers_a_grant_after_it_was_deposed() {
     if !is_root() {
         return;
     }
-    let s = setup(DbOpts { nodes: 3, lease_ms: 3000, snapshot_logs_since_last: 20_000, max_in_snapshot_log_to_keep: 1000 })
-        .await;
+    let s =
+        setup(DbOpts { nodes: 3, lease_ms: 3000, snapshot_logs_since_last: 20_000, max_in_snapshot_log_to_keep: 1000 })
+            .await;
     let old = s.db.leader().await.expect("leader");
     let req = job("J", &s.conns.shard, 3);
     let mut c = s.conns.grpc(old);

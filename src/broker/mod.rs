@@ -20,6 +20,18 @@
 //! node still leads, so a deposed leader that has not noticed yet cannot keep a
 //! lease alive behind the new leader's back.
 //!
+//! ## One order between the reaper, heartbeats and reports
+//! The reaper's decision is [`Broker::take_expired`], taken under the broker's
+//! lock; a heartbeat's is [`Broker::extend_lease`], under the same lock. A
+//! heartbeat that comes first pushes the deadline out and the reaper skips the
+//! lease; a heartbeat that comes after the reaper marked the lease as expiring
+//! is refused (NOT_FOUND "lease not found") even if the ExpireLeases entry has
+//! not committed yet. So a worker is never told "renewed" about an attempt
+//! that is being expired. If that ExpireLeases proposal fails, the lease is
+//! reaped again on the next tick (its deadline was not extended). Reports go
+//! through the log like expiries: whichever applies first ends the attempt and
+//! the other finds no lease.
+//!
 //! ## Ordering (DECISIONS #5)
 //! Among due tasks (`start_at_ms ≤ now`) of one task group: priority (0
 //! first), then start time, then enqueue sequence. Future tasks wait in a
@@ -72,6 +84,8 @@ struct Inner {
 pub struct Picked {
     /// Job attempts, in scheduling order.
     pub task_ids: Vec<String>,
+    /// The job of each of `task_ids`, in the same order.
+    pub jobs: Vec<JobKey>,
     /// Due floating-limit refresh tasks (extra to the job tasks).
     pub refresh_ids: Vec<String>,
 }
@@ -148,8 +162,9 @@ impl Broker {
         let mut inner = self.inner.lock();
         let Inner { groups, tasks, reserved, .. } = &mut *inner;
         let mut task_ids = Vec::new();
+        let mut jobs = Vec::new();
         let mut refresh_ids = Vec::new();
-        let Some(group) = groups.get_mut(task_group) else { return Picked { task_ids, refresh_ids } };
+        let Some(group) = groups.get_mut(task_group) else { return Picked { task_ids, jobs, refresh_ids } };
         while let Some(first) = group.future.first() {
             if first.0 > now_ms {
                 break;
@@ -167,6 +182,7 @@ impl Broker {
             if let Some(task) = tasks.get(task_id) {
                 if accept(&task.job) {
                     task_ids.push(task_id.clone());
+                    jobs.push(task.job.clone());
                 }
             }
         }
@@ -181,7 +197,7 @@ impl Broker {
         for id in task_ids.iter().chain(refresh_ids.iter()) {
             reserved.insert(id.clone());
         }
-        Picked { task_ids, refresh_ids }
+        Picked { task_ids, jobs, refresh_ids }
     }
 
     /// Pending attempts whose gate time passed, at most `max`, reserved until
@@ -211,10 +227,12 @@ impl Broker {
     }
 
     /// Heartbeat on the leader: the lease lives until `now + lease_ms`.
-    /// Returns false when the broker does not know the lease.
+    /// Returns false, extending nothing, when the broker does not know the
+    /// lease or the reaper already took it for expiry (see the module docs).
     pub fn extend_lease(&self, task_id: &str, now_ms: Ms, lease_ms: Ms) -> bool {
         let mut inner = self.inner.lock();
         match inner.leases.get_mut(task_id) {
+            Some(clock) if clock.expiring => false,
             Some(clock) => {
                 clock.deadline_ms = clock.deadline_ms.max(now_ms.saturating_add(lease_ms));
                 true
@@ -339,5 +357,23 @@ mod tests {
         assert!(b.take_expired(54_999, 10).is_empty());
         assert_eq!(b.take_expired(55_000, 10), vec![("t".to_string(), 55_000)]);
         assert!(b.take_expired(60_000, 10).is_empty(), "already expiring");
+    }
+
+    #[test]
+    fn a_heartbeat_after_the_reaper_took_the_lease_is_refused() {
+        let b = Broker::new();
+        b.apply_effects(&[
+            Effect::LeaseStarted { task_id: "early".into(), deadline_ms: 1_000 },
+            Effect::LeaseStarted { task_id: "late".into(), deadline_ms: 1_000 },
+        ]);
+        // A heartbeat before the reaper looks: extended, not reaped.
+        assert!(b.extend_lease("early", 990, 2_000));
+        assert_eq!(b.take_expired(1_005, 10), vec![("late".to_string(), 1_000)]);
+        // After the reaper took it: refused, and the deadline stays passed.
+        assert!(!b.extend_lease("late", 1_006, 2_000));
+        // The expiry proposal failed: reaped again, still not extended.
+        b.expiry_failed(&["late".to_string()]);
+        assert_eq!(b.take_expired(1_010, 10), vec![("late".to_string(), 1_000)]);
+        assert!(!b.extend_lease("unknown", 1_010, 2_000));
     }
 }

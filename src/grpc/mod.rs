@@ -30,6 +30,8 @@ pub struct EdgeConfig {
     pub tenancy_enabled: bool,
     pub dev_mode: bool,
     pub max_payload_bytes: usize,
+    /// Byte budget of one LeaseTasks reply (config `lease_reply_bytes_max`).
+    pub lease_reply_bytes_max: usize,
     pub stale_reads: bool,
     pub lease_ms: i64,
     /// This node's client-facing address.
@@ -45,6 +47,9 @@ pub struct SiloService {
     peers: Arc<peers::Peers>,
     edge: EdgeConfig,
     shard_map: OnceLock<Arc<Vec<ShardSpec>>>,
+    /// The last leader (id, address) this node knew, for GetClusterInfo
+    /// during an election (SEMANTICS §2.3: the last known good map).
+    last_owner: parking_lot::Mutex<Option<(u64, String)>>,
 }
 
 /// A request's resolved shard.
@@ -55,7 +60,7 @@ pub struct ShardRef {
 
 impl SiloService {
     pub fn new(node: Arc<RaftNode>, broker: Arc<Broker>, peers: Arc<peers::Peers>, edge: EdgeConfig) -> Self {
-        SiloService { node, broker, peers, edge, shard_map: OnceLock::new() }
+        SiloService { node, broker, peers, edge, shard_map: OnceLock::new(), last_owner: Default::default() }
     }
 
     /// The shard map; never changes once written, so it is cached on first sight.

@@ -14,7 +14,7 @@ use super::SiloService;
 use crate::pb::silo as pb;
 use crate::pb::silo::silo_server::Silo;
 use crate::raft::Leadership;
-use crate::state_machine::read::{self, JobResult, NotComplete};
+use crate::state_machine::read::{self, HeartbeatError, JobResult, NotComplete};
 use crate::state_machine::{AttemptStatus, ImportedAttempt, JobKey, NewJob, Op, Output, RefreshOutcome, Tables, View};
 use crate::storage::rocks::ReadKv;
 
@@ -60,8 +60,21 @@ impl SiloService {
                     limits: j.limits,
                 },
             )?;
+            if j.attempts.len() > crate::limits::IMPORT_ATTEMPTS_PER_JOB_MAX {
+                return Err(status::invalid(format!(
+                    "attempts: too many ({}, max {})",
+                    j.attempts.len(),
+                    crate::limits::IMPORT_ATTEMPTS_PER_JOB_MAX
+                )));
+            }
             let mut attempts = Vec::with_capacity(j.attempts.len());
             for (i, a) in j.attempts.into_iter().enumerate() {
+                if a.error_code.as_ref().is_some_and(|c| c.len() > crate::limits::FAILURE_CODE_BYTES_MAX) {
+                    return Err(status::invalid(format!(
+                        "attempts[{i}].error_code too long (must be <= {} bytes)",
+                        crate::limits::FAILURE_CODE_BYTES_MAX
+                    )));
+                }
                 let status = match pb::AttemptStatus::try_from(a.status) {
                     Ok(pb::AttemptStatus::Succeeded) => AttemptStatus::Succeeded,
                     Ok(pb::AttemptStatus::Failed) => AttemptStatus::Failed,
@@ -113,12 +126,40 @@ impl SiloService {
             key,
             task_group: raw.task_group,
             priority,
-            start_at_ms: raw.start_at_ms,
+            start_at_ms: validate::start_at_ms(raw.start_at_ms)?,
             retry_policy: validate::retry_policy(raw.retry_policy)?,
             payload: validate::payload(raw.payload, self.edge.max_payload_bytes)?,
             limits: validate::limits(raw.limits)?,
             metadata,
         })
+    }
+
+    /// Trims `picked` to the tasks whose stored job record and payload fit in
+    /// the LeaseTasks reply budget, in scheduling order, keeping at least one
+    /// (a single task is at most the payload limit plus bounded metadata).
+    /// The others go back to the queue at once. Sizes are read from this
+    /// node's store: the stored bytes are within a few percent of the
+    /// protobuf a task encodes to. Refresh tasks are small and not counted.
+    fn fit_reply_budget(&self, picked: &mut crate::broker::Picked) {
+        let view = self.view();
+        let mut used = 0usize;
+        let mut keep = 0;
+        for job in &picked.jobs {
+            let bytes = view.value_len(&crate::storage::keys::job(job))
+                + view.value_len(&crate::storage::keys::payload(job))
+                + 256;
+            if keep > 0 && used + bytes > self.edge.lease_reply_bytes_max {
+                break;
+            }
+            used += bytes;
+            keep += 1;
+        }
+        if keep < picked.task_ids.len() {
+            metrics::counter!("silo_lease_reply_trimmed_total").increment(1);
+            let rest = picked.task_ids.split_off(keep);
+            picked.jobs.truncate(keep);
+            self.broker.release(&rest);
+        }
     }
 
     /// Proposes `op`; a rejection becomes its status.
@@ -172,7 +213,20 @@ impl Silo for SiloService {
                 Leadership::Leader => Some((me, self.edge.advertise_addr.clone())),
                 Leadership::Follower { leader } => leader.map(|(id, info)| (id, addr_of(id, &info.grpc_addr))),
             };
-            let (owner_id, owner_addr) = owner.map(|(id, a)| (id.to_string(), a)).unwrap_or_default();
+            // During an election no leader is known: answer with the last known
+            // owner (a client that tries it is redirected or fails over), or
+            // UNAVAILABLE before any was known. Never an empty owner, which
+            // Silo's client takes as "drop every shard" (SEMANTICS §2.3).
+            let owner = match owner {
+                Some(o) => {
+                    *self.last_owner.lock() = Some(o.clone());
+                    o
+                }
+                None => self.last_owner.lock().clone().ok_or_else(|| {
+                    Status::unavailable("GetClusterInfo unavailable: no leader is known yet (election in progress)")
+                })?,
+            };
+            let (owner_id, owner_addr) = (owner.0.to_string(), owner.1);
             Ok(pb::GetClusterInfoResponse {
                 num_shards: map.len() as u32,
                 shard_owners: map
@@ -410,16 +464,17 @@ impl Silo for SiloService {
                 _ => None,
             };
             let max = r.max_tasks.min(crate::limits::LEASE_TASKS_MAX) as usize;
-            let picked = self.broker.pick(&r.task_group, max, crate::wall_clock_ms(), |job| {
+            let mut picked = self.broker.pick(&r.task_group, max, crate::wall_clock_ms(), |job| {
                 shard_filter.is_none_or(|s| s == job.shard) && tenant_filter.as_deref().is_none_or(|t| t == job.tenant)
             });
+            self.fit_reply_budget(&mut picked);
             if picked.task_ids.is_empty() && picked.refresh_ids.is_empty() {
                 return Ok(empty);
             }
             let all: Vec<String> = picked.task_ids.iter().chain(picked.refresh_ids.iter()).cloned().collect();
             let op = Op::GrantLeases { worker_id: r.worker_id, task_ids: all.clone(), lease_ms: self.edge.lease_ms };
             let proposed_in = self.node.leader_term();
-            let proposed_at = std::time::Instant::now();
+            let proposed_at = Instant::now();
             let result = self.write(op).await;
             self.broker.release(&all);
             let result = result?;
@@ -497,7 +552,10 @@ impl Silo for SiloService {
             let outcome = match r.outcome {
                 None => return Err(status::invalid("missing outcome")),
                 Some(O::Success(ok)) => RefreshOutcome::Success { new_max_concurrency: ok.new_max_concurrency },
-                Some(O::Failure(f)) => RefreshOutcome::Failure { code: f.code, message: f.message },
+                Some(O::Failure(f)) => {
+                    validate::refresh_failure(&f.code, &f.message)?;
+                    RefreshOutcome::Failure { code: f.code, message: f.message }
+                }
             };
             self.write(Op::ReportRefreshOutcome { task_id: r.task_id, outcome }).await?;
             Ok(pb::ReportRefreshOutcomeResponse {})
@@ -516,7 +574,11 @@ impl Silo for SiloService {
             let max_age = std::time::Duration::from_millis(self.edge.leadership_confirmation_max_age_ms);
             self.node.confirm_leadership(max_age).await.map_err(status::propose)?;
             let check = read::check_lease(&View(&self.view()), &r.task_id, &r.worker_id).map_err(status::heartbeat)?;
-            self.broker.extend_lease(&r.task_id, crate::wall_clock_ms(), self.edge.lease_ms);
+            // The broker orders this against the reaper: refused once the
+            // lease is being expired (src/broker/mod.rs, "One order").
+            if !self.broker.extend_lease(&r.task_id, crate::wall_clock_ms(), self.edge.lease_ms) {
+                return Err(status::heartbeat(HeartbeatError::LeaseNotFound));
+            }
             Ok(pb::HeartbeatResponse {
                 cancelled: check.cancelled_at_ms.is_some(),
                 cancelled_at_ms: check.cancelled_at_ms,

@@ -84,10 +84,20 @@ pub fn task_id(id: &str) -> Result<(), Status> {
     Ok(())
 }
 
+/// MessagePack nil: what an absent or empty payload is stored as.
+pub const MSGPACK_NIL: u8 = 0xc0;
+
+/// A job payload: at most `max_bytes`. An absent or zero-byte payload is
+/// stored as MessagePack nil (`0xc0`), so every worker can decode what it is
+/// handed: zero bytes are not a MessagePack value, and Silo's reference worker
+/// throws on them and drops the rest of its LeaseTasks batch.
 pub fn payload(p: Option<pb::SerializedBytes>, max_bytes: usize) -> Result<Vec<u8>, Status> {
     let bytes = convert::bytes(p);
     if bytes.len() > max_bytes {
         return Err(invalid(format!("payload too large: {} bytes (max {max_bytes})", bytes.len())));
+    }
+    if bytes.is_empty() {
+        return Ok(vec![MSGPACK_NIL]);
     }
     Ok(bytes)
 }
@@ -102,14 +112,21 @@ pub fn blob(what: &str, b: Option<pb::SerializedBytes>) -> Result<Vec<u8>, Statu
 
 pub fn retry_policy(p: Option<pb::RetryPolicy>) -> Result<Option<sm::RetryPolicy>, Status> {
     let Some(p) = p else { return Ok(None) };
-    if p.initial_interval_ms < 0 {
-        return Err(invalid("retry_policy.initial_interval_ms must be >= 0"));
+    for (field, v) in [("initial_interval_ms", p.initial_interval_ms), ("max_interval_ms", p.max_interval_ms)] {
+        if v < 0 {
+            return Err(invalid(format!("retry_policy.{field} must be >= 0")));
+        }
+        if v > INTERVAL_MS_MAX {
+            return Err(invalid(format!("retry_policy.{field} must be <= {INTERVAL_MS_MAX} (one year), got {v}")));
+        }
     }
-    if p.max_interval_ms < 0 {
-        return Err(invalid("retry_policy.max_interval_ms must be >= 0"));
+    if !p.backoff_factor.is_finite() || !(0.0..=BACKOFF_FACTOR_MAX).contains(&p.backoff_factor) {
+        return Err(invalid(format!(
+            "retry_policy.backoff_factor must be a finite number between 0 and {BACKOFF_FACTOR_MAX}"
+        )));
     }
-    if !p.backoff_factor.is_finite() || p.backoff_factor < 0.0 {
-        return Err(invalid("retry_policy.backoff_factor must be a finite number >= 0"));
+    if p.retry_count > RETRIES_MAX {
+        return Err(invalid(format!("retry_policy.retry_count must be <= {RETRIES_MAX}")));
     }
     Ok(Some(sm::RetryPolicy {
         retry_count: p.retry_count,
@@ -130,12 +147,24 @@ pub fn limits(ls: Vec<pb::Limit>) -> Result<Vec<sm::Limit>, Status> {
         let limit = match l {
             L::Concurrency(c) => {
                 limit_key(i, &c.key)?;
+                if !(1..=MAX_CONCURRENCY_MAX).contains(&c.max_concurrency) {
+                    return Err(invalid(format!(
+                        "limits[{i}].max_concurrency must be between 1 and {MAX_CONCURRENCY_MAX} (0 would never run)"
+                    )));
+                }
                 sm::Limit::Concurrency { key: c.key, max_concurrency: c.max_concurrency }
             }
             L::FloatingConcurrency(f) => {
                 limit_key(i, &f.key)?;
-                if f.refresh_interval_ms < 0 {
-                    return Err(invalid(format!("limits[{i}].refresh_interval_ms must be >= 0")));
+                if !(0..=INTERVAL_MS_MAX).contains(&f.refresh_interval_ms) {
+                    return Err(invalid(format!(
+                        "limits[{i}].refresh_interval_ms must be between 0 and {INTERVAL_MS_MAX}"
+                    )));
+                }
+                if f.default_max_concurrency > MAX_CONCURRENCY_MAX {
+                    return Err(invalid(format!(
+                        "limits[{i}].default_max_concurrency must be <= {MAX_CONCURRENCY_MAX}"
+                    )));
                 }
                 sm::Limit::FloatingConcurrency {
                     key: f.key,
@@ -146,14 +175,23 @@ pub fn limits(ls: Vec<pb::Limit>) -> Result<Vec<sm::Limit>, Status> {
             }
             L::RateLimit(r) => {
                 limit_key(i, &r.name)?;
-                if r.limit < 0 {
-                    return Err(invalid(format!("limits[{i}].limit must be >= 0")));
+                if r.unique_key.len() > LIMIT_KEY_BYTES_MAX {
+                    return Err(invalid(format!(
+                        "limits[{i}].unique_key too long: {} bytes (must be <= {LIMIT_KEY_BYTES_MAX})",
+                        r.unique_key.len()
+                    )));
                 }
-                if r.duration_ms <= 0 {
-                    return Err(invalid(format!("limits[{i}].duration_ms must be > 0")));
+                if r.limit <= 0 {
+                    return Err(invalid(format!("limits[{i}].limit must be > 0 (a limit of 0 never lets a job run)")));
                 }
-                if r.hits < 0 {
-                    return Err(invalid(format!("limits[{i}].hits must be >= 0")));
+                if !(1..=INTERVAL_MS_MAX).contains(&r.duration_ms) {
+                    return Err(invalid(format!("limits[{i}].duration_ms must be between 1 and {INTERVAL_MS_MAX}")));
+                }
+                if r.hits < 0 || i64::from(r.hits) > r.limit {
+                    return Err(invalid(format!(
+                        "limits[{i}].hits must be between 0 and the limit ({}); more could never pass",
+                        r.limit
+                    )));
                 }
                 let rp = r.retry_policy.unwrap_or(pb::RateLimitRetryPolicy {
                     initial_backoff_ms: 100,
@@ -161,13 +199,21 @@ pub fn limits(ls: Vec<pb::Limit>) -> Result<Vec<sm::Limit>, Status> {
                     backoff_multiplier: 2.0,
                     max_retries: 0,
                 });
-                if rp.initial_backoff_ms < 0 || rp.max_backoff_ms < 0 {
-                    return Err(invalid(format!("limits[{i}].retry_policy backoffs must be >= 0")));
+                for (field, v) in [("initial_backoff_ms", rp.initial_backoff_ms), ("max_backoff_ms", rp.max_backoff_ms)]
+                {
+                    if !(0..=INTERVAL_MS_MAX).contains(&v) {
+                        return Err(invalid(format!(
+                            "limits[{i}].retry_policy.{field} must be between 0 and {INTERVAL_MS_MAX}, got {v}"
+                        )));
+                    }
                 }
-                if !rp.backoff_multiplier.is_finite() || rp.backoff_multiplier < 0.0 {
+                if !rp.backoff_multiplier.is_finite() || !(0.0..=BACKOFF_FACTOR_MAX).contains(&rp.backoff_multiplier) {
                     return Err(invalid(format!(
-                        "limits[{i}].retry_policy.backoff_multiplier must be finite and >= 0"
+                        "limits[{i}].retry_policy.backoff_multiplier must be finite and between 0 and {BACKOFF_FACTOR_MAX}"
                     )));
+                }
+                if rp.max_retries > RETRIES_MAX {
+                    return Err(invalid(format!("limits[{i}].retry_policy.max_retries must be <= {RETRIES_MAX}")));
                 }
                 sm::Limit::RateLimit(sm::RateLimit {
                     name: r.name,
@@ -186,6 +232,20 @@ pub fn limits(ls: Vec<pb::Limit>) -> Result<Vec<sm::Limit>, Status> {
         };
         out.push(limit);
     }
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, l) in out.iter().enumerate() {
+        let key = match l {
+            sm::Limit::Concurrency { key, .. } => (false, key),
+            sm::Limit::FloatingConcurrency { key, .. } => (true, key),
+            sm::Limit::RateLimit(_) => continue,
+        };
+        if !seen.insert(key) {
+            return Err(invalid(format!(
+                "limits[{i}] repeats concurrency key {:?} (each key at most once per job)",
+                key.1
+            )));
+        }
+    }
     if out.len() > LIMITS_PER_JOB_MAX {
         return Err(invalid(format!("too many limits (max {LIMITS_PER_JOB_MAX})")));
     }
@@ -196,8 +256,8 @@ fn limit_key(i: usize, key: &str) -> Result<(), Status> {
     if key.is_empty() {
         return Err(invalid(format!("limits[{i}] key is required")));
     }
-    if key.len() > 256 {
-        return Err(invalid(format!("limits[{i}] key too long (must be <= 256 bytes)")));
+    if key.len() > LIMIT_KEY_BYTES_MAX {
+        return Err(invalid(format!("limits[{i}] key too long (must be <= {LIMIT_KEY_BYTES_MAX} bytes)")));
     }
     Ok(())
 }
@@ -208,11 +268,30 @@ pub fn outcome(o: Option<pb::report_outcome_request::Outcome>) -> Result<sm::Out
         None => Err(invalid("missing outcome")),
         Some(O::Success(b)) => Ok(sm::Outcome::Success { result: blob("result", Some(b))? }),
         Some(O::Failure(f)) => {
-            if f.code.len() > 1024 {
-                return Err(invalid("failure.code too long (must be <= 1024 bytes)"));
+            if f.code.len() > FAILURE_CODE_BYTES_MAX {
+                return Err(invalid(format!("failure.code too long (must be <= {FAILURE_CODE_BYTES_MAX} bytes)")));
             }
             Ok(sm::Outcome::Failure { code: f.code, data: blob("failure.data", f.data)? })
         }
         Some(O::Cancelled(_)) => Ok(sm::Outcome::Cancelled),
     }
+}
+
+/// ReportRefreshOutcome's failure: code and message lengths.
+pub fn refresh_failure(code: &str, message: &str) -> Result<(), Status> {
+    if code.len() > FAILURE_CODE_BYTES_MAX {
+        return Err(invalid(format!("failure.code too long (must be <= {FAILURE_CODE_BYTES_MAX} bytes)")));
+    }
+    if message.len() > FAILURE_MESSAGE_BYTES_MAX {
+        return Err(invalid(format!("failure.message too long (must be <= {FAILURE_MESSAGE_BYTES_MAX} bytes)")));
+    }
+    Ok(())
+}
+
+/// `start_at_ms`: 0 (or any past time) means now; at most [`START_AT_MS_MAX`].
+pub fn start_at_ms(ms: i64) -> Result<i64, Status> {
+    if ms > START_AT_MS_MAX {
+        return Err(invalid(format!("start_at_ms must be <= {START_AT_MS_MAX} (year 9999), got {ms}")));
+    }
+    Ok(ms)
 }

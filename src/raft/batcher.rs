@@ -106,12 +106,7 @@ fn leading_term(raft: &Raft, id: NodeId) -> Option<u64> {
 
 /// Proposes `command` and waits for its applied result while this node leads
 /// in the term it proposed in, for at most `timeout`.
-async fn commit(
-    raft: &Raft,
-    id: NodeId,
-    timeout: Duration,
-    command: Command,
-) -> Result<ApplyResult, ProposeError> {
+async fn commit(raft: &Raft, id: NodeId, timeout: Duration, command: Command) -> Result<ApplyResult, ProposeError> {
     let Some(term) = leading_term(raft, id) else {
         // Not leading: openraft answers at once with ForwardToLeader.
         return super::write_result(raft.client_write(command).await);

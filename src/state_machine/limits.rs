@@ -257,8 +257,8 @@ impl<K: Kv> Tx<'_, K> {
                         } else {
                             now.saturating_add(backoff)
                         };
-                        p.rate_checks += 1;
-                        p.gate = Gate::Timer { at_ms: at_ms.max(now + 1) };
+                        p.rate_checks = p.rate_checks.saturating_add(1);
+                        p.gate = Gate::Timer { at_ms: at_ms.max(now.saturating_add(1)) };
                         self.enqueue_pending(job, QueueKind::Gate);
                         return Walked::Stopped;
                     }
@@ -442,19 +442,21 @@ pub fn rate_check(bucket: Option<Bucket>, r: &RateLimit, now: Ms) -> (Bucket, Re
     let hits = r.hits.max(0) as i64;
     let duration = r.duration_ms.max(1);
     if r.algorithm == 1 {
-        let capacity = r.limit as i128 * duration as i128;
-        let cost = hits as i128 * duration as i128;
+        // Saturating i128 arithmetic: any i64 inputs stay in range.
+        let limit = r.limit.max(0) as i128;
+        let capacity = limit.saturating_mul(duration as i128);
+        let cost = (hits as i128).saturating_mul(duration as i128);
         let level = match bucket {
             Some(Bucket::Leaky { level, at_ms }) => {
-                let leaked = (now - at_ms).max(0) as i128 * r.limit as i128;
-                (level - leaked).max(0)
+                let leaked = (now as i128 - at_ms as i128).max(0).saturating_mul(limit);
+                level.saturating_sub(leaked).max(0)
             }
             _ => 0,
         };
-        if level + cost <= capacity {
-            (Bucket::Leaky { level: level + cost, at_ms: now }, Ok(()))
+        if level.saturating_add(cost) <= capacity {
+            (Bucket::Leaky { level: level.saturating_add(cost), at_ms: now }, Ok(()))
         } else {
-            let excess = level + cost - capacity;
+            let excess = level.saturating_add(cost) - capacity;
             let wait = if r.limit > 0 { (excess + r.limit as i128 - 1) / r.limit as i128 } else { duration as i128 };
             (Bucket::Leaky { level, at_ms: now }, Err(now.saturating_add(wait.min(i64::MAX as i128) as i64)))
         }

@@ -16,6 +16,7 @@
 //!
 //! Business rejections are values ([`Rejection`]) and change nothing; a broken
 //! store panics inside the [`Kv`] implementation (crash rather than diverge).
+pub mod bounds;
 pub mod command;
 pub mod invariants;
 pub mod job;
@@ -52,6 +53,7 @@ pub fn apply<K: Kv>(kv: &mut K, log_index: u64, command: &Command) -> (ApplyResu
 }
 
 fn apply_op<K: Kv>(tx: &mut Tx<'_, K>, op: &Op) -> ApplyResult {
+    bounds::check(op)?;
     let effects_before = tx.effects.len();
     let result = match op {
         Op::InitShards { shards } => ops::init_shards::apply(tx, shards),

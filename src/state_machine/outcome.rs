@@ -87,6 +87,9 @@ pub enum Rejection {
     ShardsAlreadyInitialised,
     #[error("a batch cannot contain a batch")]
     NestedBatch,
+    /// The op carries a value the store cannot hold (see `bounds`).
+    #[error("{field} cannot be stored: {reason}")]
+    Unstorable { field: String, reason: String },
 }
 
 /// Changes to the schedulable set, in apply order.

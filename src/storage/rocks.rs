@@ -77,6 +77,17 @@ pub struct ReadKv<'a> {
     pub db: &'a DB,
 }
 
+impl ReadKv<'_> {
+    /// Length in bytes of the value at `key` (0 when absent), read without
+    /// copying it (a pinned slice of the block cache).
+    pub fn value_len(&self, key: &[u8]) -> usize {
+        self.db
+            .get_pinned_cf(cf(self.db, keys::CF_SM), key)
+            .unwrap_or_else(|e| panic!("rocksdb read failed: {e}"))
+            .map_or(0, |v| v.len())
+    }
+}
+
 impl Kv for ReadKv<'_> {
     fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
         self.db.get_cf(cf(self.db, keys::CF_SM), key).unwrap_or_else(|e| panic!("rocksdb read failed: {e}"))

@@ -469,3 +469,44 @@ async fn deposed_leader_with_a_stranded_proposal_commits_after_regaining_leaders
     let after = tokio::time::timeout(Duration::from_secs(20), g.enqueue(req)).await;
     assert!(matches!(after, Ok(Ok(_))), "a write through the re-elected node commits: {after:?}\n{}", c.logs());
 }
+
+/// GetClusterInfo during an election (issue #15, item 6): a surviving node
+/// answers with the last known owner or UNAVAILABLE, never with an empty
+/// owner address (Silo's client drops every shard on one).
+#[tokio::test]
+async fn cluster_info_never_names_an_empty_owner_during_an_election() {
+    let mut c = start(ClusterOpts::default());
+    let leader = c.wait_for_leader(WAIT).await.unwrap();
+    let survivor = *c.nodes.keys().find(|id| **id != leader).unwrap();
+    let cl = client(&c).await;
+    let mut g = cl.grpc(&c.addr(survivor)).unwrap();
+    let first = g.get_cluster_info(pb::GetClusterInfoRequest {}).await.unwrap().into_inner();
+    assert!(first.shard_owners.iter().all(|o| !o.grpc_addr.is_empty()));
+    c.kill(leader);
+    let deadline = std::time::Instant::now() + WAIT;
+    let (mut answers, mut unavailable) = (0, 0);
+    loop {
+        match g.get_cluster_info(pb::GetClusterInfoRequest {}).await {
+            Ok(info) => {
+                let info = info.into_inner();
+                answers += 1;
+                for o in &info.shard_owners {
+                    assert!(
+                        !o.grpc_addr.is_empty() && !o.node_id.is_empty(),
+                        "empty owner in answer {answers}: {info:?}"
+                    );
+                }
+                if info.shard_owners.iter().all(|o| o.grpc_addr != c.addr(leader)) {
+                    break; // a new leader is known
+                }
+            }
+            Err(e) => {
+                assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+                unavailable += 1;
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "no new owner named within {WAIT:?}");
+        tokio::time::sleep(POLL_EVERY / 4).await;
+    }
+    assert!(answers > 0, "answers: {answers}, unavailable: {unavailable}");
+}

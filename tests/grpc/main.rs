@@ -5,6 +5,7 @@ mod support;
 
 mod admin;
 mod crash;
+mod fuzz;
 mod jobs;
 mod limits;
 mod validation;

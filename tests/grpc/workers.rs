@@ -225,3 +225,88 @@ async fn one_lease_call_grants_many_tasks_each_once() {
     assert_eq!(before, ids.len(), "no job leased twice");
     assert_eq!(ids.len(), 50, "all jobs leased");
 }
+
+/// Heartbeats swept across the lease deadline (issue #15, item 5): 200 leases
+/// of 2 s, each heartbeated once between 10 ms before and 90 ms after its
+/// deadline, then reported 400 ms later. The reaper and heartbeats are one
+/// order: an accepted heartbeat keeps the lease (the report is accepted and the
+/// job succeeds on its first attempt); a refused one means the attempt is being
+/// expired (the report is refused too). Never "renewed" and then reaped.
+#[tokio::test]
+async fn heartbeats_across_the_deadline_either_keep_the_lease_or_are_refused() {
+    let s = Server::start(Opts { lease_ms: 2_000, ..Opts::default() }).await;
+    let shard = s.shard(0).await;
+    let mut c = s.client().await;
+    for i in 0..200 {
+        c.enqueue(enqueue_req(&shard, &format!("sweep{i}"))).await.unwrap();
+    }
+    let tasks = lease_n(&mut c, "default", "w", 200).await;
+    let leased_at = tokio::time::Instant::now();
+    let mut handles = Vec::new();
+    for (i, t) in tasks.into_iter().enumerate() {
+        let mut c = c.clone();
+        handles.push(tokio::spawn(async move {
+            let offset_ms = 2_000 - 10 + (i as u64 % 100);
+            tokio::time::sleep_until(leased_at + Duration::from_millis(offset_ms)).await;
+            let heartbeat = c.heartbeat(hb(&t, "w")).await;
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            let report = c.report_outcome(success_req(&t, b"done")).await;
+            (t, heartbeat, report)
+        }))
+    }
+    let (mut kept, mut refused) = (0, 0);
+    for h in handles {
+        let (t, heartbeat, report) = h.await.unwrap();
+        let job = c.get_job(job_req(&shard, &t.job_id)).await.unwrap().into_inner();
+        match heartbeat {
+            Ok(_) => {
+                kept += 1;
+                assert!(report.is_ok(), "{}: heartbeat renewed, then the report was refused: {report:?}", t.job_id);
+                assert_eq!(job.status, pb::JobStatus::Succeeded as i32, "{}: {job:?}", t.job_id);
+                assert_eq!(job.attempts.len(), 1, "{}: renewed, yet attempted again: {job:?}", t.job_id);
+            }
+            Err(e) => {
+                refused += 1;
+                assert_eq!(e.code(), Code::NotFound, "{}: {e:?}", t.job_id);
+                assert_eq!(report.map_err(|e| e.code()).err(), Some(Code::NotFound), "{}", t.job_id);
+                assert_ne!(job.status, pb::JobStatus::Succeeded as i32, "{}: {job:?}", t.job_id);
+            }
+        }
+    }
+    assert_eq!(kept + refused, 200);
+}
+
+/// A LeaseTasks reply never exceeds its byte budget (issue #15, item 2): with
+/// `lease_reply_bytes_max = 8192`, 3 KB payloads come two per reply, the rest
+/// stay queued (not leased and left to expire), and a payload larger than the
+/// budget still comes, alone.
+#[tokio::test]
+async fn lease_replies_fit_the_byte_budget() {
+    let s = Server::start(Opts { extra_toml: "lease_reply_bytes_max = 8192\n".into(), ..Opts::default() }).await;
+    let shard = s.shard(0).await;
+    let mut c = s.client().await;
+    for i in 0..5 {
+        let mut req = enqueue_req(&shard, &format!("b{i}"));
+        req.payload = msgpack(&vec![0x90; 3000]);
+        c.enqueue(req).await.unwrap();
+    }
+    let mut big = enqueue_req(&shard, "big");
+    big.payload = msgpack(&vec![0x90; 20_000]);
+    big.priority = 99;
+    c.enqueue(big).await.unwrap();
+    let mut sizes = Vec::new();
+    let mut leased = Vec::new();
+    while leased.len() < 6 {
+        let tasks = c.lease_tasks(lease_req("default", "w", 10)).await.unwrap().into_inner().tasks;
+        assert!(!tasks.is_empty(), "every poll grants at least one task while some are queued");
+        sizes.push(tasks.len());
+        leased.extend(tasks.into_iter().map(|t| t.job_id));
+    }
+    assert_eq!(sizes, vec![2, 2, 1, 1], "3 KB payloads two per 8 KB reply; the 20 KB one alone");
+    assert_eq!(leased.last().map(String::as_str), Some("big"));
+    for id in &leased[..5] {
+        let job = c.get_job(job_req(&shard, id)).await.unwrap().into_inner();
+        assert_eq!(job.status, pb::JobStatus::Running as i32, "{id} was leased once, by its own reply");
+        assert_eq!(job.attempts.len(), 1);
+    }
+}

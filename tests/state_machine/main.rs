@@ -408,3 +408,141 @@ fn failure_of_a_cancelled_running_job_does_not_retry() {
     assert_eq!(View(&kv).job(&key).unwrap().status, JobStatus::Cancelled);
     assert!(View(&kv).queued_all().is_empty());
 }
+
+// ---- extreme values (issue #15: nothing accepted may make apply panic) ----
+
+/// Numbers at and around the edges of their types.
+fn edge_i64() -> impl Strategy<Value = i64> {
+    prop_oneof![Just(i64::MIN), Just(i64::MAX), Just(-1), Just(0), Just(1), any::<i64>(), -10_000i64..10_000]
+}
+
+fn edge_u32() -> impl Strategy<Value = u32> {
+    prop_oneof![Just(0u32), Just(1), Just(u32::MAX), any::<u32>()]
+}
+
+fn edge_f64() -> impl Strategy<Value = f64> {
+    prop_oneof![Just(f64::NAN), Just(f64::INFINITY), Just(-1.0), Just(0.0), Just(1e300), any::<f64>()]
+}
+
+/// Strings from empty to longer than a storage key can hold.
+fn edge_string() -> impl Strategy<Value = String> {
+    prop_oneof![
+        4 => "[a-z]{0,8}",
+        1 => (65_530usize..65_540).prop_map(|n| "k".repeat(n)),
+        1 => Just("ключ-🔑".to_string()),
+    ]
+}
+
+fn edge_limit() -> impl Strategy<Value = Limit> {
+    prop_oneof![
+        (edge_string(), edge_u32()).prop_map(|(key, max_concurrency)| Limit::Concurrency { key, max_concurrency }),
+        (edge_string(), edge_u32(), edge_i64()).prop_map(|(key, default_max_concurrency, refresh_interval_ms)| {
+            Limit::FloatingConcurrency { key, default_max_concurrency, refresh_interval_ms, metadata: BTreeMap::new() }
+        }),
+        (
+            (edge_string(), edge_string(), edge_i64(), edge_i64(), any::<i32>(), 0i32..3),
+            (edge_i64(), edge_i64(), edge_f64(), edge_u32())
+        )
+            .prop_map(|((name, unique_key, limit, duration_ms, hits, algorithm), (ib, mb, mult, retries))| {
+                Limit::RateLimit(RateLimit {
+                    name,
+                    unique_key,
+                    limit,
+                    duration_ms,
+                    hits,
+                    algorithm,
+                    behavior: 0,
+                    retry_initial_backoff_ms: ib,
+                    retry_max_backoff_ms: mb,
+                    retry_backoff_multiplier: mult,
+                    retry_max_retries: retries,
+                })
+            }),
+    ]
+}
+
+fn edge_job() -> impl Strategy<Value = NewJob> {
+    (
+        (edge_string(), edge_string(), edge_string(), edge_u32(), edge_i64()),
+        proptest::option::of((edge_u32(), edge_i64(), edge_i64(), any::<bool>(), edge_f64())),
+        proptest::collection::vec(edge_limit(), 0..3),
+    )
+        .prop_map(|((id, tenant, task_group, priority, start_at_ms), retry, limits)| NewJob {
+            key: JobKey { shard: 0, tenant, id },
+            task_group,
+            priority,
+            start_at_ms,
+            retry_policy: retry.map(
+                |(retry_count, initial_interval_ms, max_interval_ms, randomize_interval, backoff_factor)| RetryPolicy {
+                    retry_count,
+                    initial_interval_ms,
+                    max_interval_ms,
+                    randomize_interval,
+                    backoff_factor,
+                },
+            ),
+            payload: vec![0xc0],
+            limits,
+            metadata: BTreeMap::new(),
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    /// Jobs with extreme fields go through their whole life (enqueue, gates,
+    /// grants, failures with retries, expiries, restarts) at extreme times:
+    /// apply never panics, a job whose strings a key cannot hold is rejected
+    /// and changes nothing, and the invariants hold after every step.
+    #[test]
+    fn extreme_values_never_panic_apply(jobs in proptest::collection::vec(edge_job(), 1..4), times in proptest::collection::vec(edge_i64(), 1..12)) {
+        let mut kv = MemKv::default();
+        sm::apply(&mut kv, 1, &Command { now_ms: 1_000, op: Op::InitShards { shards: vec![] } }).0.unwrap();
+        let mut index = 2u64;
+        let mut step = |kv: &mut MemKv, now_ms: i64, op: Op| {
+            let before = kv.clone();
+            let (result, _) = sm::apply(kv, index, &Command { now_ms, op: op.clone() });
+            index += 1;
+            if let Err(sm::Rejection::Unstorable { .. }) = &result {
+                let strip = |kv: &MemKv| { let mut m = kv.map.clone(); m.retain(|k, _| !k.starts_with(b"Mclock")); m };
+                assert_eq!(strip(&before), strip(kv), "an unstorable op changed state");
+            }
+            let errors = invariants::check(&View(&*kv));
+            let short = |e: &String| e.chars().take(300).collect::<String>();
+            assert!(errors.is_empty(), "after {}: {:#?}", op.name(), errors.iter().map(short).collect::<Vec<_>>());
+            result
+        };
+        for job in &jobs {
+            let long = job.key.id.len() > 65_535 || job.key.tenant.len() > 65_535 || job.task_group.len() > 65_535;
+            let r = step(&mut kv, times[0], Op::Enqueue(job.clone()));
+            if long {
+                prop_assert!(matches!(r, Err(sm::Rejection::Unstorable { .. })), "{r:?}");
+            }
+        }
+        for &now in &times {
+            let due: Vec<String> = View(&kv).queued_all().into_iter().map(|q| q.task_id).collect();
+            step(&mut kv, now, Op::AcquireLimits { task_ids: due.clone() }).ok();
+            let granted = match step(&mut kv, now, Op::GrantLeases { worker_id: "w".into(), task_ids: due, lease_ms: 10_000 }) {
+                Ok(Output::Granted { tasks, .. }) => tasks,
+                _ => vec![],
+            };
+            for (i, t) in granted.iter().enumerate() {
+                let outcome = if i % 2 == 0 {
+                    Outcome::Failure { code: "E".into(), data: vec![] }
+                } else {
+                    Outcome::Success { result: vec![] }
+                };
+                if i % 3 == 2 {
+                    step(&mut kv, now, Op::ExpireLeases { leases: vec![ExpiredLease { task_id: t.task_id.clone(), deadline_ms: now }] }).ok();
+                } else {
+                    step(&mut kv, now, Op::ReportOutcome { task_id: t.task_id.clone(), outcome }).ok();
+                }
+            }
+            for job in &jobs {
+                step(&mut kv, now, Op::RestartJob { job: job.key.clone() }).ok();
+                step(&mut kv, now, Op::ExpediteJob { job: job.key.clone() }).ok();
+            }
+            step(&mut kv, now, Op::PurgeTerminal { before_ms: now, max: 10 }).ok();
+        }
+    }
+}

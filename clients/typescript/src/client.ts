@@ -549,10 +549,18 @@ export class SiloGRPCClient {
   ): Promise<JobResult<R>> {
     const started = Date.now();
     const every = opts?.pollIntervalMs ?? 500;
+    // Without a timeout, transient errors are still surfaced after this long.
+    const transientBudgetMs = opts?.timeoutMs ?? 60_000;
     for (;;) {
       try {
         return await this.getJobResult<R>(id, tenant);
       } catch (e) {
+        // An election or a dead node is transient: keep polling within the
+        // caller's timeout rather than surfacing it (issue #15).
+        if (retryable(e) && Date.now() - started < transientBudgetMs) {
+          await sleep(every);
+          continue;
+        }
         if (!(e instanceof RpcError && e.code === "FAILED_PRECONDITION")) throw e;
         if (opts?.timeoutMs !== undefined && Date.now() - started >= opts.timeoutMs) {
           const status = await this.getJob(id, tenant).then((j) => j.status, () => undefined);

@@ -202,8 +202,21 @@ export class SiloWorker<P = unknown, M extends Record<string, string> = Record<s
     }, this.o.heartbeatIntervalMs);
 
     let outcome: pb.ReportOutcomeRequest["outcome"];
+    let payload: P;
     try {
-      const payload = decodeStrict(t.payload?.encoding.oneofKind === "msgpack" ? t.payload.encoding.msgpack : undefined) as P;
+      payload = decodeStrict(t.payload?.encoding.oneofKind === "msgpack" ? t.payload.encoding.msgpack : undefined) as P;
+    } catch (e) {
+      // One undecodable payload fails its own task only; the rest of the
+      // batch runs (Silo's reference worker drops the whole batch here).
+      settled = true;
+      clearInterval(beat);
+      this.onError(e, ctxInfo);
+      const message = e instanceof Error ? e.message : String(e);
+      const failure = { code: "PAYLOAD_UNDECODABLE", data: serialized({ message }) };
+      await this.o.client.reportOutcome(ref, { oneofKind: "failure", failure }).catch((err) => this.onError(err, ctxInfo));
+      return;
+    }
+    try {
       const task: Task<P, M> = {
         id: t.id,
         jobId: t.jobId,

@@ -1,7 +1,11 @@
 // The seed page "Running Workers", against a real server.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
+import { credentials } from "@grpc/grpc-js";
+import { GrpcTransport } from "@protobuf-ts/grpc-transport";
+
 import { JobStatus, SiloGRPCClient, SiloWorker, type TaskHandler } from "../src";
+import { SiloClient as RawSilo } from "../src/pb/silo.client";
 import { startServer, waitFor } from "./harness";
 
 let server: Awaited<ReturnType<typeof startServer>>;
@@ -87,6 +91,50 @@ describe("SiloWorker", () => {
     const job = await h.getJob({ includeAttempts: true });
     expect(job.attempts[0].errorCode).toBe("HANDLER_ERROR");
     expect(job.attempts[0].errorData).toMatchObject({ name: "TypeError", message: "bad input" });
+  });
+
+  it("fails only the task whose payload cannot be decoded; the rest of the batch runs", async () => {
+    // A raw Enqueue whose payload is not MessagePack (0xc1 is never used).
+    const raw = new RawSilo(new GrpcTransport({ host: server.addr, channelCredentials: credentials.createInsecure() }));
+    const info = await raw.getClusterInfo({}).response;
+    const shard = info.shardOwners[0].shardId;
+    await raw.enqueue({
+      shard,
+      id: "undecodable",
+      priority: 0,
+      startAtMs: 0n,
+      payload: { encoding: { oneofKind: "msgpack", msgpack: new Uint8Array([0xc1]) } },
+      limits: [],
+      metadata: {},
+      taskGroup: "mixed-batch",
+    }).response;
+    const good = [
+      await client.enqueue({ payload: { n: 1 }, taskGroup: "mixed-batch", priority: 10 }),
+      await client.enqueue({ payload: { n: 2 }, taskGroup: "mixed-batch", priority: 10 }),
+    ];
+    const handled: number[] = [];
+    const errors: unknown[] = [];
+    const worker = new SiloWorker<{ n: number }>({
+      client,
+      workerId: "mixed",
+      taskGroup: "mixed-batch",
+      tasksPerPoll: 10,
+      pollIntervalMs: 50,
+      onError: (e) => errors.push(e),
+      handler: async (ctx) => {
+        handled.push(ctx.task.payload.n);
+        return { type: "success", result: null };
+      },
+    });
+    worker.start();
+    for (const h of good) expect((await h.awaitResult({ pollIntervalMs: 50, timeoutMs: 20_000 })).status).toBe(JobStatus.Succeeded);
+    const bad = client.handle("undecodable");
+    const r = await bad.awaitResult({ pollIntervalMs: 50, timeoutMs: 20_000 });
+    await worker.stop();
+    expect(r.status).toBe(JobStatus.Failed);
+    if (r.status === JobStatus.Failed) expect(r.errorCode).toBe("PAYLOAD_UNDECODABLE");
+    expect(handled.sort()).toEqual([1, 2]);
+    expect(errors.length).toBeGreaterThan(0);
   });
 
   it("aborts the cancellation signal when the job is cancelled, and reports cancelled", async () => {
