@@ -94,7 +94,7 @@ describe("SiloWorker", () => {
   });
 
   it("fails only the task whose payload cannot be decoded; the rest of the batch runs", async () => {
-    // A raw Enqueue whose payload is not MessagePack (0xc1 is never used).
+    // A raw Enqueue whose payload is not valid MessagePack (a str8 header cut short).
     const raw = new RawSilo(new GrpcTransport({ host: server.addr, channelCredentials: credentials.createInsecure() }));
     const info = await raw.getClusterInfo({}).response;
     const shard = info.shardOwners[0].shardId;
@@ -103,7 +103,7 @@ describe("SiloWorker", () => {
       id: "undecodable",
       priority: 0,
       startAtMs: 0n,
-      payload: { encoding: { oneofKind: "msgpack", msgpack: new Uint8Array([0xc1]) } },
+      payload: { encoding: { oneofKind: "msgpack", msgpack: new Uint8Array([0xd9]) } },
       limits: [],
       metadata: {},
       taskGroup: "mixed-batch",
