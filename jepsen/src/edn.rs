@@ -41,7 +41,7 @@ pub fn write_edn(history: &[Op]) -> String {
 /// Renders one op as an EDN map (no trailing newline).
 pub fn op_edn(op: &Op) -> String {
     let mut s = String::from("{");
-    let _ = write!(s, ":index {}, :type :{}, :f :{}", op.index, type_name(op.kind), f_name(op.f));
+    let _ = write!(s, ":index {}, :type :{}, :f :{}", op.index, op.kind.name(), f_name(op.f));
     if op.process == NEMESIS {
         s.push_str(", :process :nemesis");
     } else {
@@ -65,17 +65,8 @@ pub fn op_edn(op: &Op) -> String {
     s
 }
 
-fn type_name(t: OpType) -> &'static str {
-    match t {
-        OpType::Invoke => "invoke",
-        OpType::Ok => "ok",
-        OpType::Fail => "fail",
-        OpType::Info => "info",
-    }
-}
-
 /// The kebab-case name of `f`, as serde names it in the JSON history.
-fn f_name(f: F) -> String {
+pub fn f_name(f: F) -> String {
     match serde_json::to_value(f) {
         Ok(Json::String(s)) => keyword_name(&s),
         _ => keyword_name(&format!("{f:?}")),

@@ -30,6 +30,18 @@ pub enum OpType {
     Info,
 }
 
+impl OpType {
+    /// Jepsen's keyword name: `invoke`, `ok`, `fail`, `info`.
+    pub fn name(self) -> &'static str {
+        match self {
+            OpType::Invoke => "invoke",
+            OpType::Ok => "ok",
+            OpType::Fail => "fail",
+            OpType::Info => "info",
+        }
+    }
+}
+
 /// What an operation does (Jepsen's `:f`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

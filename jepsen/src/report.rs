@@ -132,15 +132,6 @@ fn type_order(t: OpType) -> u8 {
     }
 }
 
-fn type_name(t: OpType) -> &'static str {
-    match t {
-        OpType::Invoke => "invoke",
-        OpType::Ok => "ok",
-        OpType::Fail => "fail",
-        OpType::Info => "info",
-    }
-}
-
 /// Counts history entries by (f, type), sorted by f then type.
 pub fn op_counts(history: &[Op]) -> Vec<OpCount> {
     let mut counts: BTreeMap<(F, u8), (OpType, usize)> = BTreeMap::new();
@@ -290,10 +281,6 @@ pub fn max_ms(windows: &[UnavailabilityWindow]) -> Option<f64> {
 /// How many errors of each verdict the text and HTML show.
 const SHOWN_ERRORS: usize = 5;
 
-fn f_name(f: F) -> String {
-    crate::edn::keyword_name(&format!("{f:?}"))
-}
-
 fn secs(ms: f64) -> String {
     format!("{:.1} s", ms / 1000.0)
 }
@@ -339,7 +326,7 @@ pub fn summary_text(s: &Summary) -> String {
     }
     let _ = writeln!(t, "\nops:\n  {:<13} {:>8} {:>8} {:>8} {:>8}", "f", "invoke", "ok", "fail", "info");
     for (f, c) in count_rows(s) {
-        let _ = writeln!(t, "  {:<13} {:>8} {:>8} {:>8} {:>8}", f_name(f), c[0], c[1], c[2], c[3]);
+        let _ = writeln!(t, "  {:<13} {:>8} {:>8} {:>8} {:>8}", crate::edn::f_name(f), c[0], c[1], c[2], c[3]);
     }
     let _ = writeln!(t, "\nfaults ({}):", s.faults.len());
     for w in &s.faults {
@@ -577,7 +564,7 @@ fn latency_svg(history: &[Op], summary: &Summary) -> Result<String, String> {
         "Latency per client op (ms, log scale)".to_string()
     };
     let mut items: Vec<(Mark, String)> =
-        kinds.iter().zip(&counts).map(|((k, c), n)| (Mark::Dot(*c), format!("{} ({n})", type_name(*k)))).collect();
+        kinds.iter().zip(&counts).map(|((k, c), n)| (Mark::Dot(*c), format!("{} ({n})", k.name()))).collect();
     items.extend(window_legend(summary, end_s));
     let legend = Legend { items };
     let mut buf = String::new();
@@ -620,7 +607,8 @@ fn throughput_svg(history: &[Op], summary: &Summary) -> Result<String, String> {
     }
     let y_max = per_f.values().flatten().copied().max().unwrap_or(0).max(1) as f64 * 1.15;
     let colors: Vec<RGBColor> = (0..per_f.len()).map(|i| LINE_COLORS[i % LINE_COLORS.len()]).collect();
-    let mut items: Vec<(Mark, String)> = per_f.keys().zip(&colors).map(|(f, c)| (Mark::Line(*c), f_name(*f))).collect();
+    let mut items: Vec<(Mark, String)> =
+        per_f.keys().zip(&colors).map(|(f, c)| (Mark::Line(*c), crate::edn::f_name(*f))).collect();
     items.extend(window_legend(summary, end_s));
     let legend = Legend { items };
     let mut buf = String::new();
@@ -739,7 +727,7 @@ pub fn html(history: &[Op], summary: &Summary) -> String {
         let _ = writeln!(
             h,
             "<tr><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
-            esc(&f_name(f)),
+            esc(&crate::edn::f_name(f)),
             c[0],
             c[1],
             c[2],
