@@ -26,7 +26,7 @@ use std::fmt::Write;
 
 use serde_json::Value as Json;
 
-use crate::history::{Op, OpType, F, NEMESIS};
+use crate::history::{Op, F, NEMESIS};
 
 /// Renders `history` as EDN, one op map a line (each line ends with `\n`).
 pub fn write_edn(history: &[Op]) -> String {
