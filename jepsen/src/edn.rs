@@ -192,7 +192,7 @@ pub fn string(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::history::{Status, Value};
+    use crate::history::{OpType, Status, Value};
 
     #[test]
     fn strings_are_escaped() {
