@@ -194,3 +194,44 @@ async fn deaf_leader_never_delivers_a_grant_after_it_was_deposed() {
         );
     }
 }
+
+/// Check-quorum at the edge (issue #11): a leader cut off from both peers
+/// stops acting as leader within about an election timeout. Writes sent to
+/// it are refused at once with UNAVAILABLE instead of waiting for a commit
+/// that cannot come, and GetClusterInfo from it never names itself, so
+/// clients move to the majority, which elects a leader and takes writes.
+#[tokio::test]
+async fn isolated_leader_sends_clients_away_within_an_election_timeout() {
+    if !is_root() {
+        return;
+    }
+    let s = setup(DbOpts { nodes: 3, lease_ms: 3000, snapshot_logs_since_last: 20_000, max_in_snapshot_log_to_keep: 1000 })
+        .await;
+    let old = s.db.leader().await.expect("leader");
+    let others: Vec<usize> = s.db.cluster.nodes.keys().filter(|&&i| i != old).map(|&i| i as usize).collect();
+    enqueue(&s, old, "before", false).await.expect("write before the partition");
+    s.net.partition(&[old as usize], &others).unwrap();
+    let cut_at = Instant::now();
+    let mut i = 0;
+    let refused_after = loop {
+        i += 1;
+        let asked = Instant::now();
+        let r = tokio::time::timeout(Duration::from_secs(3), enqueue(&s, old, &format!("probe{i}"), false)).await;
+        if let Ok(Err(e)) = &r {
+            if e.code() == tonic::Code::Unavailable && asked.elapsed() < Duration::from_millis(500) {
+                break cut_at.elapsed();
+            }
+        }
+        assert!(cut_at.elapsed() < Duration::from_secs(20), "n{old} still takes writes it cannot commit: {r:?}");
+    };
+    let info = s.conns.grpc(old).get_cluster_info(pb::GetClusterInfoRequest {}).await;
+    if let Ok(info) = info {
+        let owner = &info.into_inner().shard_owners[0];
+        assert_ne!(owner.node_id, old.to_string(), "an isolated node names itself the owner");
+    }
+    let new = leader_other_than(&s.db, old).await;
+    enqueue(&s, new, "majority", true).await.expect("the majority takes writes");
+    s.net.heal().unwrap();
+    s.db.cluster.wait_converged(0, WAIT).await.expect("converged after the heal");
+    eprintln!("n{old} refused writes {refused_after:?} after the cut");
+}

@@ -222,7 +222,9 @@ impl Silo for SiloService {
                     *self.last_owner.lock() = Some(o.clone());
                     o
                 }
-                None => self.last_owner.lock().clone().ok_or_else(|| {
+                // Not this node itself: a leader cut off from its quorum must
+                // send clients elsewhere, not back to itself.
+                None => self.last_owner.lock().clone().filter(|(id, _)| *id != me).ok_or_else(|| {
                     Status::unavailable("GetClusterInfo unavailable: no leader is known yet (election in progress)")
                 })?,
             };

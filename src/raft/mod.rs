@@ -56,6 +56,63 @@ pub struct RaftNode {
     id: NodeId,
     db: Arc<DB>,
     applied: tokio::sync::watch::Receiver<u64>,
+    /// When a quorum last acknowledged this node as leader (check-quorum).
+    quorum: Arc<QuorumContact>,
+    /// A leader that has not heard from a quorum for this long does not act
+    /// as leader at the edge (the followers' longest election timeout).
+    quorum_max_age: Duration,
+}
+
+/// Check-quorum at the edge. openraft 0.9 keeps an isolated leader leading
+/// until it hears a higher term, so clients that reach it would wait for
+/// proposals that cannot commit (and Silo's client, told it is the owner,
+/// stays with it for the whole partition). The leader's metrics carry the
+/// time since a quorum last acknowledged it; a task records, per term, when
+/// this node became leader and when a quorum last acked, and
+/// [`RaftNode::leadership`] reports "no leader known" once that is older than
+/// the election timeout: writes then get UNAVAILABLE at once and clients go
+/// to the other nodes, which elect a new leader meanwhile.
+#[derive(Default)]
+struct QuorumContact {
+    /// (term, became leader at, last quorum ack) while this node leads.
+    state: parking_lot::Mutex<Option<(u64, std::time::Instant, Option<std::time::Instant>)>>,
+}
+
+impl QuorumContact {
+    fn watch(self: Arc<Self>, raft: Raft, id: NodeId) {
+        tokio::spawn(async move {
+            let mut rx = raft.metrics();
+            loop {
+                {
+                    let m = rx.borrow_and_update();
+                    let now = std::time::Instant::now();
+                    let mut st = self.state.lock();
+                    if m.state == ServerState::Leader && m.current_leader == Some(id) {
+                        let (since, ack) = match *st {
+                            Some((term, since, ack)) if term == m.current_term => (since, ack),
+                            _ => (now, None),
+                        };
+                        let acked = m.millis_since_quorum_ack.and_then(|ms| now.checked_sub(Duration::from_millis(ms)));
+                        *st = Some((m.current_term, since, acked.or(ack)));
+                    } else {
+                        *st = None;
+                    }
+                }
+                if rx.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+
+    /// True when this node leads `term` but no quorum acknowledged it within
+    /// `max_age` (counting from when it became leader if none ever did).
+    fn lost(&self, term: u64, max_age: Duration) -> bool {
+        match *self.state.lock() {
+            Some((t, since, ack)) if t == term => ack.unwrap_or(since).elapsed() > max_age,
+            _ => false,
+        }
+    }
 }
 
 impl RaftNode {
@@ -89,7 +146,18 @@ impl RaftNode {
             settings.proposals_in_flight as usize,
             Duration::from_millis(settings.proposal_timeout_ms),
         );
-        Ok(RaftNode { raft, batcher, leadership_confirmed: parking_lot::Mutex::new(None), id, db, applied })
+        let quorum = Arc::new(QuorumContact::default());
+        quorum.clone().watch(raft.clone(), id);
+        Ok(RaftNode {
+            raft,
+            batcher,
+            leadership_confirmed: parking_lot::Mutex::new(None),
+            id,
+            db,
+            applied,
+            quorum,
+            quorum_max_age: Duration::from_millis(settings.election_timeout_max_ms),
+        })
     }
 
     pub fn id(&self) -> NodeId {
@@ -163,9 +231,17 @@ impl RaftNode {
         *self.applied.borrow()
     }
 
+    /// Who leads, as the edge should act on it. A leader that has not heard
+    /// from a quorum for an election timeout (see [`QuorumContact`]) reports
+    /// `Follower { leader: None }`: callers answer UNAVAILABLE and clients try
+    /// the other nodes. A single-voter cluster is its own quorum.
     pub fn leadership(&self) -> Leadership {
         let m = self.raft.metrics().borrow().clone();
         if m.state == ServerState::Leader && m.current_leader == Some(self.id) {
+            let voters = m.membership_config.membership().voter_ids().count();
+            if voters > 1 && self.quorum.lost(m.current_term, self.quorum_max_age) {
+                return Leadership::Follower { leader: None };
+            }
             return Leadership::Leader;
         }
         let leader =
