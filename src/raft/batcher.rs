@@ -10,7 +10,8 @@
 //! install is never answered at all. With a bounded number of batches in
 //! flight, one such wait would stall every later proposal on this node, even
 //! after it leads again. So each batch waits only while this node still leads
-//! in the term it proposed in, and at most `proposal_timeout`; then its callers
+//! in the term it proposed in and still hears from a quorum (check-quorum,
+//! see `QuorumContact`), and at most `proposal_timeout`; then its callers
 //! get [`ProposeError::Unknown`] (the entry may still commit) and the slot is
 //! freed.
 use std::sync::Arc;
@@ -21,10 +22,17 @@ use openraft::ServerState;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::types::{NodeId, Raft};
+use super::QuorumContact;
+
+/// The leader's quorum contact and how old a last ack may be.
+type Quorum = (Arc<QuorumContact>, Duration);
 use super::ProposeError;
 use crate::state_machine::{ApplyResult, Command, Op, Output};
 
 type Reply = oneshot::Sender<Result<ApplyResult, ProposeError>>;
+
+/// How often a waiting batch checks its leader's quorum contact.
+const QUORUM_POLL: Duration = Duration::from_millis(100);
 
 /// Most ops in one log entry.
 pub const BATCH_OPS_MAX: usize = 512;
@@ -49,7 +57,7 @@ impl Batcher {
     /// `in_flight`: batches proposed but not yet applied, at most. One is best
     /// on a low-latency network (each batch grows while the previous commits);
     /// more can help when a replication round trip is long.
-    pub fn start(raft: Raft, id: NodeId, in_flight: usize, proposal_timeout: Duration) -> Batcher {
+    pub(super) fn start(raft: Raft, id: NodeId, in_flight: usize, proposal_timeout: Duration, quorum: Quorum) -> Batcher {
         let in_flight = in_flight.max(1);
         let (tx, mut rx) = mpsc::channel::<(Op, Reply)>(BATCH_OPS_MAX * in_flight * 4);
         tokio::spawn(async move {
@@ -81,8 +89,9 @@ impl Batcher {
                     }
                 }
                 let raft = raft.clone();
+                let quorum = quorum.clone();
                 tokio::spawn(async move {
-                    write(&raft, id, proposal_timeout, batch).await;
+                    write(&raft, id, proposal_timeout, &quorum, batch).await;
                     drop(permit);
                 });
             }
@@ -105,23 +114,40 @@ fn leading_term(raft: &Raft, id: NodeId) -> Option<u64> {
 }
 
 /// Proposes `command` and waits for its applied result while this node leads
-/// in the term it proposed in, for at most `timeout`.
-async fn commit(raft: &Raft, id: NodeId, timeout: Duration, command: Command) -> Result<ApplyResult, ProposeError> {
+/// in the term it proposed in and hears from a quorum, for at most `timeout`.
+async fn commit(
+    raft: &Raft,
+    id: NodeId,
+    timeout: Duration,
+    quorum: &Quorum,
+    command: Command,
+) -> Result<ApplyResult, ProposeError> {
     let Some(term) = leading_term(raft, id) else {
         // Not leading: openraft answers at once with ForwardToLeader.
         return super::write_result(raft.client_write(command).await);
     };
     let mut watch = raft.metrics();
+    let (contact, max_age) = (quorum.0.clone(), quorum.1);
     let deposed = async move {
-        let _ = watch
-            .wait_for(|m| !(m.state == ServerState::Leader && m.current_leader == Some(id) && m.current_term == term))
-            .await;
+        let stepped_down =
+            watch.wait_for(|m| !(m.state == ServerState::Leader && m.current_leader == Some(id) && m.current_term == term));
+        let cut_off = async {
+            while !contact.lost(term, max_age) {
+                tokio::time::sleep(QUORUM_POLL).await;
+            }
+        };
+        tokio::select! {
+            _ = stepped_down => {}
+            _ = cut_off => {}
+        }
     };
     tokio::select! {
         r = raft.client_write(command) => super::write_result(r),
         _ = deposed => {
             metrics::counter!("silo_proposals_abandoned_total", "why" => "deposed").increment(1);
-            Err(ProposeError::Unknown(format!("this node stopped leading term {term} before the proposal committed")))
+            Err(ProposeError::Unknown(format!(
+                "this node stopped leading term {term}, or lost contact with its quorum, before the proposal committed"
+            )))
         }
         _ = tokio::time::sleep(timeout) => {
             metrics::counter!("silo_proposals_abandoned_total", "why" => "timeout").increment(1);
@@ -130,16 +156,16 @@ async fn commit(raft: &Raft, id: NodeId, timeout: Duration, command: Command) ->
     }
 }
 
-async fn write(raft: &Raft, id: NodeId, timeout: Duration, mut batch: Vec<(Op, Reply)>) {
+async fn write(raft: &Raft, id: NodeId, timeout: Duration, quorum: &Quorum, mut batch: Vec<(Op, Reply)>) {
     metrics::histogram!("silo_batch_ops").record(batch.len() as f64);
     let now_ms = crate::wall_clock_ms();
     if batch.len() == 1 {
         let (op, reply) = batch.pop().expect("one");
-        let _ = reply.send(commit(raft, id, timeout, Command { now_ms, op }).await);
+        let _ = reply.send(commit(raft, id, timeout, quorum, Command { now_ms, op }).await);
         return;
     }
     let (ops, replies): (Vec<Op>, Vec<Reply>) = batch.into_iter().unzip();
-    match commit(raft, id, timeout, Command { now_ms, op: Op::Batch(ops) }).await {
+    match commit(raft, id, timeout, quorum, Command { now_ms, op: Op::Batch(ops) }).await {
         Ok(Ok(Output::Batch(results))) if results.len() == replies.len() => {
             for (reply, result) in replies.into_iter().zip(results) {
                 let _ = reply.send(Ok(result));

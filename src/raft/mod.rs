@@ -74,8 +74,18 @@ pub struct RaftNode {
 /// to the other nodes, which elect a new leader meanwhile.
 #[derive(Default)]
 struct QuorumContact {
-    /// (term, became leader at, last quorum ack) while this node leads.
-    state: parking_lot::Mutex<Option<(u64, std::time::Instant, Option<std::time::Instant>)>>,
+    /// While this node leads: its term, when it became leader, when a quorum
+    /// last acked, and whether it has peers to hear from (a single voter is
+    /// its own quorum).
+    state: parking_lot::Mutex<Option<Leading>>,
+}
+
+#[derive(Clone, Copy)]
+struct Leading {
+    term: u64,
+    since: std::time::Instant,
+    acked: Option<std::time::Instant>,
+    has_peers: bool,
 }
 
 impl QuorumContact {
@@ -88,12 +98,13 @@ impl QuorumContact {
                     let now = std::time::Instant::now();
                     let mut st = self.state.lock();
                     if m.state == ServerState::Leader && m.current_leader == Some(id) {
-                        let (since, ack) = match *st {
-                            Some((term, since, ack)) if term == m.current_term => (since, ack),
+                        let (since, before) = match *st {
+                            Some(l) if l.term == m.current_term => (l.since, l.acked),
                             _ => (now, None),
                         };
                         let acked = m.millis_since_quorum_ack.and_then(|ms| now.checked_sub(Duration::from_millis(ms)));
-                        *st = Some((m.current_term, since, acked.or(ack)));
+                        let has_peers = m.membership_config.membership().voter_ids().count() > 1;
+                        *st = Some(Leading { term: m.current_term, since, acked: acked.or(before), has_peers });
                     } else {
                         *st = None;
                     }
@@ -109,7 +120,7 @@ impl QuorumContact {
     /// `max_age` (counting from when it became leader if none ever did).
     fn lost(&self, term: u64, max_age: Duration) -> bool {
         match *self.state.lock() {
-            Some((t, since, ack)) if t == term => ack.unwrap_or(since).elapsed() > max_age,
+            Some(l) if l.term == term && l.has_peers => l.acked.unwrap_or(l.since).elapsed() > max_age,
             _ => false,
         }
     }
@@ -140,14 +151,16 @@ impl RaftNode {
         let sm_store = sm_store::StateMachineStore::new(db.clone(), broker, data_dir);
         let applied = sm_store.applied_index();
         let raft = Raft::new(id, config, network::Network { token: cluster_token }, log_store, sm_store).await?;
+        let quorum = Arc::new(QuorumContact::default());
+        quorum.clone().watch(raft.clone(), id);
+        let quorum_max_age = Duration::from_millis(settings.election_timeout_max_ms);
         let batcher = batcher::Batcher::start(
             raft.clone(),
             id,
             settings.proposals_in_flight as usize,
             Duration::from_millis(settings.proposal_timeout_ms),
+            (quorum.clone(), quorum_max_age),
         );
-        let quorum = Arc::new(QuorumContact::default());
-        quorum.clone().watch(raft.clone(), id);
         Ok(RaftNode {
             raft,
             batcher,
@@ -156,7 +169,7 @@ impl RaftNode {
             db,
             applied,
             quorum,
-            quorum_max_age: Duration::from_millis(settings.election_timeout_max_ms),
+            quorum_max_age,
         })
     }
 
@@ -238,8 +251,7 @@ impl RaftNode {
     pub fn leadership(&self) -> Leadership {
         let m = self.raft.metrics().borrow().clone();
         if m.state == ServerState::Leader && m.current_leader == Some(self.id) {
-            let voters = m.membership_config.membership().voter_ids().count();
-            if voters > 1 && self.quorum.lost(m.current_term, self.quorum_max_age) {
+            if self.quorum.lost(m.current_term, self.quorum_max_age) {
                 return Leadership::Follower { leader: None };
             }
             return Leadership::Leader;
