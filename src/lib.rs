@@ -51,3 +51,11 @@ pub mod pb {
 pub fn wall_clock_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
+
+/// Monotonic milliseconds since this process first asked. Lease clocks run
+/// on it: a wall clock that jumps forward must not expire leases early, nor
+/// one that jumps back keep them for ever.
+pub fn monotonic_ms() -> i64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START.get_or_init(std::time::Instant::now).elapsed().as_millis() as i64
+}

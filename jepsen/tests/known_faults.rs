@@ -205,8 +205,9 @@ async fn isolated_leader_sends_clients_away_within_an_election_timeout() {
     if !is_root() {
         return;
     }
-    let s = setup(DbOpts { nodes: 3, lease_ms: 3000, snapshot_logs_since_last: 20_000, max_in_snapshot_log_to_keep: 1000 })
-        .await;
+    let s =
+        setup(DbOpts { nodes: 3, lease_ms: 3000, snapshot_logs_since_last: 20_000, max_in_snapshot_log_to_keep: 1000 })
+            .await;
     let old = s.db.leader().await.expect("leader");
     let others: Vec<usize> = s.db.cluster.nodes.keys().filter(|&&i| i != old).map(|&i| i as usize).collect();
     enqueue(&s, old, "before", false).await.expect("write before the partition");
@@ -234,4 +235,60 @@ async fn isolated_leader_sends_clients_away_within_an_election_timeout() {
     s.net.heal().unwrap();
     s.db.cluster.wait_converged(0, WAIT).await.expect("converged after the heal");
     eprintln!("n{old} refused writes {refused_after:?} after the cut");
+}
+
+/// "Leases expired early after a clock jump" (found by the clock nemesis,
+/// `lease-dead-on-arrival`): the leader's wall clock jumps 30 s forward while
+/// a worker holds a 3 s lease and heartbeats every 300 ms. Lease clocks run on
+/// monotonic time, so every heartbeat keeps the lease, the report is
+/// accepted, and the job succeeds on its first attempt.
+#[tokio::test]
+async fn a_wall_clock_jump_on_the_leader_does_not_expire_leases() {
+    if !is_root() {
+        return;
+    }
+    if !std::path::Path::new(silo_jepsen::db::LIBFAKETIME).exists() {
+        eprintln!("SKIPPED: libfaketime is not installed (apt-get install faketime)");
+        return;
+    }
+    let s =
+        setup(DbOpts { nodes: 3, lease_ms: 3000, snapshot_logs_since_last: 20_000, max_in_snapshot_log_to_keep: 1000 })
+            .await;
+    let leader = s.db.leader().await.expect("leader");
+    let mut c = s.conns.grpc(leader);
+    c.enqueue(job("J", &s.conns.shard, 0)).await.expect("enqueue J");
+    let req = pb::LeaseTasksRequest {
+        shard: Some(s.conns.shard.clone()),
+        worker_id: "w".into(),
+        max_tasks: 1,
+        task_group: "g".into(),
+        tenant: None,
+    };
+    let task = c.lease_tasks(req).await.expect("lease").into_inner().tasks.remove(0);
+    s.db.set_clock(leader, 30).unwrap();
+    let beats_until = Instant::now() + Duration::from_millis(4_500);
+    let mut beats = 0;
+    while Instant::now() < beats_until {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let hb = pb::HeartbeatRequest {
+            shard: task.shard.clone(),
+            worker_id: "w".into(),
+            task_id: task.id.clone(),
+            tenant_id: None,
+        };
+        c.heartbeat(hb).await.unwrap_or_else(|e| panic!("heartbeat {beats} refused after the clock jump: {e:?}"));
+        beats += 1;
+    }
+    let report = pb::ReportOutcomeRequest {
+        shard: task.shard.clone(),
+        task_id: task.id.clone(),
+        outcome: Some(pb::report_outcome_request::Outcome::Success(pb::SerializedBytes::default())),
+        tenant_id: None,
+    };
+    c.report_outcome(report).await.expect("the report of a kept lease is accepted");
+    let get = pb::GetJobRequest { shard: s.conns.shard.clone(), id: "J".into(), tenant: None, include_attempts: true };
+    let j = c.get_job(get).await.unwrap().into_inner();
+    assert_eq!(j.status, pb::JobStatus::Succeeded as i32);
+    assert_eq!(j.attempts.len(), 1, "never expired and retried");
+    s.db.set_clock(leader, 0).unwrap();
 }

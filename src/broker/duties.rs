@@ -45,7 +45,7 @@ impl Duties {
                 led_term = term;
                 tracing::info!(term = ?term, node = self.node.id(), "became leader");
                 metrics::counter!("silo_leadership_gained_total").increment(1);
-                self.broker.on_leadership_gained(crate::wall_clock_ms(), self.lease_ms);
+                self.broker.on_leadership_gained(crate::monotonic_ms(), self.lease_ms);
             }
             // Until the shard map exists (a fresh cluster, or a first attempt that failed).
             if !shards_known {
@@ -117,13 +117,18 @@ impl Duties {
 
     async fn expire_leases(&self) {
         loop {
-            let expired = self.broker.take_expired(crate::wall_clock_ms(), EXPIRE_BATCH_MAX);
+            let now = crate::monotonic_ms();
+            let expired = self.broker.take_expired(now, EXPIRE_BATCH_MAX);
             if expired.is_empty() {
                 return;
             }
             let ids: Vec<String> = expired.iter().map(|(id, _)| id.clone()).collect();
-            let leases =
-                expired.into_iter().map(|(task_id, deadline_ms)| ExpiredLease { task_id, deadline_ms }).collect();
+            // The deadline on the wall clock, for the attempt's error message.
+            let wall = crate::wall_clock_ms();
+            let leases = expired
+                .into_iter()
+                .map(|(task_id, deadline)| ExpiredLease { task_id, deadline_ms: wall - (now - deadline) })
+                .collect();
             match self.node.propose(Op::ExpireLeases { leases }).await {
                 Ok(_) => metrics::counter!("silo_leases_expired_total").increment(ids.len() as u64),
                 Err(e) => {

@@ -8,6 +8,11 @@
 //! passes. Apply re-checks everything the broker proposes.
 //!
 //! ## Lease clocks
+//! Lease deadlines are kept in monotonic milliseconds of this process
+//! ([`crate::monotonic_ms`]; every `now_ms` of a lease method is on that
+//! clock): a lease lasts `lease_ms` from when this node applied its grant,
+//! whatever the wall clock does (a leader whose wall clock jumped forward
+//! used to expire every lease at once; the Jepsen clock nemesis found it).
 //! Heartbeats extend a lease's deadline in the leader's memory only (a logged
 //! heartbeat would cost a replicated fsync every 5 s per running task). The
 //! rule that keeps this safe across failover: when a node becomes leader, every
@@ -103,8 +108,9 @@ impl Broker {
         Self::default()
     }
 
-    /// Applies the effects of one applied batch, in order.
-    pub fn apply_effects(&self, effects: &[Effect]) {
+    /// Applies the effects of one applied batch, in order, at monotonic time
+    /// `now_ms` (leases started by these effects run from it).
+    pub fn apply_effects(&self, effects: &[Effect], now_ms: Ms) {
         if effects.is_empty() {
             return;
         }
@@ -113,8 +119,8 @@ impl Broker {
             match effect {
                 Effect::Queued(task) => inner.insert_task(task.clone()),
                 Effect::Dequeued { task_id } => inner.remove_task(task_id),
-                Effect::LeaseStarted { task_id, deadline_ms } => {
-                    let deadline_ms = (*deadline_ms).max(inner.lease_floor_ms);
+                Effect::LeaseStarted { task_id, lease_ms } => {
+                    let deadline_ms = now_ms.saturating_add(*lease_ms).max(inner.lease_floor_ms);
                     inner.leases.insert(task_id.clone(), LeaseClock { deadline_ms, expiring: false });
                 }
                 Effect::LeaseEnded { task_id } => {
@@ -128,8 +134,10 @@ impl Broker {
         }
     }
 
-    /// Replaces everything with the given applied state (start-up, snapshot install).
-    pub fn rebuild(&self, queued: Vec<QueuedTask>, leases: Vec<Lease>) {
+    /// Replaces everything with the given applied state (start-up, snapshot
+    /// install) at monotonic time `now_ms`: every lease's clock restarts then,
+    /// which only ever lengthens a lease.
+    pub fn rebuild(&self, queued: Vec<QueuedTask>, leases: Vec<Lease>, now_ms: Ms) {
         let mut inner = self.inner.lock();
         let floor = inner.lease_floor_ms;
         *inner = Inner { lease_floor_ms: floor, ..Inner::default() };
@@ -137,7 +145,7 @@ impl Broker {
             inner.insert_task(task);
         }
         for lease in leases {
-            let deadline_ms = lease.granted_at_ms.saturating_add(lease.lease_ms).max(floor);
+            let deadline_ms = now_ms.saturating_add(lease.lease_ms).max(floor);
             inner.leases.insert(lease.task_id, LeaseClock { deadline_ms, expiring: false });
         }
     }
@@ -329,12 +337,15 @@ mod tests {
     #[test]
     fn due_tasks_order_by_priority_then_start_then_seq() {
         let b = Broker::new();
-        b.apply_effects(&[
-            Effect::Queued(task("old-low", "g", 50, 10, 1)),
-            Effect::Queued(task("new-high", "g", 0, 20, 2)),
-            Effect::Queued(task("future-high", "g", 0, 1000, 3)),
-            Effect::Queued(task("old-low-2", "g", 50, 10, 4)),
-        ]);
+        b.apply_effects(
+            &[
+                Effect::Queued(task("old-low", "g", 50, 10, 1)),
+                Effect::Queued(task("new-high", "g", 0, 20, 2)),
+                Effect::Queued(task("future-high", "g", 0, 1000, 3)),
+                Effect::Queued(task("old-low-2", "g", 50, 10, 4)),
+            ],
+            0,
+        );
         let picked = b.pick("g", 10, 100, |_| true).task_ids;
         assert_eq!(picked, vec!["new-high", "old-low", "old-low-2"]);
         // reserved tasks are not picked twice
@@ -342,7 +353,7 @@ mod tests {
         b.release(&picked[1..]);
         assert_eq!(b.pick("g", 5, 100, |_| true).task_ids, vec!["old-low", "old-low-2"], "released tasks return");
         // once granted, a task leaves the queue for good
-        b.apply_effects(&[Effect::Dequeued { task_id: "new-high".into() }]);
+        b.apply_effects(&[Effect::Dequeued { task_id: "new-high".into() }], 0);
         b.release(&picked);
         assert_eq!(b.pick("g", 1, 2000, |_| true).task_ids, vec!["future-high"]);
     }
@@ -350,7 +361,7 @@ mod tests {
     #[test]
     fn leadership_only_extends_leases() {
         let b = Broker::new();
-        b.apply_effects(&[Effect::LeaseStarted { task_id: "t".into(), deadline_ms: 50_000 }]);
+        b.apply_effects(&[Effect::LeaseStarted { task_id: "t".into(), lease_ms: 40_000 }], 10_000);
         b.on_leadership_gained(1_000, 10_000);
         assert!(b.take_expired(20_000, 10).is_empty(), "recorded deadline is later than the floor");
         b.on_leadership_gained(45_000, 10_000);
@@ -362,10 +373,13 @@ mod tests {
     #[test]
     fn a_heartbeat_after_the_reaper_took_the_lease_is_refused() {
         let b = Broker::new();
-        b.apply_effects(&[
-            Effect::LeaseStarted { task_id: "early".into(), deadline_ms: 1_000 },
-            Effect::LeaseStarted { task_id: "late".into(), deadline_ms: 1_000 },
-        ]);
+        b.apply_effects(
+            &[
+                Effect::LeaseStarted { task_id: "early".into(), lease_ms: 1_000 },
+                Effect::LeaseStarted { task_id: "late".into(), lease_ms: 1_000 },
+            ],
+            0,
+        );
         // A heartbeat before the reaper looks: extended, not reaped.
         assert!(b.extend_lease("early", 990, 2_000));
         assert_eq!(b.take_expired(1_005, 10), vec![("late".to_string(), 1_000)]);

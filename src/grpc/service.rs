@@ -578,7 +578,7 @@ impl Silo for SiloService {
             let check = read::check_lease(&View(&self.view()), &r.task_id, &r.worker_id).map_err(status::heartbeat)?;
             // The broker orders this against the reaper: refused once the
             // lease is being expired (src/broker/mod.rs, "One order").
-            if !self.broker.extend_lease(&r.task_id, crate::wall_clock_ms(), self.edge.lease_ms) {
+            if !self.broker.extend_lease(&r.task_id, crate::monotonic_ms(), self.edge.lease_ms) {
                 return Err(status::heartbeat(HeartbeatError::LeaseNotFound));
             }
             Ok(pb::HeartbeatResponse {

@@ -57,7 +57,13 @@ impl Batcher {
     /// `in_flight`: batches proposed but not yet applied, at most. One is best
     /// on a low-latency network (each batch grows while the previous commits);
     /// more can help when a replication round trip is long.
-    pub(super) fn start(raft: Raft, id: NodeId, in_flight: usize, proposal_timeout: Duration, quorum: Quorum) -> Batcher {
+    pub(super) fn start(
+        raft: Raft,
+        id: NodeId,
+        in_flight: usize,
+        proposal_timeout: Duration,
+        quorum: Quorum,
+    ) -> Batcher {
         let in_flight = in_flight.max(1);
         let (tx, mut rx) = mpsc::channel::<(Op, Reply)>(BATCH_OPS_MAX * in_flight * 4);
         tokio::spawn(async move {
@@ -129,8 +135,8 @@ async fn commit(
     let mut watch = raft.metrics();
     let (contact, max_age) = (quorum.0.clone(), quorum.1);
     let deposed = async move {
-        let stepped_down =
-            watch.wait_for(|m| !(m.state == ServerState::Leader && m.current_leader == Some(id) && m.current_term == term));
+        let stepped_down = watch
+            .wait_for(|m| !(m.state == ServerState::Leader && m.current_leader == Some(id) && m.current_term == term));
         let cut_off = async {
             while !contact.lost(term, max_age) {
                 tokio::time::sleep(QUORUM_POLL).await;

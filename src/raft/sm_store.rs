@@ -67,7 +67,7 @@ impl StateMachineStore {
     /// Re-derives the broker from applied state (start-up, snapshot install).
     pub fn rebuild_broker(&self) {
         let view = View(&ReadKv { db: &self.db });
-        self.broker.rebuild(view.queued_all(), view.leases());
+        self.broker.rebuild(view.queued_all(), view.leases(), crate::monotonic_ms());
     }
 
     fn meta_get<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError> {
@@ -185,7 +185,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             batch.put_cf(meta_cf, keys::SM_MEMBERSHIP, codec::encode(m));
         }
         db.write_opt(batch, &WriteOptions::default()).map_err(write_err)?;
-        self.broker.apply_effects(&effects);
+        self.broker.apply_effects(&effects, crate::monotonic_ms());
         if let Some(l) = last_applied {
             self.applied.send_replace(l.index);
         }

@@ -100,7 +100,9 @@ pub enum Effect {
     /// A pending attempt left the queue (leased, cancelled, deleted).
     Dequeued { task_id: String },
     /// A lease began; the broker starts its clock.
-    LeaseStarted { task_id: String, deadline_ms: Ms },
+    /// `lease_ms` is its length: the broker runs the clock on its own
+    /// monotonic time (the stamped time only orders the log).
+    LeaseStarted { task_id: String, lease_ms: Ms },
     /// A lease ended (reported, expired).
     LeaseEnded { task_id: String },
     /// Every job was wiped.

@@ -150,10 +150,7 @@ impl<'a, K: Kv> Tx<'a, K> {
     }
     pub fn put_lease(&mut self, lease: &Lease) {
         self.kv.put(keys::lease(&lease.task_id), encode(lease));
-        self.effects.push(Effect::LeaseStarted {
-            task_id: lease.task_id.clone(),
-            deadline_ms: self.now_ms.saturating_add(lease.lease_ms),
-        });
+        self.effects.push(Effect::LeaseStarted { task_id: lease.task_id.clone(), lease_ms: lease.lease_ms });
     }
     pub fn delete_lease(&mut self, task_id: &str) {
         self.kv.delete(&keys::lease(task_id));

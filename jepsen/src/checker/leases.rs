@@ -18,6 +18,14 @@
 //! - `stale-attempt-accepted`: no heartbeat or report of attempt a is ok if it
 //!   was invoked after a Lease op that granted a later attempt b > a of the
 //!   same job had completed (the job had been handed to another worker).
+//! - `lease-dead-on-arrival`: a heartbeat or report of a task invoked within a
+//!   quarter of the lease length after its grant was delivered is not refused
+//!   with "lease not found". Nothing but the worker's own report or the
+//!   lease's expiry ends a lease, and a lease handed out has most of its
+//!   length left (the server withholds grants that took over half a lease to
+//!   commit, and a new leader only ever extends leases), so such a refusal
+//!   means the lease was delivered dead, or expired early (e.g. on a leader
+//!   whose wall clock jumped).
 use std::collections::{BTreeMap, HashMap};
 
 use crate::history::Op;
@@ -134,6 +142,24 @@ pub(crate) fn check_facts(facts: &Facts<'_>, ctx: &CheckContext) -> Verdict {
         }
     }
 
+    // (5) refused as "lease not found" right after delivery.
+    let delivered: HashMap<&str, &GrantAt<'_>> = facts.grants.iter().map(|g| (g.grant.task_id.as_str(), g)).collect();
+    let early_ms = ctx.lease_ms as f64 / 4.0;
+    for tc in facts.task_calls.iter().filter(|tc| tc.call.is_fail()) {
+        let refused = tc.call.comp.and_then(|c| c.error.as_deref()).is_some_and(|e| e.contains("lease not found"));
+        let Some(g) = delivered.get(tc.task_id) else { continue };
+        let after_ms = tc.call.inv_ms() - g.delivered_ms;
+        if refused && (0.0..early_ms).contains(&after_ms) {
+            v.error(format!(
+                "lease-dead-on-arrival: job {}: {} was refused \"lease not found\" {after_ms:.0} ms after {} (lease length {} ms)",
+                tc.job_id,
+                tc.describe(),
+                g.describe(),
+                ctx.lease_ms
+            ));
+        }
+    }
+
     v.note(format!(
         "checked {} grants of {} jobs and {accepted} accepted heartbeats/reports",
         facts.grants.len(),
@@ -160,6 +186,25 @@ mod tests {
             .call(1, F::Heartbeat, hb("a", "t1", 1), 20.0, 25.0)
             .invoke(2, F::Lease, lease(vec![]), 20_000.0)
             .ok(2, lease(vec![grant("a", "t2", 2, "9:0")]), 20_005.0)
+    }
+
+    #[test]
+    fn a_lease_refused_right_after_delivery_was_dead_on_arrival() {
+        let h = H::new()
+            .call(9, F::Enqueue, enq(Some("a"), "9:0"), 0.0, 5.0)
+            .invoke(1, F::Lease, lease(vec![]), 10.0)
+            .ok(1, lease(vec![grant("a", "t1", 1, "9:0")]), 15.0)
+            .invoke(1, F::Heartbeat, hb("a", "t1", 1), 40.0)
+            .fail_with(1, 45.0, "NotFound: lease not found");
+        assert_rule(&check(&h.build(), &CTX), "lease-dead-on-arrival");
+        // Refused after most of the lease has gone: an expiry, not a fault.
+        let h = H::new()
+            .call(9, F::Enqueue, enq(Some("a"), "9:0"), 0.0, 5.0)
+            .invoke(1, F::Lease, lease(vec![]), 10.0)
+            .ok(1, lease(vec![grant("a", "t1", 1, "9:0")]), 15.0)
+            .invoke(1, F::Heartbeat, hb("a", "t1", 1), 12_000.0)
+            .fail_with(1, 12_005.0, "NotFound: lease not found");
+        assert_valid(&check(&h.build(), &CTX));
     }
 
     #[test]

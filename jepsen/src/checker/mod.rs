@@ -447,6 +447,12 @@ pub(crate) mod testing {
             self.push(p, OpType::Fail, f, v, t, Some("FAILED_PRECONDITION: test".into()));
             self
         }
+        /// Completes `p`'s open op as fail with `error`.
+        pub fn fail_with(mut self, p: i64, t: f64, error: &str) -> H {
+            let (f, v) = self.open.remove(&p).expect("no open op");
+            self.push(p, OpType::Fail, f, v, t, Some(error.into()));
+            self
+        }
         /// Completes `p`'s open op as info.
         pub fn info(mut self, p: i64, t: f64) -> H {
             let (f, v) = self.open.remove(&p).expect("no open op");
