@@ -3,7 +3,7 @@
 import { JobStatus, SiloGRPCClient, SiloWorker } from "../src";
 
 export async function main(servers: string[] = ["localhost:7450"]): Promise<unknown> {
-  const client = new SiloGRPCClient({ servers, useTls: false });
+  const client = new SiloGRPCClient({ servers });
 
   const worker = new SiloWorker({
     client,

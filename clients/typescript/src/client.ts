@@ -1,13 +1,25 @@
 import { randomUUID } from "node:crypto";
+import { isIPv4, isIPv6 } from "node:net";
 import { credentials, type ChannelCredentials } from "@grpc/grpc-js";
 import { GrpcTransport } from "@protobuf-ts/grpc-transport";
 import { RpcError, type RpcOptions } from "@protobuf-ts/runtime-rpc";
 import { pack, unpack } from "msgpackr";
 
-import { JobAlreadyExistsError, JobNotFoundError, JobNotTerminalError, TaskNotFoundError } from "./errors";
+import {
+  isConnectivityError,
+  JobAlreadyExistsError,
+  JobNotFoundError,
+  JobNotTerminalError,
+  TaskNotFoundError,
+  toSiloError,
+} from "./errors";
 import { SiloClient } from "./pb/silo.client";
 import * as pb from "./pb/silo";
-import { DEFAULT_TENANT, findShard, tenantHash, type ShardRoute } from "./routing";
+import { DEFAULT_TENANT, findShard, hashTenant, initHasher, type ShardRoute } from "./routing";
+
+/** Rate-limit algorithms and behaviour flags, as in the proto (and Silo's client). */
+export { GubernatorAlgorithm, GubernatorBehavior } from "./pb/silo";
+export type { ShardOwner, Failure } from "./pb/silo";
 
 /** What a worker call needs to route and name a lease. */
 export interface TaskRef {
@@ -55,32 +67,63 @@ export interface RetryPolicy {
   backoffFactor?: number;
 }
 
-export type Limit =
-  | { type: "concurrency"; key: string; maxConcurrency: number }
-  | {
-      type: "floatingConcurrency";
-      key: string;
-      defaultMaxConcurrency: number;
-      refreshIntervalMs: bigint | number;
-      metadata?: Record<string, string>;
-    }
-  | {
-      type: "rateLimit";
-      name: string;
-      uniqueKey: string;
-      limit: bigint | number;
-      durationMs: bigint | number;
-      hits?: number;
-      algorithm?: "tokenBucket" | "leakyBucket";
-      behavior?: number;
-      retryPolicy?: {
-        initialBackoffMs: bigint | number;
-        maxBackoffMs: bigint | number;
-        backoffMultiplier?: number;
-        maxRetries?: number;
-      };
-    };
+/** At most `maxConcurrency` jobs with this key run at once. */
+export interface ConcurrencyLimitConfig {
+  type: "concurrency";
+  key: string;
+  maxConcurrency: number;
+}
 
+/**
+ * A concurrency limit whose maximum a worker's `refreshHandler` recomputes
+ * every `refreshIntervalMs`; `metadata` is handed to that handler.
+ */
+export interface FloatingConcurrencyLimitConfig {
+  type: "floatingConcurrency";
+  key: string;
+  defaultMaxConcurrency: number;
+  refreshIntervalMs: bigint | number;
+  metadata?: Record<string, string>;
+}
+
+/** How a job held back by a rate limit is retried. */
+export interface RateLimitRetryPolicyConfig {
+  initialBackoffMs: bigint | number;
+  maxBackoffMs: bigint | number;
+  backoffMultiplier?: number;
+  maxRetries?: number;
+}
+
+/** A Gubernator-style rate limit: `limit` hits per `durationMs` per `uniqueKey`. */
+export interface RateLimitConfig {
+  type: "rateLimit";
+  name: string;
+  uniqueKey: string;
+  limit: bigint | number;
+  durationMs: bigint | number;
+  hits?: number;
+  /**
+   * `GubernatorAlgorithm.TOKEN_BUCKET` (default) or `LEAKY_BUCKET`; the strings
+   * `"tokenBucket"` / `"leakyBucket"` are accepted too. Read back as the string.
+   */
+  algorithm?: pb.GubernatorAlgorithm | "tokenBucket" | "leakyBucket";
+  /** Bitwise OR of `GubernatorBehavior` flags. */
+  behavior?: number;
+  retryPolicy?: RateLimitRetryPolicyConfig;
+}
+
+/** A limit declared on a job. */
+export type Limit = ConcurrencyLimitConfig | FloatingConcurrencyLimitConfig | RateLimitConfig;
+/** Silo's client's name for {@link Limit}. */
+export type JobLimit = Limit;
+/** Silo's client's name for a concurrency limit as a task carries it. */
+export type ConcurrencyLimit = ConcurrencyLimitConfig;
+/** Silo's client's name for a floating limit as a task carries it. */
+export type FloatingConcurrencyLimit = FloatingConcurrencyLimitConfig;
+/** Silo's client's name for a rate limit as a task carries it. */
+export type GubernatorRateLimit = RateLimitConfig;
+
+/** What to enqueue: the payload (MessagePack-encoded) and the job's options. */
 export interface EnqueueOptions<P = unknown> {
   payload: P;
   taskGroup?: string;
@@ -121,26 +164,146 @@ export interface Job<P = unknown> {
   result?: unknown;
 }
 
+/** Silo's client's name for {@link EnqueueOptions}. */
+export type EnqueueJobOptions<P = unknown> = EnqueueOptions<P>;
+
+/** Options of `getJob`. */
+export interface GetJobOptions {
+  /** Include every attempt (default false). */
+  includeAttempts?: boolean;
+}
+
+/** Options of `awaitResult`. */
+export interface AwaitJobOptions {
+  /** How often to poll, in ms (default 500). */
+  pollIntervalMs?: number;
+  /** Give up with `JobNotTerminalError` after this many ms (default: wait forever). */
+  timeoutMs?: number;
+}
+
 export type JobResult<R = unknown> =
   | { status: JobStatus.Succeeded; finishedAtMs: bigint; result: R }
   | { status: JobStatus.Failed; finishedAtMs: bigint; errorCode: string; errorData: unknown }
   | { status: JobStatus.Cancelled; finishedAtMs: bigint; cancelledAtMs: bigint };
 
+/** A finished attempt of an imported job. */
+export interface ImportJobAttempt {
+  status: AttemptStatus.Succeeded | AttemptStatus.Failed | AttemptStatus.Cancelled;
+  startedAtMs: bigint | number;
+  finishedAtMs: bigint | number;
+  result?: unknown;
+  errorCode?: string;
+  errorData?: unknown;
+}
+
+/** A job migrated from another system: its id, options and finished attempts. */
+export interface ImportJobOptions<P = unknown> extends EnqueueOptions<P> {
+  id: string;
+  /** Original enqueue time (epoch ms; 0 or absent = now). */
+  enqueueTimeMs?: bigint | number;
+  attempts?: ImportJobAttempt[];
+}
+
+/** What the server made of one imported job. */
+export interface ImportJobResult {
+  id: string;
+  success: boolean;
+  error?: string;
+  status: JobStatus;
+}
+
+/** Routing knobs, grouped as Silo's client groups them (`shardRouting`). */
+export interface ShardRoutingConfig {
+  /** Routing retries before an error surfaces (default 8). */
+  maxRetries?: number;
+  /** First backoff after an outage, in ms, doubling up to 5 s (default 250). */
+  retryDelayMs?: number;
+  /** Background topology refresh interval in ms (default 30 s; 0 disables). */
+  topologyRefreshIntervalMs?: number;
+  /** Deadline of one GetClusterInfo call while refreshing, in ms (default 10 s). */
+  topologyRefreshTimeoutMs?: number;
+}
+
+/** A seed server: `"host:port"` or `{ host, port }`. */
+export type ServerAddress = string | { host: string; port: number };
+
 export interface SiloClientOptions {
-  /** Seed servers, `host:port`; the client discovers the rest. */
-  servers: string[] | string;
+  /** Seed servers (`"host:port"` or `{ host, port }`); the client discovers the rest. */
+  servers: ServerAddress | ServerAddress[];
   /** Bearer token, or a function returning one per call. */
   token?: string | (() => string | Promise<string>);
-  /** Defaults to true (TLS); local plaintext servers need `useTls: false`. */
+  /**
+   * TLS on or off. When not given: plaintext if every seed server is a
+   * loopback address (`localhost`, `127.x.x.x`, `::1`) and no
+   * `tlsCredentials` are given, TLS otherwise.
+   */
   useTls?: boolean;
   /** Channel credentials for TLS (defaults to the system roots). */
   tlsCredentials?: ChannelCredentials;
   /** Per-call deadline in ms (default 30 s). */
   timeoutMs?: number;
-  /** Routing retries before an error surfaces (default 8). */
+  /** Routing retries before an error surfaces (default 8; `shardRouting.maxRetries` wins). */
   maxRetries?: number;
-  /** Background topology refresh interval in ms (default 30 s; 0 disables). */
+  /** Background topology refresh interval in ms (default 30 s; 0 disables; `shardRouting` wins). */
   topologyRefreshIntervalMs?: number;
+  /** Silo's client's grouping of the routing options. */
+  shardRouting?: ShardRoutingConfig;
+}
+
+/** Silo's client's name for {@link SiloClientOptions}. */
+export type SiloGRPCClientOptions = SiloClientOptions;
+
+/** One shard in {@link ClusterTopology}. */
+export interface ShardInfoWithRange {
+  shardId: string;
+  /** gRPC address of the node serving the shard. */
+  serverAddr: string;
+  /** Raft node id of that node ("" if the server did not say). */
+  nodeId: string;
+  /** Inclusive start of the shard's tenant-hash range ("" = unbounded). */
+  rangeStart: string;
+  /** Exclusive end of the range ("" = unbounded). */
+  rangeEnd: string;
+}
+
+/** A node of the cluster, as GetClusterInfo lists it. */
+export interface ClusterMember {
+  nodeId: string;
+  grpcAddr: string;
+  placementRings: string[];
+}
+
+/** The topology the client routes by (see `getTopology`). */
+export interface ClusterTopology {
+  /** Shard id → address of the node serving it. */
+  shardToServer: Map<string, string>;
+  /** Shards sorted by `rangeStart`. */
+  shards: ShardInfoWithRange[];
+  /** The cluster's nodes. */
+  members: ClusterMember[];
+}
+
+/**
+ * True for a loopback address: `localhost`, `127.x.x.x` or `::1` (with or
+ * without a port; `[::1]:7450` for IPv6 with a port).
+ */
+export function isLoopbackAddress(addr: string): boolean {
+  let host = addr.trim().replace(/^(dns|ipv4|ipv6):(\/\/[^/]*\/)?/, "");
+  if (host.startsWith("[")) host = host.slice(1, host.indexOf("]"));
+  else if (host.split(":").length === 2) host = host.split(":")[0];
+  host = host.toLowerCase();
+  if (host === "localhost") return true;
+  if (isIPv4(host)) return host.startsWith("127.");
+  if (isIPv6(host)) {
+    const norm = new URL(`http://[${host}]`).hostname; // "[::1]", "[::ffff:7f00:1]"
+    return norm === "[::1]" || norm.startsWith("[::ffff:7f");
+  }
+  return false;
+}
+
+function addressString(a: ServerAddress): string {
+  if (typeof a === "string") return a;
+  return a.host.includes(":") && !a.host.startsWith("[") ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`;
 }
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
@@ -208,7 +371,10 @@ export function limitToPb(l: Limit): pb.Limit {
             limit: BigInt(l.limit),
             durationMs: BigInt(l.durationMs),
             hits: l.hits ?? 1,
-            algorithm: l.algorithm === "leakyBucket" ? pb.GubernatorAlgorithm.LEAKY_BUCKET : pb.GubernatorAlgorithm.TOKEN_BUCKET,
+            algorithm:
+              l.algorithm === "leakyBucket" || l.algorithm === pb.GubernatorAlgorithm.LEAKY_BUCKET
+                ? pb.GubernatorAlgorithm.LEAKY_BUCKET
+                : pb.GubernatorAlgorithm.TOKEN_BUCKET,
             behavior: l.behavior ?? 0,
             retryPolicy: l.retryPolicy
               ? {
@@ -303,35 +469,48 @@ function metaString(e: RpcError, key: string): string | undefined {
 
 function retryable(e: unknown): boolean {
   if (!(e instanceof RpcError)) return false;
+  if (isConnectivityError(e)) return true;
   switch (e.code) {
-    case "UNAVAILABLE":
-    case "DEADLINE_EXCEEDED":
     case "CANCELLED":
     case "UNKNOWN":
       return true;
     case "NOT_FOUND":
       return e.message.includes("shard not found");
-    case "INTERNAL":
-      return e.message.includes("RST_STREAM");
     default:
       return false;
   }
 }
 
-/** Turns NOT_FOUND / ALREADY_EXISTS on job calls into typed errors. */
-function mapJobError(e: unknown, jobId: string): unknown {
-  if (e instanceof RpcError) {
-    if (e.code === "NOT_FOUND" && !e.message.includes("shard not found")) return new JobNotFoundError(jobId, e.message, e.meta);
-    if (e.code === "ALREADY_EXISTS") return new JobAlreadyExistsError(jobId, e.message, e.meta);
-  }
-  return e;
+const isShardNotFound = (e: RpcError) => e.message.includes("shard not found");
+
+/** The job's status named in GetJobResult's "job is not complete: status is X". */
+function statusInMessage(message: string): JobStatus | undefined {
+  const m = message.match(/status is (\w+)/);
+  return Object.values(JobStatus).find((s) => s.toLowerCase() === m?.[1].toLowerCase());
 }
 
+/**
+ * Turns errors of job calls into typed ones: NOT_FOUND → JobNotFoundError,
+ * ALREADY_EXISTS → JobAlreadyExistsError, "job is not complete" →
+ * JobNotTerminalError, any other RpcError → its SiloGrpcError subclass.
+ */
+function mapJobError(e: unknown, jobId: string, tenant?: string): unknown {
+  if (e instanceof RpcError && !(e instanceof JobNotTerminalError)) {
+    if (e.code === "NOT_FOUND" && !isShardNotFound(e)) return new JobNotFoundError(jobId, e.message, e.meta, tenant);
+    if (e.code === "ALREADY_EXISTS") return new JobAlreadyExistsError(jobId, e.message, e.meta, tenant);
+    if (e.code === "FAILED_PRECONDITION" && e.message.startsWith("job is not complete")) {
+      return new JobNotTerminalError(jobId, statusInMessage(e.message), e.message);
+    }
+  }
+  return toSiloError(e);
+}
+
+/** NOT_FOUND on a worker call → TaskNotFoundError; any other RpcError → its SiloGrpcError subclass. */
 function mapTaskError(e: unknown, taskId: string): unknown {
-  if (e instanceof RpcError && e.code === "NOT_FOUND" && !e.message.includes("shard not found")) {
+  if (e instanceof RpcError && e.code === "NOT_FOUND" && !isShardNotFound(e)) {
     return new TaskNotFoundError(taskId, e.message, e.meta);
   }
-  return e;
+  return toSiloError(e);
 }
 
 /**
@@ -341,17 +520,23 @@ function mapTaskError(e: unknown, taskId: string): unknown {
 export class SiloGRPCClient {
   private readonly seeds: string[];
   private readonly opts: SiloClientOptions;
+  /** Whether connections use TLS (decided once, from the options and the seeds). */
+  private readonly useTls: boolean;
   private readonly connections = new Map<string, { transport: GrpcTransport; client: SiloClient }>();
   private routes: ShardRoute[] = [];
+  private members: ClusterMember[] = [];
   private topology?: Promise<void>;
   private refreshTimer?: NodeJS.Timeout;
   private pollCounter = 0;
 
   constructor(opts: SiloClientOptions) {
     this.opts = opts;
-    this.seeds = Array.isArray(opts.servers) ? [...opts.servers] : [opts.servers];
+    this.seeds = (Array.isArray(opts.servers) ? opts.servers : [opts.servers]).map(addressString);
     if (this.seeds.length === 0) throw new Error("SiloGRPCClient needs at least one server");
-    const every = opts.topologyRefreshIntervalMs ?? 30_000;
+    // Local servers speak plaintext (scripts/serve, the seed documents'
+    // localhost:7450); anything else defaults to TLS.
+    this.useTls = opts.useTls ?? (opts.tlsCredentials !== undefined || !this.seeds.every(isLoopbackAddress));
+    const every = opts.shardRouting?.topologyRefreshIntervalMs ?? opts.topologyRefreshIntervalMs ?? 30_000;
     if (every > 0) {
       this.refreshTimer = setInterval(() => void this.refreshTopology().catch(() => undefined), every);
       this.refreshTimer.unref();
@@ -361,10 +546,9 @@ export class SiloGRPCClient {
   private connection(addr: string) {
     let c = this.connections.get(addr);
     if (!c) {
-      const useTls = this.opts.useTls ?? true;
       const transport = new GrpcTransport({
         host: addr,
-        channelCredentials: useTls ? this.opts.tlsCredentials ?? credentials.createSsl() : credentials.createInsecure(),
+        channelCredentials: this.useTls ? this.opts.tlsCredentials ?? credentials.createSsl() : credentials.createInsecure(),
         clientOptions: {
           "grpc.keepalive_time_ms": 5_000,
           "grpc.keepalive_permit_without_calls": 1,
@@ -387,17 +571,20 @@ export class SiloGRPCClient {
 
   /** Re-reads the topology from the first server that answers. */
   async refreshTopology(): Promise<void> {
+    await initHasher();
     const candidates = [...new Set([...this.seeds, ...this.connections.keys(), ...this.routes.map((r) => r.addr)])];
+    const timeout = this.opts.shardRouting?.topologyRefreshTimeoutMs ?? 10_000;
     let last: unknown = new Error("no server answered GetClusterInfo");
     for (const addr of candidates) {
       try {
-        const info = await this.connection(addr).getClusterInfo({}, await this.callOptions(10_000)).response;
+        const info = await this.connection(addr).getClusterInfo({}, await this.callOptions(timeout)).response;
         const routes = info.shardOwners
-          .map((o) => ({ shardId: o.shardId, rangeStart: o.rangeStart, rangeEnd: o.rangeEnd, addr: o.grpcAddr }))
+          .map((o) => ({ shardId: o.shardId, rangeStart: o.rangeStart, rangeEnd: o.rangeEnd, addr: o.grpcAddr, nodeId: o.nodeId }))
           .filter((r) => r.addr !== "")
           .sort((a, b) => (a.rangeStart < b.rangeStart ? -1 : a.rangeStart > b.rangeStart ? 1 : 0));
         if (routes.length === 0) throw new RpcError("no shard has an owner yet", "UNAVAILABLE");
         this.routes = routes;
+        this.members = info.members.map((m) => ({ nodeId: m.nodeId, grpcAddr: m.grpcAddr, placementRings: [...m.placementRings] }));
         const owners = new Set(routes.map((r) => r.addr));
         for (const [a, c] of this.connections) {
           if (!owners.has(a) && !this.seeds.includes(a)) {
@@ -410,7 +597,42 @@ export class SiloGRPCClient {
         last = e;
       }
     }
-    throw last;
+    throw toSiloError(last);
+  }
+
+  /**
+   * The topology the client routes by: each shard with its tenant-hash range
+   * and the address and node id of its owner, and the cluster's members. It
+   * is the last one read (at the first call, every
+   * `topologyRefreshIntervalMs`, after an outage); empty before the first
+   * call, so `await client.refreshTopology()` first for a fresh one.
+   */
+  getTopology(): ClusterTopology {
+    const shards = this.routes.map((r) => ({
+      shardId: r.shardId,
+      serverAddr: r.addr,
+      nodeId: r.nodeId ?? "",
+      rangeStart: r.rangeStart,
+      rangeEnd: r.rangeEnd,
+    }));
+    return {
+      shardToServer: new Map(shards.map((s) => [s.shardId, s.serverAddr])),
+      shards,
+      members: this.members.map((m) => ({ ...m, placementRings: [...m.placementRings] })),
+    };
+  }
+
+  /**
+   * The id of the shard that holds `tenant`'s jobs (XXH64 of the tenant in the
+   * shard ranges of {@link getTopology}). Throws if no topology has been read
+   * yet: `await client.refreshTopology()` (or any call) first.
+   */
+  getShardForTenant(tenant: string): string {
+    if (this.routes.length === 0) throw new Error("Cluster topology not discovered yet: await client.refreshTopology() first");
+    const hash = hashTenant(tenant);
+    const route = findShard(this.routes, hash);
+    if (!route) throw new Error(`No shard found for tenant ${tenant} (hash ${hash})`);
+    return route.shardId;
   }
 
   private async ensureTopology(): Promise<void> {
@@ -421,7 +643,7 @@ export class SiloGRPCClient {
 
   private async routeTenant(tenant: string | undefined): Promise<ShardRoute> {
     await this.ensureTopology();
-    const hash = await tenantHash(tenant ?? DEFAULT_TENANT);
+    const hash = hashTenant(tenant ?? DEFAULT_TENANT);
     const route = findShard(this.routes, hash);
     if (!route) throw new Error(`No shard found for tenant ${tenant ?? DEFAULT_TENANT} (hash ${hash})`);
     return route;
@@ -435,18 +657,23 @@ export class SiloGRPCClient {
     target: { tenant?: string; shard?: string },
     f: (client: SiloClient, shard: string, opts: RpcOptions) => Promise<T>,
   ): Promise<T> {
-    const maxRetries = this.opts.maxRetries ?? 8;
-    let delay = 250;
+    const maxRetries = this.opts.shardRouting?.maxRetries ?? this.opts.maxRetries ?? 8;
+    let delay = this.opts.shardRouting?.retryDelayMs ?? 250;
     for (let attempt = 0; ; attempt++) {
       let route: ShardRoute | undefined;
       try {
         route = await this.resolve(target);
         return await f(this.connection(route.addr), route.shardId, await this.callOptions());
       } catch (e) {
-        if (!retryable(e) || attempt >= maxRetries) throw e;
+        if (!retryable(e) || attempt >= maxRetries) throw toSiloError(e);
         const owner = e instanceof RpcError ? metaString(e, "x-silo-shard-owner-addr") : undefined;
         if (route && owner && owner !== route.addr) {
-          for (const r of this.routes) if (r.shardId === route.shardId) r.addr = owner;
+          const node = e instanceof RpcError ? metaString(e, "x-silo-shard-owner-node") : undefined;
+          for (const r of this.routes) {
+            if (r.shardId !== route.shardId) continue;
+            r.addr = owner;
+            r.nodeId = node;
+          }
           continue;
         }
         await sleep(delay);
@@ -492,7 +719,7 @@ export class SiloGRPCClient {
         return (await c.enqueue(req, opts).response).id;
       });
     } catch (e) {
-      const mapped = mapJobError(e, id);
+      const mapped = mapJobError(e, id, o.tenant);
       if (!(mapped instanceof JobAlreadyExistsError && tries > 1 && o.id === undefined)) throw mapped;
     }
     return new JobHandle(this, id, o.tenant);
@@ -503,23 +730,33 @@ export class SiloGRPCClient {
     return new JobHandle(this, id, tenant);
   }
 
-  async getJob<P = unknown>(id: string, tenant?: string, opts?: { includeAttempts?: boolean }): Promise<Job<P>> {
+  /** Reads a job (with its attempts if asked); JobNotFoundError if there is none. */
+  async getJob<P = unknown>(id: string, tenant?: string, opts?: GetJobOptions): Promise<Job<P>> {
     try {
       const r = await this.retryLoop({ tenant }, async (c, shard, o) =>
         c.getJob({ shard, id, tenant, includeAttempts: opts?.includeAttempts ?? false }, o).response,
       );
       return jobFromPb<P>(r);
     } catch (e) {
-      throw mapJobError(e, id);
+      throw mapJobError(e, id, tenant);
     }
   }
 
+  /** The job's current status; JobNotFoundError if there is no such job. */
+  async getJobStatus(id: string, tenant?: string): Promise<JobStatus> {
+    return (await this.getJob(id, tenant)).status;
+  }
+
+  /**
+   * The outcome of a finished job. JobNotTerminalError (FAILED_PRECONDITION)
+   * while it is scheduled or running, JobNotFoundError if there is no such job.
+   */
   async getJobResult<R = unknown>(id: string, tenant?: string): Promise<JobResult<R>> {
     let r: pb.GetJobResultResponse;
     try {
       r = await this.retryLoop({ tenant }, async (c, shard, o) => c.getJobResult({ shard, id, tenant }, o).response);
     } catch (e) {
-      throw mapJobError(e, id);
+      throw mapJobError(e, id, tenant);
     }
     const status = JOB_STATUS[r.status];
     switch (r.result.oneofKind) {
@@ -541,12 +778,12 @@ export class SiloGRPCClient {
     }
   }
 
-  /** Polls GetJobResult until the job is terminal (or `timeoutMs` passes). */
-  async awaitResult<R = unknown>(
-    id: string,
-    tenant?: string,
-    opts?: { pollIntervalMs?: number; timeoutMs?: number },
-  ): Promise<JobResult<R>> {
+  /**
+   * Polls GetJobResult until the job is terminal. After `timeoutMs` it throws
+   * JobNotTerminalError, message `Timeout waiting for job <id> to complete
+   * after <ms>ms`, as Silo's client does.
+   */
+  async awaitResult<R = unknown>(id: string, tenant?: string, opts?: AwaitJobOptions): Promise<JobResult<R>> {
     const started = Date.now();
     const every = opts?.pollIntervalMs ?? 500;
     // Without a timeout, transient errors are still surfaced after this long.
@@ -561,10 +798,9 @@ export class SiloGRPCClient {
           await sleep(every);
           continue;
         }
-        if (!(e instanceof RpcError && e.code === "FAILED_PRECONDITION")) throw e;
+        if (!(e instanceof JobNotTerminalError)) throw e;
         if (opts?.timeoutMs !== undefined && Date.now() - started >= opts.timeoutMs) {
-          const status = await this.getJob(id, tenant).then((j) => j.status, () => undefined);
-          throw new JobNotTerminalError(id, status, `timed out after ${opts.timeoutMs} ms waiting for job ${id} (status ${status})`);
+          throw new JobNotTerminalError(id, e.status, `Timeout waiting for job ${id} to complete after ${opts.timeoutMs}ms`);
         }
       }
       await sleep(every);
@@ -575,19 +811,23 @@ export class SiloGRPCClient {
     try {
       await this.retryLoop({ tenant }, call);
     } catch (e) {
-      throw mapJobError(e, id);
+      throw mapJobError(e, id, tenant);
     }
   }
 
+  /** Cancels a job (SiloFailedPreconditionError if already cancelled or finished). */
   cancelJob(id: string, tenant?: string): Promise<void> {
     return this.jobCall(id, tenant, (c, shard, o) => c.cancelJob({ shard, id, tenant }, o).response);
   }
+  /** Erases a finished job (INTERNAL while it is scheduled or running). */
   deleteJob(id: string, tenant?: string): Promise<void> {
     return this.jobCall(id, tenant, (c, shard, o) => c.deleteJob({ shard, id, tenant }, o).response);
   }
+  /** Re-queues a failed or cancelled job with a fresh retry counter (SiloFailedPreconditionError otherwise). */
   restartJob(id: string, tenant?: string): Promise<void> {
     return this.jobCall(id, tenant, (c, shard, o) => c.restartJob({ shard, id, tenant }, o).response);
   }
+  /** Makes a future-scheduled job runnable now (SiloFailedPreconditionError otherwise). */
   expediteJob(id: string, tenant?: string): Promise<void> {
     return this.jobCall(id, tenant, (c, shard, o) => c.expediteJob({ shard, id, tenant }, o).response);
   }
@@ -598,7 +838,7 @@ export class SiloGRPCClient {
       const r = await this.retryLoop({ tenant }, async (c, shard, o) => c.leaseTask({ shard, id, tenant, workerId }, o).response);
       return r.task!;
     } catch (e) {
-      throw mapJobError(e, id);
+      throw mapJobError(e, id, tenant);
     }
   }
 
@@ -614,7 +854,7 @@ export class SiloGRPCClient {
       ).response;
     } catch (e) {
       if (retryable(e)) await this.refreshTopology().catch(() => undefined);
-      throw e;
+      throw toSiloError(e);
     }
   }
 
@@ -649,20 +889,7 @@ export class SiloGRPCClient {
    * Bulk-creates jobs migrated from another system, each with its finished
    * attempts. Returns one result per job, in order.
    */
-  async importJobs(
-    jobs: (EnqueueOptions & {
-      id: string;
-      enqueueTimeMs?: bigint | number;
-      attempts?: {
-        status: AttemptStatus.Succeeded | AttemptStatus.Failed | AttemptStatus.Cancelled;
-        startedAtMs: bigint | number;
-        finishedAtMs: bigint | number;
-        result?: unknown;
-        errorCode?: string;
-        errorData?: unknown;
-      }[];
-    })[],
-  ): Promise<{ id: string; success: boolean; error?: string; status: JobStatus }[]> {
+  async importJobs(jobs: ImportJobOptions[]): Promise<ImportJobResult[]> {
     const toPb: Record<string, pb.AttemptStatus> = {
       [AttemptStatus.Succeeded]: pb.AttemptStatus.SUCCEEDED,
       [AttemptStatus.Failed]: pb.AttemptStatus.FAILED,
@@ -710,10 +937,13 @@ export class SiloGRPCClient {
   async resetShards(): Promise<void> {
     await this.ensureTopology();
     for (const addr of new Set(this.routes.map((r) => r.addr))) {
-      await this.connection(addr).resetShards({}, await this.callOptions()).response;
+      await this.connection(addr)
+        .resetShards({}, await this.callOptions())
+        .response.catch((e: unknown) => Promise.reject(toSiloError(e)));
     }
   }
 
+  /** Stops the topology refresh and closes every connection. */
   close(): void {
     if (this.refreshTimer) clearInterval(this.refreshTimer);
     for (const c of this.connections.values()) c.transport.close();
@@ -729,24 +959,31 @@ export class JobHandle {
     public readonly tenant?: string,
   ) {}
 
-  getJob<P = unknown>(opts?: { includeAttempts?: boolean }): Promise<Job<P>> {
+  /** See `SiloGRPCClient.getJob`. */
+  getJob<P = unknown>(opts?: GetJobOptions): Promise<Job<P>> {
     return this.client.getJob<P>(this.id, this.tenant, opts);
   }
-  async getStatus(): Promise<JobStatus> {
-    return (await this.client.getJob(this.id, this.tenant)).status;
+  /** See `SiloGRPCClient.getJobStatus`. */
+  getStatus(): Promise<JobStatus> {
+    return this.client.getJobStatus(this.id, this.tenant);
   }
-  awaitResult<R = unknown>(opts?: { pollIntervalMs?: number; timeoutMs?: number }): Promise<JobResult<R>> {
+  /** See `SiloGRPCClient.awaitResult`. */
+  awaitResult<R = unknown>(opts?: AwaitJobOptions): Promise<JobResult<R>> {
     return this.client.awaitResult<R>(this.id, this.tenant, opts);
   }
+  /** See `SiloGRPCClient.cancelJob`. */
   cancel(): Promise<void> {
     return this.client.cancelJob(this.id, this.tenant);
   }
+  /** See `SiloGRPCClient.deleteJob`. */
   delete(): Promise<void> {
     return this.client.deleteJob(this.id, this.tenant);
   }
+  /** See `SiloGRPCClient.restartJob`. */
   restart(): Promise<void> {
     return this.client.restartJob(this.id, this.tenant);
   }
+  /** See `SiloGRPCClient.expediteJob`. */
   expedite(): Promise<void> {
     return this.client.expediteJob(this.id, this.tenant);
   }

@@ -20,6 +20,7 @@ export interface Task<P = unknown, M extends Record<string, string> = Record<str
   leaseMs: bigint;
 }
 
+/** What a handler gets: the task, its cancellation signal and `cancel()`. */
 export interface TaskContext<P = unknown, M extends Record<string, string> = Record<string, string>> {
   task: Task<P, M>;
   /** Aborted when the job is cancelled (seen on a heartbeat, or `cancel()`), or the lease is lost. */
@@ -28,29 +29,80 @@ export interface TaskContext<P = unknown, M extends Record<string, string> = Rec
   cancel(): Promise<void>;
 }
 
-export type TaskOutcome<R = unknown> =
-  | { type: "success"; result?: R }
-  | { type: "failure"; code: string; data?: unknown }
-  | { type: "cancelled" };
+/** The job succeeded; `result` is stored (MessagePack) as its result. */
+export interface SuccessOutcome<R = unknown> {
+  type: "success";
+  result?: R;
+}
 
+/** The attempt failed with an error code; the retry policy decides what next. */
+export interface FailureOutcome {
+  type: "failure";
+  code: string;
+  data?: unknown;
+}
+
+/** The job is reported cancelled. */
+export interface CancelledOutcome {
+  type: "cancelled";
+}
+
+/** What a handler returns. */
+export type TaskOutcome<R = unknown> = SuccessOutcome<R> | FailureOutcome | CancelledOutcome;
+
+/** Runs one task and says how it ended; a throw reports failure `HANDLER_ERROR`. */
 export type TaskHandler<P = unknown, M extends Record<string, string> = Record<string, string>, R = unknown> = (
   ctx: TaskContext<P, M>,
 ) => Promise<TaskOutcome<R>>;
 
+/** A floating concurrency limit that is due for a new maximum. */
 export interface RefreshTask {
+  /** The refresh task's id (its lease). */
   id: string;
+  /** The floating limit's key. */
   queueKey: string;
   currentMaxConcurrency: number;
+  /** When the maximum was last set (epoch ms). */
   lastRefreshedAtMs: bigint;
+  /** The `metadata` declared with the limit. */
   metadata: Record<string, string>;
+  /** The tenant of the limit's jobs (with tenancy on); same as `tenant`. */
   tenantId?: string;
+  /** Silo's client's name for `tenantId`. */
+  tenant?: string;
   taskGroup: string;
+  /** The shard the task came from. */
+  shard: string;
+  /** Lease length in ms (the worker heartbeats it). */
+  leaseMs: bigint;
 }
 
-/** Computes a floating limit's new max concurrency. */
-export type RefreshHandler = (task: RefreshTask) => Promise<number>;
+/**
+ * What `refreshHandler` gets, shaped as Silo's client's: `task`, `shard`,
+ * `workerId` and `signal`. The task's fields are also on the context itself
+ * (`ctx.queueKey`, `ctx.metadata`, ...), so handlers written for this
+ * package's earlier bare-task argument keep working.
+ */
+export interface RefreshTaskContext extends RefreshTask {
+  /** The refresh task. */
+  task: RefreshTask;
+  /** The shard the task came from. */
+  shard: string;
+  /** The worker running the handler. */
+  workerId: string;
+  /** Aborted when the worker is stopping. */
+  signal: AbortSignal;
+}
 
-export interface SiloWorkerOptions<P, M extends Record<string, string>, R> {
+/**
+ * Computes a floating limit's new max concurrency from the context (e.g. from
+ * `ctx.task.metadata`); a throw reports the refresh failed and the server
+ * retries it later.
+ */
+export type RefreshHandler = (ctx: RefreshTaskContext) => Promise<number>;
+
+/** Options of {@link SiloWorker}; see the README for the defaults. */
+export interface SiloWorkerOptions<P = unknown, M extends Record<string, string> = Record<string, string>, R = unknown> {
   client: SiloGRPCClient;
   workerId: string;
   taskGroup: string;
@@ -63,7 +115,8 @@ export interface SiloWorkerOptions<P, M extends Record<string, string>, R> {
   pollIntervalMs?: number;
   heartbeatIntervalMs?: number;
   refreshHandler?: RefreshHandler;
-  onError?: (error: unknown, context?: { taskId?: string; jobId?: string }) => void;
+  /** Errors of polls, heartbeats and reports (default: console.error); non-Errors arrive wrapped in an Error. */
+  onError?: (error: Error, context?: { taskId?: string; jobId?: string }) => void;
 }
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
@@ -89,6 +142,8 @@ export class SiloWorker<P = unknown, M extends Record<string, string> = Record<s
   private pollers: Promise<void>[] = [];
   private readonly active = new Map<string, Promise<void>>();
   private wake?: () => void;
+  /** Aborted by `stop()`; handed to refresh handlers as `ctx.signal`. */
+  private stopping = new AbortController();
 
   constructor(opts: SiloWorkerOptions<P, M, R>) {
     const max = opts.maxConcurrentTasks ?? 10;
@@ -102,7 +157,8 @@ export class SiloWorker<P = unknown, M extends Record<string, string> = Record<s
     };
   }
 
-  private onError(error: unknown, context?: { taskId?: string; jobId?: string }) {
+  private onError(e: unknown, context?: { taskId?: string; jobId?: string }) {
+    const error = e instanceof Error ? e : new Error(String(e));
     if (this.o.onError) this.o.onError(error, context);
     else console.error("SiloWorker error", error, context ?? "");
   }
@@ -111,18 +167,26 @@ export class SiloWorker<P = unknown, M extends Record<string, string> = Record<s
   start(): void {
     if (this.running) return;
     this.running = true;
+    if (this.stopping.signal.aborted) this.stopping = new AbortController();
     for (let i = 0; i < this.o.concurrentPollers; i++) this.pollers.push(this.pollLoop());
   }
 
   /** Stops polling and waits up to `timeoutMs` for running tasks; the rest are abandoned. */
   async stop(timeoutMs = 30_000): Promise<void> {
     this.running = false;
+    this.stopping.abort(new Error("worker stopping"));
     this.wake?.();
     await Promise.all(this.pollers);
     this.pollers = [];
     await Promise.race([Promise.all(this.active.values()), sleep(timeoutMs)]);
   }
 
+  /** Whether the worker is polling (between `start()` and `stop()`). */
+  get isRunning(): boolean {
+    return this.running;
+  }
+
+  /** Tasks (and refresh tasks) running now. */
   get activeTasks(): number {
     return this.active.size;
   }
@@ -274,14 +338,23 @@ export class SiloWorker<P = unknown, M extends Record<string, string> = Record<s
       }, this.o.heartbeatIntervalMs);
       let outcome: pb.ReportRefreshOutcomeRequest["outcome"];
       try {
-        const value = await this.o.refreshHandler({
+        const task: RefreshTask = {
           id: r.id,
           queueKey: r.queueKey,
           currentMaxConcurrency: r.currentMaxConcurrency,
           lastRefreshedAtMs: r.lastRefreshedAtMs,
           metadata: r.metadata,
           tenantId: r.tenantId,
+          tenant: r.tenantId,
           taskGroup: r.taskGroup,
+          shard: r.shard,
+          leaseMs: r.leaseMs,
+        };
+        const value = await this.o.refreshHandler({
+          ...task,
+          task,
+          workerId: this.o.workerId,
+          signal: this.stopping.signal,
         });
         outcome = { oneofKind: "success", success: { newMaxConcurrency: Math.max(0, Math.floor(value)) } };
       } catch (e) {

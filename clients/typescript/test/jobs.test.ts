@@ -94,7 +94,9 @@ describe("enqueue and read", () => {
 
   it("awaitResult times out with JobNotTerminalError on a job nobody runs", async () => {
     const h = await client.enqueue({ payload: 1, taskGroup: "nobody" });
-    await expect(h.awaitResult({ timeoutMs: 300, pollIntervalMs: 50 })).rejects.toBeInstanceOf(JobNotTerminalError);
+    const e = await h.awaitResult({ timeoutMs: 300, pollIntervalMs: 50 }).catch((x: unknown) => x);
+    expect(e).toBeInstanceOf(JobNotTerminalError);
+    expect((e as Error).message).toMatch(new RegExp(`^Timeout waiting for job ${h.id} to complete after 300ms`));
   });
 
   it("routes with the same hash as the server", async () => {

@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { credentials } from "@grpc/grpc-js";
 import { GrpcTransport } from "@protobuf-ts/grpc-transport";
 
-import { JobStatus, SiloGRPCClient, SiloWorker, type TaskHandler } from "../src";
+import { JobStatus, SiloGRPCClient, SiloWorker, type RefreshTaskContext, type TaskHandler } from "../src";
 import { SiloClient as RawSilo } from "../src/pb/silo.client";
 import { startServer, waitFor } from "./harness";
 
@@ -212,8 +212,9 @@ describe("SiloWorker", () => {
     expect(worker.activeTasks).toBe(0);
   });
 
-  it("answers floating-limit refresh tasks with refreshHandler", async () => {
+  it("answers floating-limit refresh tasks with refreshHandler, passing a context", async () => {
     const refreshed: string[] = [];
+    const contexts: RefreshTaskContext[] = [];
     const worker = new SiloWorker({
       client,
       workerId: "floating",
@@ -224,9 +225,10 @@ describe("SiloWorker", () => {
         await new Promise((r) => setTimeout(r, 300));
         return { type: "success" };
       },
-      refreshHandler: async (t) => {
-        refreshed.push(t.queueKey);
-        expect(t.metadata).toEqual({ org: "acme" });
+      // Written as Silo's documentation writes it: the task is `ctx.task`.
+      refreshHandler: async (ctx) => {
+        refreshed.push(ctx.task.queueKey);
+        contexts.push(ctx);
         return 5;
       },
     });
@@ -239,6 +241,51 @@ describe("SiloWorker", () => {
     });
     await worker.stop();
     expect(refreshed).toEqual(["fk"]);
+    const [ctx] = contexts;
+    expect(ctx.task.metadata).toEqual({ org: "acme" });
+    expect(ctx.task.currentMaxConcurrency).toBe(1);
+    expect(ctx.task.taskGroup).toBe("floating");
+    expect(ctx.task.leaseMs > 0n).toBe(true);
+    expect(ctx.workerId).toBe("floating");
+    expect(ctx.shard).toBe(client.getShardForTenant("-"));
+    expect(ctx.task.shard).toBe(ctx.shard);
+    expect(ctx.signal).toBeInstanceOf(AbortSignal);
+    // What this package passed before (the bare task) is still on the context.
+    expect({ id: ctx.id, queueKey: ctx.queueKey, metadata: ctx.metadata }).toEqual({
+      id: ctx.task.id,
+      queueKey: "fk",
+      metadata: { org: "acme" },
+    });
+  });
+
+  it("aborts the refresh context's signal when the worker stops", async () => {
+    let started!: () => void;
+    const running = new Promise<void>((r) => (started = r));
+    let abortedInHandler = false;
+    const worker = new SiloWorker({
+      client,
+      workerId: "floating-stop",
+      taskGroup: "floating-stop",
+      pollIntervalMs: 20,
+      handler: async () => {
+        await new Promise((r) => setTimeout(r, 100));
+        return { type: "success" };
+      },
+      refreshHandler: async (ctx) => {
+        started();
+        await new Promise<void>((r) => ctx.signal.addEventListener("abort", () => r()));
+        abortedInHandler = ctx.signal.aborted;
+        throw new Error("stopping");
+      },
+    });
+    // A refresh is due once a job waits on the limit: two jobs, one slot.
+    const limits = [{ type: "floatingConcurrency" as const, key: "fk-stop", defaultMaxConcurrency: 1, refreshIntervalMs: 60_000 }];
+    for (let i = 0; i < 2; i++) await client.enqueue({ payload: i, taskGroup: "floating-stop", limits });
+    worker.start();
+    await running;
+    await worker.stop(5_000);
+    expect(abortedInHandler).toBe(true);
+    expect(worker.activeTasks).toBe(0);
   });
 });
 
