@@ -46,9 +46,24 @@ pub async fn check(db: &Db, shared: &Shared) -> Verdict {
     Verdict { name: "cluster-heals".into(), valid: errors.is_empty(), error_count: errors.len(), errors, notes }
 }
 
-/// Transfers leadership to `id`, then enqueues and cancels a probe through it.
+/// Transfers leadership to `id`, then enqueues and cancels a probe through
+/// it; retried (a spurious election on a loaded machine moves leadership
+/// away) until it works or 60 s pass.
 async fn lead_and_commit(db: &Db, shared: &Shared, id: u64) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match try_lead_and_commit(db, shared, id, deadline).await {
+            Ok(()) => return Ok(()),
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::warn!(error = %e, "n{id} did not lead and commit yet; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+async fn try_lead_and_commit(db: &Db, shared: &Shared, id: u64, deadline: tokio::time::Instant) -> anyhow::Result<()> {
     loop {
         let leader = db.leader().await;
         if leader == Some(id) {

@@ -336,6 +336,30 @@ impl Nemesis {
                 }
             }
         }
+        // A membership change whose answer was lost may have removed a voter
+        // the schedule never recorded as removed: add back every node missing.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let voters = loop {
+            let leader = self.db.leader().await;
+            if let Some(s) = match leader {
+                Some(l) => self.db.status(l).await,
+                None => None,
+            } {
+                break Some(s.voters.iter().map(|m| m.id).collect::<Vec<u64>>());
+            }
+            if tokio::time::Instant::now() > deadline {
+                break None;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        for id in self.ids() {
+            if voters.as_ref().is_some_and(|v| !v.contains(&id)) {
+                tracing::warn!("n{id} is not a voter after the schedule; adding it back");
+                if let Err(e) = self.readd(id).await {
+                    tracing::error!(error = %e, "could not add n{id} back");
+                }
+            }
+        }
     }
 }
 

@@ -162,6 +162,12 @@ fn cleanup_leftovers() {
         for line in list.lines() {
             let name = line.split_whitespace().next().unwrap_or("");
             if name.starts_with(NS_PREFIX) {
+                // Nodes a killed run left behind still run inside it.
+                if let Ok(pids) = run(&["ip", "netns", "pids", name]) {
+                    for pid in pids.split_whitespace() {
+                        run_quiet(&["kill", "-9", pid]);
+                    }
+                }
                 run_quiet(&["ip", "netns", "del", name]);
             }
         }

@@ -36,7 +36,14 @@ impl Duties {
                 _ = ticker.tick() => {}
                 _ = shutdown.changed() => return,
             }
-            let term = self.node.leader_term();
+            // Acts only while this node leads *and* hears from a quorum
+            // (check-quorum, `RaftNode::leadership`). When a quorum comes back
+            // in the same term, lease clocks restart as after a takeover: the
+            // workers' heartbeats were refused meanwhile.
+            let term = match self.node.leadership() {
+                crate::raft::Leadership::Leader => self.node.leader_term(),
+                crate::raft::Leadership::Follower { .. } => None,
+            };
             if term.is_none() {
                 led_term = None;
                 continue;
@@ -64,7 +71,7 @@ impl Duties {
     /// batch per entry, until none is due.
     async fn purge_finished(&self) {
         let Some(retention_ms) = self.retention_ms else { return };
-        let before_ms = crate::wall_clock_ms().saturating_sub(retention_ms as i64);
+        let before_ms = self.node.leader_now_ms().saturating_sub(retention_ms as i64);
         loop {
             let op = Op::PurgeTerminal { before_ms, max: crate::limits::PURGE_BATCH_MAX };
             match self.node.propose(op).await {
@@ -85,7 +92,7 @@ impl Duties {
 
     /// Proposes AcquireLimits for pending attempts whose gate time passed.
     async fn open_gates(&self) {
-        let due = self.broker.take_due_gates(crate::wall_clock_ms(), crate::limits::GATE_BATCH_MAX);
+        let due = self.broker.take_due_gates(self.node.leader_now_ms(), crate::limits::GATE_BATCH_MAX);
         if due.is_empty() {
             return;
         }
@@ -131,9 +138,17 @@ impl Duties {
                 .collect();
             match self.node.propose(Op::ExpireLeases { leases }).await {
                 Ok(_) => metrics::counter!("silo_leases_expired_total").increment(ids.len() as u64),
-                Err(e) => {
+                // Not proposed at all: the leases may be reaped again later.
+                Err(e @ crate::raft::ProposeError::NotLeader { .. }) => {
                     self.broker.expiry_failed(&ids);
                     tracing::warn!(error = %e, "expire leases");
+                    return;
+                }
+                // The entry may still commit: the decision stands (heartbeats
+                // stay refused); the reaper proposes it again after a while,
+                // which is harmless (ExpireLeases skips leases already gone).
+                Err(e) => {
+                    tracing::warn!(error = %e, "expire leases: outcome unknown; will propose again");
                     return;
                 }
             }

@@ -32,8 +32,11 @@
 //! lease; a heartbeat that comes after the reaper marked the lease as expiring
 //! is refused (NOT_FOUND "lease not found") even if the ExpireLeases entry has
 //! not committed yet. So a worker is never told "renewed" about an attempt
-//! that is being expired. If that ExpireLeases proposal fails, the lease is
-//! reaped again on the next tick (its deadline was not extended). Reports go
+//! that is being expired. The decision stands until the lease ends: if the
+//! ExpireLeases proposal's outcome is unknown (it may still commit, even in a
+//! later term), heartbeats stay refused and the expiry is proposed again after
+//! [`EXPIRY_RETRY_MS`]; only a proposal that was certainly never appended
+//! (this node did not lead) puts the lease back to normal. Reports go
 //! through the log like expiries: whichever applies first ends the attempt and
 //! the other finds no lease.
 //!
@@ -68,9 +71,15 @@ impl GroupQueue {
 
 struct LeaseClock {
     deadline_ms: Ms,
-    /// An ExpireLeases proposal for it is in flight.
-    expiring: bool,
+    /// When the reaper took it for expiry (monotonic ms): from then on
+    /// heartbeats are refused, and the expiry is proposed again if it has
+    /// not applied after [`EXPIRY_RETRY_MS`].
+    expiring: Option<Ms>,
 }
+
+/// How long an expiry whose proposal had an unknown outcome waits before it
+/// is proposed again.
+pub const EXPIRY_RETRY_MS: Ms = 2_000;
 
 #[derive(Default)]
 struct Inner {
@@ -121,7 +130,7 @@ impl Broker {
                 Effect::Dequeued { task_id } => inner.remove_task(task_id),
                 Effect::LeaseStarted { task_id, lease_ms } => {
                     let deadline_ms = now_ms.saturating_add(*lease_ms).max(inner.lease_floor_ms);
-                    inner.leases.insert(task_id.clone(), LeaseClock { deadline_ms, expiring: false });
+                    inner.leases.insert(task_id.clone(), LeaseClock { deadline_ms, expiring: None });
                 }
                 Effect::LeaseEnded { task_id } => {
                     inner.leases.remove(task_id);
@@ -146,7 +155,7 @@ impl Broker {
         }
         for lease in leases {
             let deadline_ms = now_ms.saturating_add(lease.lease_ms).max(floor);
-            inner.leases.insert(lease.task_id, LeaseClock { deadline_ms, expiring: false });
+            inner.leases.insert(lease.task_id, LeaseClock { deadline_ms, expiring: None });
         }
     }
 
@@ -157,9 +166,11 @@ impl Broker {
         let floor = now_ms.saturating_add(lease_ms);
         inner.lease_floor_ms = floor;
         inner.reserved.clear();
+        // Leases already taken for expiry stay taken: this node's earlier
+        // ExpireLeases may still commit in the new term, so heartbeats for
+        // them must stay refused; the reaper proposes them again.
         for clock in inner.leases.values_mut() {
             clock.deadline_ms = clock.deadline_ms.max(floor);
-            clock.expiring = false;
         }
     }
 
@@ -240,7 +251,7 @@ impl Broker {
     pub fn extend_lease(&self, task_id: &str, now_ms: Ms, lease_ms: Ms) -> bool {
         let mut inner = self.inner.lock();
         match inner.leases.get_mut(task_id) {
-            Some(clock) if clock.expiring => false,
+            Some(clock) if clock.expiring.is_some() => false,
             Some(clock) => {
                 clock.deadline_ms = clock.deadline_ms.max(now_ms.saturating_add(lease_ms));
                 true
@@ -249,32 +260,35 @@ impl Broker {
         }
     }
 
-    /// Leases whose deadline is ≤ `now_ms` and not already being expired, at most
-    /// `max`; they are marked as expiring until [`Broker::expiry_failed`] or their end.
+    /// Leases whose deadline is ≤ `now_ms` and not already being expired, or
+    /// taken for expiry over [`EXPIRY_RETRY_MS`] ago without ending, at most
+    /// `max`; they stay marked as expiring until [`Broker::expiry_failed`] or
+    /// their end.
     pub fn take_expired(&self, now_ms: Ms, max: usize) -> Vec<(String, Ms)> {
         let mut inner = self.inner.lock();
-        let mut out: Vec<(String, Ms)> = inner
-            .leases
-            .iter()
-            .filter(|(_, c)| !c.expiring && c.deadline_ms <= now_ms)
-            .map(|(id, c)| (id.clone(), c.deadline_ms))
-            .collect();
+        let due = |c: &LeaseClock| match c.expiring {
+            None => c.deadline_ms <= now_ms,
+            Some(at) => now_ms.saturating_sub(at) >= EXPIRY_RETRY_MS,
+        };
+        let mut out: Vec<(String, Ms)> =
+            inner.leases.iter().filter(|(_, c)| due(c)).map(|(id, c)| (id.clone(), c.deadline_ms)).collect();
         out.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
         out.truncate(max);
         for (id, _) in &out {
             if let Some(c) = inner.leases.get_mut(id) {
-                c.expiring = true;
+                c.expiring = Some(now_ms);
             }
         }
         out
     }
 
-    /// An ExpireLeases proposal failed: its leases may be tried again.
+    /// An ExpireLeases proposal was certainly not appended (this node did not
+    /// lead): its leases are back to normal.
     pub fn expiry_failed(&self, task_ids: &[String]) {
         let mut inner = self.inner.lock();
         for id in task_ids {
             if let Some(c) = inner.leases.get_mut(id) {
-                c.expiring = false;
+                c.expiring = None;
             }
         }
     }
@@ -367,7 +381,8 @@ mod tests {
         b.on_leadership_gained(45_000, 10_000);
         assert!(b.take_expired(54_999, 10).is_empty());
         assert_eq!(b.take_expired(55_000, 10), vec![("t".to_string(), 55_000)]);
-        assert!(b.take_expired(60_000, 10).is_empty(), "already expiring");
+        assert!(b.take_expired(56_000, 10).is_empty(), "already expiring");
+        assert_eq!(b.take_expired(57_000, 10), vec![("t".to_string(), 55_000)], "proposed again after a while");
     }
 
     #[test]

@@ -40,9 +40,10 @@ pub fn propose(e: ProposeError) -> Status {
     match e {
         ProposeError::NotLeader { leader } => not_leader(leader),
         ProposeError::Fatal(m) => Status::unavailable(format!("node is not serving: {m}")),
-        ProposeError::Unknown(m) => {
-            Status::unavailable(format!("outcome unknown: {m}; retry (enqueue with the same id is idempotent)"))
-        }
+        ProposeError::Unknown(m) => Status::unavailable(format!(
+            "outcome unknown: {m}; it may still take effect. Retry: an enqueue with a caller-chosen id \
+                 then answers ALREADY_EXISTS if the first try landed, a report `lease not found`"
+        )),
         ProposeError::Other(m) => Status::internal(m),
     }
 }

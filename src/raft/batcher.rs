@@ -129,8 +129,12 @@ async fn commit(
     command: Command,
 ) -> Result<ApplyResult, ProposeError> {
     let Some(term) = leading_term(raft, id) else {
-        // Not leading: openraft answers at once with ForwardToLeader.
-        return super::write_result(raft.client_write(command).await);
+        // Not leading: openraft answers at once with ForwardToLeader, unless
+        // this node won an election meanwhile; bounded either way.
+        return match tokio::time::timeout(timeout, raft.client_write(command)).await {
+            Ok(r) => super::write_result(r),
+            Err(_) => Err(ProposeError::Unknown(format!("not committed within {} ms", timeout.as_millis()))),
+        };
     };
     let mut watch = raft.metrics();
     let (contact, max_age) = (quorum.0.clone(), quorum.1);

@@ -240,6 +240,18 @@ impl RaftNode {
         let _ = rx.wait_for(|&applied| applied >= index).await;
     }
 
+    /// The leader's notion of "now" for scheduling, ms: its wall clock, but
+    /// never behind the time the state machine has reached. Commands stamp
+    /// time with `max(last, now)`, so after a leader's clock ran ahead (a
+    /// clock step, a fast-clocked node that led for a while) every new start
+    /// time is ahead of the other nodes' wall clocks; due-ness compared with
+    /// the wall clock alone would stall new work for the size of the step.
+    pub fn leader_now_ms(&self) -> i64 {
+        use crate::state_machine::{Tables, View};
+        let state = View(&crate::storage::rocks::ReadKv { db: &self.db }).clock_ms();
+        crate::wall_clock_ms().max(state)
+    }
+
     pub fn applied_index(&self) -> u64 {
         *self.applied.borrow()
     }

@@ -22,8 +22,8 @@
 //!   quarter of the lease length after its grant was delivered is not refused
 //!   with "lease not found". Nothing but the worker's own report or the
 //!   lease's expiry ends a lease, and a lease handed out has most of its
-//!   length left (the server withholds grants that took over half a lease to
-//!   commit, and a new leader only ever extends leases), so such a refusal
+//!   length left (its clock starts when the grant applies on the leader,
+//!   before delivery, and a new leader only ever extends leases), so such a refusal
 //!   means the lease was delivered dead, or expired early (e.g. on a leader
 //!   whose wall clock jumped).
 use std::collections::{BTreeMap, HashMap};
