@@ -44,9 +44,9 @@ pub const MAX_CONCURRENCY_MAX: u32 = 1_000_000;
 pub const LIMITS_PER_JOB_MAX: usize = 16;
 /// Default byte budget of one LeaseTasks reply (configurable with
 /// `lease_reply_bytes_max`): well below the 128 MiB receive limit that Silo's
-/// client and ours set, and below what a default gRPC client accepts once the
-/// budget is lowered. A grant never exceeds it, except that one task is always
-/// granted even if it alone is larger (up to the payload limit).
+/// client and ours set. Stock gRPC clients accept 4 MiB; lower the budget for
+/// those. A grant never exceeds it, except that one task is always granted
+/// even if it alone is larger (up to the payload limit).
 pub const LEASE_REPLY_BYTES_DEFAULT_MAX: usize = 32 * 1024 * 1024;
 /// Most tasks one LeaseTasks call may return.
 pub const LEASE_TASKS_MAX: u32 = 1_000;

@@ -543,6 +543,7 @@ impl Silo for SiloService {
             let r = request.into_inner();
             let s = self.route_write(&r.shard)?;
             self.worker_tenant(r.tenant_id.as_deref(), s)?;
+            validate::task_id(&r.task_id).map_err(|_| Status::not_found("lease not found"))?;
             use pb::report_refresh_outcome_request::Outcome as O;
             let outcome = match r.outcome {
                 None => return Err(status::invalid("missing outcome")),
@@ -566,6 +567,8 @@ impl Silo for SiloService {
             let r = request.into_inner();
             let s = self.route_write(&r.shard)?;
             self.worker_tenant(r.tenant_id.as_deref(), s)?;
+            // No lease has an id this long (as ReportOutcome answers).
+            validate::task_id(&r.task_id).map_err(|_| Status::not_found("lease not found"))?;
             let max_age = std::time::Duration::from_millis(self.edge.leadership_confirmation_max_age_ms);
             self.node.confirm_leadership(max_age).await.map_err(status::propose)?;
             let check = read::check_lease(&View(&self.view()), &r.task_id, &r.worker_id).map_err(status::heartbeat)?;
