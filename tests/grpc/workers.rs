@@ -226,6 +226,9 @@ async fn one_lease_call_grants_many_tasks_each_once() {
     assert_eq!(ids.len(), 50, "all jobs leased");
 }
 
+/// How long the sweep's worker works between its heartbeat and its report.
+const REPORT_AFTER_HEARTBEAT: Duration = Duration::from_millis(400);
+
 /// Heartbeats swept across the lease deadline (issue #15, item 5): 200 leases
 /// of 2 s, each heartbeated once between 10 ms before and 90 ms after its
 /// deadline, then reported 400 ms later. The reaper and heartbeats are one
@@ -249,7 +252,8 @@ async fn heartbeats_across_the_deadline_either_keep_the_lease_or_are_refused() {
             let offset_ms = 2_000 - 10 + (i as u64 % 100);
             tokio::time::sleep_until(leased_at + Duration::from_millis(offset_ms)).await;
             let heartbeat = c.heartbeat(hb(&t, "w")).await;
-            tokio::time::sleep(Duration::from_millis(400)).await;
+            // The worker's own pace (issue #15's recipe), not a wait for a condition.
+            tokio::time::sleep(REPORT_AFTER_HEARTBEAT).await;
             let report = c.report_outcome(success_req(&t, b"done")).await;
             (t, heartbeat, report)
         }))
