@@ -1,29 +1,23 @@
-//! (b) `no-double-success`: a job succeeds at most once per run, and a
-//! terminal status is left only through RestartJob or DeleteJob.
+//! (b) `no-double-success`: a job succeeds at most once, and a terminal
+//! status is left only through RestartJob or DeleteJob.
 //!
-//! The server's rules behind this (SEMANTICS §6.5, §8.2 in the silo repo):
-//! a success report moves the job to Succeeded; RestartJob is accepted only on
-//! a terminal job and makes it Scheduled again with a new, higher attempt;
-//! DeleteJob is accepted only on a terminal job and removes it. So:
+//! The server's rules behind this (SEMANTICS §6.5, §8.2; `ops/restart_job.rs`):
+//! a success report moves the job to Succeeded, which is final: RestartJob
+//! refuses a Succeeded job ("job already succeeded") and only moves Failed or
+//! Cancelled jobs back to Scheduled; DeleteJob removes a terminal job. So:
 //!
-//! - `double-success`: per job, the number of accepted (ok) success reports
-//!   must not exceed 1 + the number of restarts on that job that did not fail
-//!   (ok or info).
-//! - `success-without-restart`: two ok success reports of the same job (taken
-//!   in completion order) need a non-failed restart that could have taken
-//!   effect between them: its invoke is before the second report's completion
-//!   and its completion (the end of the history when `info`) is after the
-//!   first report's invoke. Since two reports can overlap in time, the other
-//!   orientation (the second report linearised first) is accepted too.
+//! - `double-success`: per job, at most one success report is accepted (ok),
+//!   whatever restarts were tried (the workload never reuses a job id).
 //! - `terminal-changed`: for two non-stale ok reads r1, r2 of the same job
 //!   (Read or FinalRead) with r1 completed before r2 was invoked, if r1 saw a
 //!   terminal status and r2 a different one (NotFound included), a non-failed
-//!   restart or delete of that job must have been invoked before r2 completed
-//!   and completed (end of history when `info`) after r1 was invoked. Stale
-//!   reads are skipped: they are not linearizable by design.
+//!   delete (or, when r1 saw Failed or Cancelled, a restart) of that job must
+//!   have been invoked before r2 completed and completed (end of history when
+//!   `info`) after r1 was invoked. Stale reads are skipped: they are not
+//!   linearizable by design.
 use std::collections::BTreeMap;
 
-use crate::history::{Op, Outcome};
+use crate::history::{Op, Outcome, Status};
 
 use super::{Call, CheckContext, Facts, TaskCall, Verdict};
 
@@ -55,28 +49,14 @@ pub(crate) fn check_facts(facts: &Facts<'_>, _ctx: &CheckContext) -> Verdict {
     let mut total = 0;
     for (&job, list) in successes.iter_mut() {
         total += list.len();
-        let restarts = facts.restarts_of(job);
-        if list.len() > 1 + restarts.len() {
+        if list.len() > 1 {
+            list.sort_by(|a, b| a.call.comp_ms().total_cmp(&b.call.comp_ms()));
             let all: Vec<String> = list.iter().map(|tc| tc.describe()).collect();
             v.error(format!(
-                "double-success: job {job}: {} accepted success reports but only {} non-failed restarts: {}",
+                "double-success: job {job}: {} accepted success reports (Succeeded is final): {}",
                 list.len(),
-                restarts.len(),
                 all.join("; ")
             ));
-        }
-        list.sort_by(|a, b| a.call.comp_ms().total_cmp(&b.call.comp_ms()));
-        for w in list.windows(2) {
-            let (s1, s2) = (&w[0].call, &w[1].call);
-            let ok =
-                restarts.iter().any(|r| between(r, s1.inv_ms(), s2.comp_ms()) || between(r, s2.inv_ms(), s1.comp_ms()));
-            if !ok {
-                v.error(format!(
-                    "success-without-restart: job {job}: {} and {} with no restart invoked between them",
-                    w[0].describe(),
-                    w[1].describe()
-                ));
-            }
         }
     }
 
@@ -89,12 +69,15 @@ pub(crate) fn check_facts(facts: &Facts<'_>, _ctx: &CheckContext) -> Verdict {
     }
     let mut pairs_checked = 0usize;
     for (&job, idx) in &reads {
+        let deletes: Vec<&Call<'_>> = facts.deletes_of(job).iter().collect();
         let movers: Vec<&Call<'_>> = facts.restarts_of(job).iter().chain(facts.deletes_of(job)).collect();
         for &i1 in idx {
             let r1 = &facts.reads[i1];
             if !r1.status.is_terminal() {
                 continue;
             }
+            // Only a delete moves a job away from Succeeded.
+            let movers = if r1.status == Status::Succeeded { &deletes } else { &movers };
             // Report at most one violation per r1: the first r2 in invoke order.
             for &i2 in idx {
                 let r2 = &facts.reads[i2];
@@ -104,7 +87,7 @@ pub(crate) fn check_facts(facts: &Facts<'_>, _ctx: &CheckContext) -> Verdict {
                 pairs_checked += 1;
                 if !movers.iter().any(|c| between(c, r1.inv_ms(), r2.comp_ms())) {
                     v.error(format!(
-                        "terminal-changed: job {job}: {} then {} with no restart or delete invoked between them",
+                        "terminal-changed: job {job}: {} then {} with no delete (or restart of a failed or cancelled job) invoked between them",
                         r1.describe(),
                         r2.describe()
                     ));
@@ -126,12 +109,23 @@ pub(crate) fn check_facts(facts: &Facts<'_>, _ctx: &CheckContext) -> Verdict {
 mod tests {
     use super::*;
     use crate::checker::testing::*;
-    use crate::history::{Status, F};
+    use crate::history::F;
 
     const CTX: CheckContext = CheckContext { lease_ms: 10_000 };
 
-    /// Job a: attempt 1 fails, restarted, attempt 2 succeeds; reads around.
-    fn restarted() -> H {
+    /// Job a: attempt 1 fails for good; a read sees Failed.
+    fn failed() -> H {
+        H::new()
+            .call(1, F::Enqueue, enq(Some("a"), "1:0"), 0.0, 5.0)
+            .invoke(1, F::Lease, lease(vec![]), 10.0)
+            .ok(1, lease(vec![grant("a", "t1", 1, "1:0")]), 15.0)
+            .call(1, F::Report, report("a", "t1", 1, Outcome::Failure), 20.0, 25.0)
+            .invoke(2, F::Read, job("a"), 30.0)
+            .ok(2, read("a", Status::Failed, 1, 22), 31.0)
+    }
+
+    /// Job a: attempt 1 succeeds; a read sees Succeeded.
+    fn succeeded() -> H {
         H::new()
             .call(1, F::Enqueue, enq(Some("a"), "1:0"), 0.0, 5.0)
             .invoke(1, F::Lease, lease(vec![]), 10.0)
@@ -143,7 +137,8 @@ mod tests {
 
     #[test]
     fn valid_history_passes() {
-        let h = restarted()
+        // Failed, restarted (answer lost), attempt 2 succeeds.
+        let h = failed()
             .invoke(3, F::Restart, job("a"), 40.0)
             .info(3, 50.0)
             .invoke(2, F::Read, job("a"), 60.0)
@@ -160,45 +155,35 @@ mod tests {
     }
 
     #[test]
-    fn two_successes_without_restart() {
-        let h = restarted()
+    fn a_second_success_is_invalid_even_after_a_restart() {
+        let h = succeeded()
+            .call(3, F::Restart, job("a"), 40.0, 41.0)
             .invoke(1, F::Lease, lease(vec![]), 70.0)
             .ok(1, lease(vec![grant("a", "t2", 2, "1:0")]), 75.0)
             .call(1, F::Report, report("a", "t2", 2, Outcome::Success), 80.0, 85.0);
-        let v = check(&h.build(), &CTX);
-        assert_rule(&v, "double-success");
-        assert_rule(&v, "success-without-restart");
-    }
-
-    #[test]
-    fn restart_outside_the_gap_does_not_count() {
-        // One restart that failed is no restart; one that came after both
-        // successes does not separate them (count rule passes, order fails).
-        let h = restarted()
-            .invoke(3, F::Restart, job("a"), 40.0)
-            .fail(3, 41.0)
-            .invoke(1, F::Lease, lease(vec![]), 70.0)
-            .ok(1, lease(vec![grant("a", "t2", 2, "1:0")]), 75.0)
-            .call(1, F::Report, report("a", "t2", 2, Outcome::Success), 80.0, 85.0)
-            .call(3, F::Restart, job("a"), 100.0, 101.0);
-        let v = check(&h.build(), &CTX);
-        assert_eq!(v.error_count, 1, "{:#?}", v.errors);
-        assert_rule(&v, "success-without-restart");
+        assert_rule(&check(&h.build(), &CTX), "double-success");
     }
 
     #[test]
     fn terminal_status_changed_without_restart() {
-        let h = restarted().invoke(2, F::Read, job("a"), 60.0).ok(2, read("a", Status::Scheduled, 1, 45), 61.0);
+        let h = failed().invoke(2, F::Read, job("a"), 60.0).ok(2, read("a", Status::Scheduled, 1, 45), 61.0);
+        assert_rule(&check(&h.build(), &CTX), "terminal-changed");
+        // A Succeeded job never goes back, restart or not.
+        let h = succeeded().call(3, F::Restart, job("a"), 40.0, 41.0).invoke(2, F::Read, job("a"), 60.0).ok(
+            2,
+            read("a", Status::Scheduled, 1, 45),
+            61.0,
+        );
         assert_rule(&check(&h.build(), &CTX), "terminal-changed");
         // NotFound without a delete too; a failed delete does not count.
-        let h = restarted()
-            .invoke(3, F::Delete, job("a"), 40.0)
-            .fail(3, 41.0)
-            .invoke(2, F::FinalRead, job("a"), 60.0)
-            .ok(2, read("a", Status::NotFound, 0, 0), 61.0);
+        let h = failed().invoke(3, F::Delete, job("a"), 40.0).fail(3, 41.0).invoke(2, F::FinalRead, job("a"), 60.0).ok(
+            2,
+            read("a", Status::NotFound, 0, 0),
+            61.0,
+        );
         assert_rule(&check(&h.build(), &CTX), "terminal-changed");
         // With an ok delete in between it is fine.
-        let h = restarted().call(3, F::Delete, job("a"), 40.0, 41.0).invoke(2, F::FinalRead, job("a"), 60.0).ok(
+        let h = succeeded().call(3, F::Delete, job("a"), 40.0, 41.0).invoke(2, F::FinalRead, job("a"), 60.0).ok(
             2,
             read("a", Status::NotFound, 0, 0),
             61.0,
