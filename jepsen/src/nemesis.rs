@@ -112,7 +112,8 @@ enum Active {
     Paused(u64),
     Partitioned,
     Removed(u64),
-    Clock(u64),
+    /// Node and the offset of its first jump (s).
+    Clock(u64, i64),
 }
 
 pub struct Nemesis {
@@ -167,8 +168,9 @@ impl Nemesis {
             if kind == Kind::Clock {
                 // Jump the other way half-way through.
                 self.sleep_until(hold / 2, f64::MAX, stop).await;
-                if let Some((_, Active::Clock(id))) = self.active.clone() {
-                    let offset = -self.rng.gen_range(2..=10) * if self.rng.gen_bool(0.5) { 1 } else { -1 };
+                if let Some((_, Active::Clock(id, first))) = self.active.clone() {
+                    // The other way from the first jump.
+                    let offset = -first.signum() * self.rng.gen_range(2..=10);
                     if self.db.set_clock(id, offset).is_ok() {
                         self.rec.nemesis(F::StartFault, "clock", format!("n{id} clock jumps to {offset:+} s"), None);
                     }
@@ -246,7 +248,7 @@ impl Nemesis {
             Kind::Clock => {
                 let offset = self.rng.gen_range(2..=10) * if self.rng.gen_bool(0.5) { 1 } else { -1 };
                 self.db.set_clock(random, offset)?;
-                (Active::Clock(random), format!("n{random} clock {offset:+} s"), None)
+                (Active::Clock(random, offset), format!("n{random} clock {offset:+} s"), None)
             }
         };
         let leader_hit = target.filter(|t| Some(*t) == leader);
@@ -282,7 +284,7 @@ impl Nemesis {
                 self.net.heal()?;
                 "network healed".to_string()
             }
-            Active::Clock(id) => {
+            Active::Clock(id, _) => {
                 self.db.set_clock(id, 0)?;
                 format!("n{id} clock reset")
             }

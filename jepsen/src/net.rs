@@ -125,12 +125,16 @@ impl Net {
         Ok(())
     }
 
-    /// Removes every drop rule (the INPUT chains of our namespaces hold only ours).
+    /// Removes every drop rule (the INPUT chains of our namespaces hold only
+    /// ours), in every namespace even if one fails; returns the first error.
     pub fn heal(&self) -> anyhow::Result<()> {
+        let mut first = None;
         for i in 1..=self.nodes {
-            run(&["ip", "netns", "exec", &Self::ns(i), "iptables", "-F", "INPUT"])?;
+            if let Err(e) = run(&["ip", "netns", "exec", &Self::ns(i), "iptables", "-F", "INPUT"]) {
+                first.get_or_insert(e);
+            }
         }
-        Ok(())
+        first.map_or(Ok(()), Err)
     }
 
     /// Deletes the namespaces, the bridge and the forward rule.
