@@ -48,6 +48,22 @@ async fn setup(opts: DbOpts) -> Setup {
     Setup { db, net, conns, _dir: dir }
 }
 
+/// 3 nodes, 3 s leases, snapshots rare enough not to matter.
+fn steady_opts() -> DbOpts {
+    DbOpts { nodes: 3, lease_ms: 3000, snapshot_logs_since_last: 20_000, max_in_snapshot_log_to_keep: 1000 }
+}
+
+/// LeaseTasks for one task of group `g` by `worker`, routed by shard.
+fn lease_req(shard: &str, worker: &str) -> pb::LeaseTasksRequest {
+    pb::LeaseTasksRequest {
+        shard: Some(shard.to_string()),
+        worker_id: worker.into(),
+        max_tasks: 1,
+        task_group: "g".into(),
+        tenant: None,
+    }
+}
+
 fn job(id: &str, shard: &str, retries: u32) -> pb::EnqueueRequest {
     pb::EnqueueRequest {
         shard: shard.into(),
@@ -138,9 +154,7 @@ async fn deaf_leader_never_delivers_a_grant_after_it_was_deposed() {
     if !is_root() {
         return;
     }
-    let s =
-        setup(DbOpts { nodes: 3, lease_ms: 3000, snapshot_logs_since_last: 20_000, max_in_snapshot_log_to_keep: 1000 })
-            .await;
+    let s = setup(steady_opts()).await;
     let old = s.db.leader().await.expect("leader");
     let req = job("J", &s.conns.shard, 3);
     let mut c = s.conns.grpc(old);
@@ -148,13 +162,7 @@ async fn deaf_leader_never_delivers_a_grant_after_it_was_deposed() {
     for p in s.db.cluster.nodes.keys().filter(|&&i| i != old) {
         s.net.cut(*p as usize, old as usize).unwrap();
     }
-    let lease = |worker: &str| pb::LeaseTasksRequest {
-        shard: Some(s.conns.shard.clone()),
-        worker_id: worker.into(),
-        max_tasks: 1,
-        task_group: "g".into(),
-        tenant: None,
-    };
+    let lease = |worker: &str| lease_req(&s.conns.shard, worker);
     let mut first = s.conns.grpc(old);
     let first_req = lease("first");
     let first = tokio::spawn(async move { first.lease_tasks(first_req).await });
@@ -205,9 +213,7 @@ async fn isolated_leader_sends_clients_away_within_an_election_timeout() {
     if !is_root() {
         return;
     }
-    let s =
-        setup(DbOpts { nodes: 3, lease_ms: 3000, snapshot_logs_since_last: 20_000, max_in_snapshot_log_to_keep: 1000 })
-            .await;
+    let s = setup(steady_opts()).await;
     let old = s.db.leader().await.expect("leader");
     let others: Vec<usize> = s.db.cluster.nodes.keys().filter(|&&i| i != old).map(|&i| i as usize).collect();
     enqueue(&s, old, "before", false).await.expect("write before the partition");
@@ -251,20 +257,11 @@ async fn a_wall_clock_jump_on_the_leader_does_not_expire_leases() {
         eprintln!("SKIPPED: libfaketime is not installed (apt-get install faketime)");
         return;
     }
-    let s =
-        setup(DbOpts { nodes: 3, lease_ms: 3000, snapshot_logs_since_last: 20_000, max_in_snapshot_log_to_keep: 1000 })
-            .await;
+    let s = setup(steady_opts()).await;
     let leader = s.db.leader().await.expect("leader");
     let mut c = s.conns.grpc(leader);
     c.enqueue(job("J", &s.conns.shard, 0)).await.expect("enqueue J");
-    let req = pb::LeaseTasksRequest {
-        shard: Some(s.conns.shard.clone()),
-        worker_id: "w".into(),
-        max_tasks: 1,
-        task_group: "g".into(),
-        tenant: None,
-    };
-    let task = c.lease_tasks(req).await.expect("lease").into_inner().tasks.remove(0);
+    let task = c.lease_tasks(lease_req(&s.conns.shard, "w")).await.expect("lease").into_inner().tasks.remove(0);
     s.db.set_clock(leader, 30).unwrap();
     let beats_until = Instant::now() + Duration::from_millis(4_500);
     let mut beats = 0;
