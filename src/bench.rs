@@ -1,6 +1,8 @@
 //! `silo bench`: load against a running server or cluster over gRPC.
 //!
-//! Phases (each optional): `enqueue` (enqueuers only), `drain` (workers lease
+//! Phases (each optional): `backlog` (enqueues `backlog_jobs` into the task
+//! group `<task_group>-backlog`, which no bench worker leases, so that the
+//! later phases run beside a standing backlog), `enqueue` (enqueuers only), `drain` (workers lease
 //! and report success until the backlog is gone) and `steady` (enqueuers and
 //! workers together for a fixed time). Reports jobs/s and HDR latency
 //! percentiles for enqueue, lease→report and end-to-end (enqueue → reported
@@ -31,6 +33,8 @@ pub struct BenchOpts {
     pub concurrency_limit: u32,
     pub limit_keys: usize,
     pub enqueue_jobs: u64,
+    /// Jobs the `backlog` phase leaves waiting in `<task_group>-backlog`.
+    pub backlog_jobs: u64,
     pub steady_secs: u64,
     pub phases: Vec<String>,
     pub task_group: String,
@@ -117,7 +121,7 @@ fn now_us() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
 }
 
-fn job_request(o: &BenchOpts, n: u64) -> pb::EnqueueRequest {
+fn job_request(o: &BenchOpts, task_group: &str, n: u64) -> pb::EnqueueRequest {
     // The payload carries the enqueue time (µs) so workers measure end-to-end latency.
     let mut payload = vec![0xcf];
     payload.extend_from_slice(&now_us().to_be_bytes());
@@ -134,7 +138,7 @@ fn job_request(o: &BenchOpts, n: u64) -> pb::EnqueueRequest {
     pb::EnqueueRequest {
         priority: (n % o.priorities.max(1) as u64) as u32,
         payload: msgpack(payload),
-        task_group: o.task_group.clone(),
+        task_group: task_group.to_string(),
         tenant: (o.tenants > 1).then(|| format!("tenant-{}", n as usize % o.tenants)),
         limits,
         ..Default::default()
@@ -147,6 +151,7 @@ async fn enqueuer(
     s: Arc<Shared>,
     next: Arc<AtomicU64>,
     limit: u64,
+    task_group: String,
     stop: Arc<AtomicBool>,
     phase_start: Instant,
 ) {
@@ -163,7 +168,7 @@ async fn enqueuer(
             tokio::time::sleep_until(due.into()).await;
         }
         let started = Instant::now();
-        match client.enqueue(job_request(&o, n)).await {
+        match client.enqueue(job_request(&o, &task_group, n)).await {
             Ok(_) => {
                 s.enqueue_us.lock().record(started.elapsed().as_micros().max(1) as u64).ok();
                 s.enqueued.fetch_add(1, Ordering::Relaxed);
@@ -247,8 +252,13 @@ async fn run_phase(client: &Client, o: &Arc<BenchOpts>, phase: &str) -> PhaseRes
     let stop = Arc::new(AtomicBool::new(false));
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
+    let mut task_group = o.task_group.clone();
     let (enqueue_limit, enqueuers, workers) = match phase {
         "enqueue" => (o.enqueue_jobs, o.enqueuers, 0),
+        "backlog" => {
+            task_group = format!("{}-backlog", o.task_group);
+            (o.backlog_jobs, o.enqueuers, 0)
+        }
         "drain" => (0, 0, o.workers),
         _ => (u64::MAX, o.enqueuers, o.workers),
     };
@@ -260,6 +270,7 @@ async fn run_phase(client: &Client, o: &Arc<BenchOpts>, phase: &str) -> PhaseRes
             s.clone(),
             next.clone(),
             enqueue_limit,
+            task_group.clone(),
             stop.clone(),
             started,
         )));
@@ -268,16 +279,17 @@ async fn run_phase(client: &Client, o: &Arc<BenchOpts>, phase: &str) -> PhaseRes
     for id in 0..workers {
         worker_handles.push(tokio::spawn(worker(client.clone(), o.clone(), s.clone(), id, stop.clone())));
     }
-    let bar = progress(o.progress, (phase == "enqueue").then_some(o.enqueue_jobs), phase);
+    let enqueue_only = phase == "enqueue" || phase == "backlog";
+    let bar = progress(o.progress, enqueue_only.then_some(enqueue_limit), phase);
     let deadline = started + Duration::from_secs(o.steady_secs);
     let mut idle_since: Option<(Instant, u64)> = None;
     loop {
         tokio::time::sleep(Duration::from_millis(200)).await;
         let (enq, done) = (s.enqueued.load(Ordering::Relaxed), s.completed.load(Ordering::Relaxed));
-        bar.set_position(if phase == "enqueue" { enq } else { done });
+        bar.set_position(if enqueue_only { enq } else { done });
         bar.set_message(format!("enqueued {enq} completed {done} errors {}", s.errors.load(Ordering::Relaxed)));
         match phase {
-            "enqueue" => {
+            "enqueue" | "backlog" => {
                 if handles.iter().all(|h| h.is_finished()) {
                     break;
                 }

@@ -42,7 +42,55 @@ pub struct Config {
     pub auth: AuthConfig,
     pub raft: RaftConfig,
     pub cluster: ClusterConfig,
+    pub storage: StorageConfig,
 }
+
+/// RocksDB sizing (`[storage]`). Defaults suit a 2-core, 24 GiB machine that
+/// runs one node: every memory pool below is fixed, so a node's RocksDB memory
+/// is at most `block_cache_mb + write_buffers_mb` (plus small per-file handles)
+/// whatever the number of jobs stored (issue #10). See README "Storage".
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Shared LRU cache for data blocks *and* index/filter partitions, MiB.
+    pub block_cache_mb: usize,
+    /// Budget for all memtables of all column families together, MiB
+    /// (RocksDB's `db_write_buffer_size`); a flush starts when it is reached.
+    pub write_buffers_mb: usize,
+    /// One memtable's size, MiB (`write_buffer_size`, per column family).
+    pub write_buffer_mb: usize,
+    /// Uncompressed size of a data block, KiB. Small blocks make a point
+    /// lookup (the queue's common read) decompress less.
+    pub block_size_kb: usize,
+    /// Bloom filter bits per key (10 ≈ 1% false positives); absent-key
+    /// lookups (a new job id, a reaped lease) are answered by the filter.
+    pub bloom_bits_per_key: f64,
+    /// Flush and compaction threads (RocksDB's `max_background_jobs`).
+    pub background_jobs: i32,
+    /// Compression of levels 2 and below: `none`, `snappy`, `lz4` or `zstd`.
+    /// Levels 0 and 1 hold short-lived queue records and stay uncompressed.
+    pub compression: String,
+    /// Compression of the bottom level (most of the data): same choices.
+    pub bottommost_compression: String,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            block_cache_mb: 256,
+            write_buffers_mb: 256,
+            write_buffer_mb: 64,
+            block_size_kb: 8,
+            bloom_bits_per_key: 10.0,
+            background_jobs: 2,
+            compression: "lz4".into(),
+            bottommost_compression: "zstd".into(),
+        }
+    }
+}
+
+/// Compression names accepted by `[storage]`.
+pub const COMPRESSIONS: [&str; 4] = ["none", "snappy", "lz4", "zstd"];
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -64,6 +112,9 @@ pub struct RaftConfig {
     pub election_timeout_min_ms: u64,
     pub election_timeout_max_ms: u64,
     pub snapshot_logs_since_last: u64,
+    /// Size of one chunk of a snapshot stream sent to a lagging follower, KiB
+    /// (memory per transfer is a few chunks).
+    pub snapshot_chunk_kb: usize,
     pub max_in_snapshot_log_to_keep: u64,
     /// Most entries in one AppendEntries message (each entry may be a batch of
     /// many proposals).
@@ -85,6 +136,7 @@ impl Default for RaftConfig {
             election_timeout_min_ms: 500,
             election_timeout_max_ms: 1000,
             snapshot_logs_since_last: 20_000,
+            snapshot_chunk_kb: 1024,
             max_in_snapshot_log_to_keep: 5_000,
             max_payload_entries: 512,
             proposals_in_flight: 1,
@@ -130,6 +182,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             raft: RaftConfig::default(),
             cluster: ClusterConfig::default(),
+            storage: StorageConfig::default(),
         }
     }
 }
@@ -199,8 +252,38 @@ impl Config {
         if r.max_payload_entries == 0 {
             errors.push("raft.max_payload_entries must be greater than 0".to_string());
         }
+        if !(1..=65_536).contains(&r.snapshot_chunk_kb) {
+            errors.push(format!("raft.snapshot_chunk_kb must be between 1 and 65536, got {}", r.snapshot_chunk_kb));
+        }
         if r.snapshot_logs_since_last == 0 {
             errors.push("raft.snapshot_logs_since_last must be greater than 0".to_string());
+        }
+        let st = &self.storage;
+        if !(8..=1 << 20).contains(&st.block_cache_mb) {
+            errors.push(format!("storage.block_cache_mb must be between 8 and 1048576, got {}", st.block_cache_mb));
+        }
+        if !(1..=4096).contains(&st.write_buffer_mb) {
+            errors.push(format!("storage.write_buffer_mb must be between 1 and 4096, got {}", st.write_buffer_mb));
+        }
+        if st.write_buffers_mb < 2 * st.write_buffer_mb {
+            errors.push(format!(
+                "storage.write_buffers_mb must be at least twice storage.write_buffer_mb ({}), got {}",
+                st.write_buffer_mb, st.write_buffers_mb
+            ));
+        }
+        if !(1..=1024).contains(&st.block_size_kb) {
+            errors.push(format!("storage.block_size_kb must be between 1 and 1024, got {}", st.block_size_kb));
+        }
+        if !(0.0..=64.0).contains(&st.bloom_bits_per_key) {
+            errors.push(format!("storage.bloom_bits_per_key must be between 0 and 64, got {}", st.bloom_bits_per_key));
+        }
+        if !(1..=64).contains(&st.background_jobs) {
+            errors.push(format!("storage.background_jobs must be between 1 and 64, got {}", st.background_jobs));
+        }
+        for (name, value) in [("compression", &st.compression), ("bottommost_compression", &st.bottommost_compression)] {
+            if !COMPRESSIONS.contains(&value.as_str()) {
+                errors.push(format!("storage.{name} must be one of {}, got {value:?}", COMPRESSIONS.join(", ")));
+            }
         }
         let ids: std::collections::BTreeSet<u64> = self.cluster.initial_members.iter().map(|m| m.id).collect();
         if ids.len() != self.cluster.initial_members.len() {

@@ -50,7 +50,7 @@ impl Bound {
         let Bound { config, listener, .. } = self;
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
-        let db = crate::storage::rocks::open(&config.data_dir.join("db"))
+        let db = crate::storage::rocks::open(&config.data_dir.join("db"), &config.storage)
             .with_context(|| format!("opening RocksDB in {}", config.data_dir.display()))?;
         let broker = Arc::new(Broker::new());
         let node = Arc::new(

@@ -21,6 +21,8 @@ pub struct ClusterOpts {
     pub snapshot_logs_since_last: u64,
     pub max_in_snapshot_log_to_keep: u64,
     pub max_payload_entries: u64,
+    /// `raft.snapshot_chunk_kb`.
+    pub snapshot_chunk_kb: usize,
     /// Raft timing (heartbeat, election min, election max) in ms.
     pub raft_timing_ms: (u64, u64, u64),
     /// `raft.proposal_timeout_ms`.
@@ -47,6 +49,7 @@ impl Default for ClusterOpts {
             snapshot_logs_since_last: 20_000,
             max_in_snapshot_log_to_keep: 5_000,
             max_payload_entries: 512,
+            snapshot_chunk_kb: crate::config::RaftConfig::default().snapshot_chunk_kb,
             raft_timing_ms: {
                 let r = crate::config::RaftConfig::default();
                 (r.heartbeat_interval_ms, r.election_timeout_min_ms, r.election_timeout_max_ms)
@@ -189,14 +192,15 @@ impl LocalCluster {
         toml.push_str(&format!(
             "[raft]\nsnapshot_logs_since_last = {}\nmax_in_snapshot_log_to_keep = {}\nmax_payload_entries = {}\n\
              heartbeat_interval_ms = {}\nelection_timeout_min_ms = {}\nelection_timeout_max_ms = {}\n\
-             proposal_timeout_ms = {}\n",
+             proposal_timeout_ms = {}\nsnapshot_chunk_kb = {}\n",
             o.snapshot_logs_since_last,
             o.max_in_snapshot_log_to_keep,
             o.max_payload_entries,
             o.raft_timing_ms.0,
             o.raft_timing_ms.1,
             o.raft_timing_ms.2,
-            o.proposal_timeout_ms
+            o.proposal_timeout_ms,
+            o.snapshot_chunk_kb
         ));
         toml.push_str(&format!("[cluster]\njoin = {}\n", node.joined));
         if !node.joined {

@@ -57,7 +57,10 @@ struct BenchArgs {
     /// Length of the steady phase.
     #[arg(long, default_value_t = 20)]
     seconds: u64,
-    /// Phases to run, in order: enqueue, drain, steady.
+    /// Jobs the backlog phase leaves waiting in `<task-group>-backlog` (no worker leases that group).
+    #[arg(long, default_value_t = 0)]
+    backlog: u64,
+    /// Phases to run, in order: backlog, enqueue, drain, steady.
     #[arg(long, default_value = "enqueue,drain,steady", value_delimiter = ',')]
     phases: Vec<String>,
     #[arg(long, default_value = "bench")]
@@ -253,8 +256,8 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(a) => {
             init_cli_logging();
             for p in &a.phases {
-                if !["enqueue", "drain", "steady"].contains(&p.as_str()) {
-                    anyhow::bail!("unknown phase {p:?}: use enqueue, drain, steady");
+                if !["backlog", "enqueue", "drain", "steady"].contains(&p.as_str()) {
+                    anyhow::bail!("unknown phase {p:?}: use backlog, enqueue, drain, steady");
                 }
             }
             let opts = silo::bench::BenchOpts {
@@ -269,6 +272,7 @@ fn main() -> anyhow::Result<()> {
                 concurrency_limit: a.concurrency_limit,
                 limit_keys: a.limit_keys,
                 enqueue_jobs: a.jobs,
+                backlog_jobs: a.backlog,
                 steady_secs: a.seconds,
                 phases: a.phases,
                 task_group: a.task_group,

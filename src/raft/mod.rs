@@ -11,6 +11,7 @@ pub mod batcher;
 pub mod log_store;
 pub mod network;
 pub mod sm_store;
+pub mod snapshot;
 pub mod types;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -61,6 +62,8 @@ pub struct RaftNode {
     /// A leader that has not heard from a quorum for this long does not act
     /// as leader at the edge (the followers' longest election timeout).
     quorum_max_age: Duration,
+    /// Checkpoints this node sends and received files it installs.
+    snapshots: Arc<snapshot::SnapshotStore>,
 }
 
 /// Check-quorum at the edge. openraft 0.9 keeps an isolated leader leading
@@ -150,7 +153,9 @@ impl RaftNode {
         let log_store = log_store::LogStore::new(db.clone());
         let sm_store = sm_store::StateMachineStore::new(db.clone(), broker, data_dir);
         let applied = sm_store.applied_index();
-        let raft = Raft::new(id, config, network::Network { token: cluster_token }, log_store, sm_store).await?;
+        let snapshots = sm_store.snapshots();
+        let network = network::Network { token: cluster_token, snapshot_chunk_bytes: settings.snapshot_chunk_kb * 1024 };
+        let raft = Raft::new(id, config, network, log_store, sm_store).await?;
         let quorum = Arc::new(QuorumContact::default());
         quorum.clone().watch(raft.clone(), id);
         let quorum_max_age = Duration::from_millis(settings.election_timeout_max_ms);
@@ -170,6 +175,7 @@ impl RaftNode {
             applied,
             quorum,
             quorum_max_age,
+            snapshots,
         })
     }
 
@@ -381,7 +387,7 @@ impl RaftNode {
     }
 
     pub fn raft_service(&self) -> crate::pb::raft::raft_server::RaftServer<network::RaftService> {
-        network::service(self.raft.clone())
+        network::service(self.raft.clone(), self.snapshots.clone())
     }
 
     /// Digest of the applied state (equal on replicas at the same applied index).

@@ -2,27 +2,42 @@
 //! node's public listener. Requests and responses are openraft's own types
 //! encoded with bincode; a remote `RaftError` travels back as `Err` inside the
 //! body, transport failures become `Unreachable` so openraft backs off.
+//!
+//! Snapshots travel as one client stream (`InstallSnapshotStream`): the
+//! leader reads its checkpoint record by record on a blocking thread and
+//! sends chunks of about `chunk_bytes` through a channel of
+//! [`SNAPSHOT_CHUNKS_IN_FLIGHT`]; the follower writes them into an SST file
+//! as they arrive, then installs it. Memory on both sides is a few chunks,
+//! whatever the state's size (issue #10).
+use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
-use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
-use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
-    VoteResponse,
+use openraft::error::{
+    Fatal, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed, StreamingError, Unreachable,
 };
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
+use openraft::OptionalSend;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
 
-use super::types::{NodeId, NodeInfo, Raft, TypeConfig};
+use super::snapshot::{SnapshotData, SnapshotStore, SstWriter};
+use super::types::{NodeId, NodeInfo, Raft, Snapshot, SnapshotMeta, TypeConfig, Vote};
 use crate::pb::raft::raft_client::RaftClient;
 use crate::pb::raft::raft_server::{Raft as RaftRpc, RaftServer};
 use crate::pb::raft::RaftMessage;
 
-/// Creates clients for peers; `token` is the cluster's bearer token, if any.
-#[derive(Clone, Default)]
+/// Chunks of a snapshot stream buffered between the checkpoint reader and
+/// the network (sender) or the network and the file writer (receiver).
+pub const SNAPSHOT_CHUNKS_IN_FLIGHT: usize = 4;
+
+/// Creates clients for peers; `token` is the cluster's bearer token, if any;
+/// `snapshot_chunk_bytes` sizes the chunks of a snapshot stream.
+#[derive(Clone)]
 pub struct Network {
     pub token: Option<String>,
+    pub snapshot_chunk_bytes: usize,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -43,7 +58,13 @@ impl RaftNetworkFactory<TypeConfig> for Network {
                 .max_encoding_message_size(crate::limits::GRPC_MESSAGE_BYTES_MAX)
         });
         let authorization = self.token.as_ref().and_then(|t| format!("Bearer {t}").parse().ok());
-        PeerClient { target, addr: node.grpc_addr.clone(), client, authorization }
+        PeerClient {
+            target,
+            addr: node.grpc_addr.clone(),
+            client,
+            authorization,
+            snapshot_chunk_bytes: self.snapshot_chunk_bytes,
+        }
     }
 }
 
@@ -52,6 +73,7 @@ pub struct PeerClient {
     addr: String,
     client: Option<RaftClient<Channel>>,
     authorization: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+    snapshot_chunk_bytes: usize,
 }
 
 fn encode<T: Serialize>(v: &T) -> Vec<u8> {
@@ -85,8 +107,7 @@ impl PeerClient {
         }
         let reply = match kind {
             "append" => client.append_entries(request).await,
-            "vote" => client.vote(request).await,
-            _ => client.install_snapshot(request).await,
+            _ => client.vote(request).await,
         };
         let reply = reply.map_err(|status| RPCError::Unreachable(Unreachable::new(&status)))?;
         let body: Result<Resp, RaftError<NodeId, E>> =
@@ -104,13 +125,66 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         self.call("append", &rpc, &option).await
     }
 
-    async fn install_snapshot(
+    /// Streams the checkpoint behind `snapshot` to the peer (module docs).
+    /// No overall deadline: a large state takes as long as it takes, and a
+    /// dead peer is noticed by HTTP/2 keep-alive or by `cancel`.
+    async fn full_snapshot(
         &mut self,
-        rpc: InstallSnapshotRequest<TypeConfig>,
-        option: RPCOption,
-    ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId, InstallSnapshotError>>>
-    {
-        self.call("snapshot", &rpc, &option).await
+        vote: Vote,
+        snapshot: Snapshot,
+        cancel: impl std::future::Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        _option: RPCOption,
+    ) -> Result<SnapshotResponse<NodeId>, StreamingError<TypeConfig, Fatal<NodeId>>> {
+        let Some(client) = self.client.as_mut() else {
+            let e = std::io::Error::other(format!("invalid peer address {:?}", self.addr));
+            return Err(StreamingError::Unreachable(Unreachable::new(&e)));
+        };
+        let SnapshotData::Checkpoint(cp) = *snapshot.snapshot else {
+            let e = std::io::Error::other("only a checkpoint can be sent");
+            return Err(StreamingError::Network(NetworkError::new(&e)));
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel::<RaftMessage>(SNAPSHOT_CHUNKS_IN_FLIGHT);
+        let header = RaftMessage { data: encode(&(vote, snapshot.meta.clone())) };
+        tx.send(header).await.expect("the receiver is alive");
+        let chunk_bytes = self.snapshot_chunk_bytes;
+        let reader = tokio::task::spawn_blocking(move || {
+            let mut chunk: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+            let mut size = 0usize;
+            let mut open = true;
+            let read = super::snapshot::for_each_record(&cp.dir, |k, v| {
+                size += k.len() + v.len() + 16;
+                chunk.push((k.to_vec(), v.to_vec()));
+                if size >= chunk_bytes {
+                    open = tx.blocking_send(RaftMessage { data: encode(&std::mem::take(&mut chunk)) }).is_ok();
+                    size = 0;
+                }
+                open
+            });
+            if open && !chunk.is_empty() {
+                let _ = tx.blocking_send(RaftMessage { data: encode(&chunk) });
+            }
+            drop(cp); // the checkpoint may be deleted once no transfer reads it
+            read
+        });
+        let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+        if let Some(v) = &self.authorization {
+            request.metadata_mut().insert("authorization", v.clone());
+        }
+        let reply = tokio::select! {
+            reply = client.install_snapshot_stream(request) => reply,
+            closed = cancel => return Err(StreamingError::Closed(closed)),
+        };
+        match reader.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                return Err(StreamingError::StorageError(openraft::StorageIOError::read_snapshot(None, &e).into()))
+            }
+            Err(e) => return Err(StreamingError::Network(NetworkError::new(&e))),
+        }
+        let reply = reply.map_err(|status| StreamingError::Unreachable(Unreachable::new(&status)))?;
+        let body: Result<SnapshotResponse<NodeId>, Fatal<NodeId>> =
+            decode(&reply.into_inner().data).map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
+        body.map_err(|e| StreamingError::RemoteError(RemoteError::new(self.target, e)))
     }
 
     async fn vote(
@@ -122,13 +196,15 @@ impl RaftNetwork<TypeConfig> for PeerClient {
     }
 }
 
-/// Server side of `silo.raft.v1.Raft`: hands each request to the local Raft.
+/// Server side of `silo.raft.v1.Raft`: hands each request to the local Raft;
+/// received snapshots are written into `snapshots`.
 pub struct RaftService {
     raft: Raft,
+    snapshots: Arc<SnapshotStore>,
 }
 
-pub fn service(raft: Raft) -> RaftServer<RaftService> {
-    RaftServer::new(RaftService { raft })
+pub fn service(raft: Raft, snapshots: Arc<SnapshotStore>) -> RaftServer<RaftService> {
+    RaftServer::new(RaftService { raft, snapshots })
         .max_decoding_message_size(crate::limits::GRPC_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(crate::limits::GRPC_MESSAGE_BYTES_MAX)
 }
@@ -156,11 +232,58 @@ impl RaftRpc for RaftService {
         reply(&self.raft.vote(req).await)
     }
 
-    async fn install_snapshot(
+    /// Receives a snapshot stream into an SST file (module docs), then asks
+    /// Raft to install it (Raft checks the vote and that it is not older than
+    /// what is applied). A broken stream leaves no file behind.
+    async fn install_snapshot_stream(
         &self,
-        request: tonic::Request<RaftMessage>,
+        request: tonic::Request<tonic::Streaming<RaftMessage>>,
     ) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
-        let req: InstallSnapshotRequest<TypeConfig> = decode(&request.into_inner().data).map_err(bad_request)?;
-        reply(&self.raft.install_snapshot(req).await)
+        let mut stream = request.into_inner();
+        let first = stream
+            .message()
+            .await?
+            .ok_or_else(|| tonic::Status::invalid_argument("empty snapshot stream"))?;
+        let (vote, meta): (Vote, SnapshotMeta) = decode(&first.data).map_err(bad_request)?;
+        let path = self.snapshots.incoming_path();
+        type Chunk = std::io::Result<Vec<(Vec<u8>, Vec<u8>)>>;
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Chunk>(SNAPSHOT_CHUNKS_IN_FLIGHT);
+        let writer_path = path.clone();
+        let writer = tokio::task::spawn_blocking(move || {
+            let records = rx.into_iter().flat_map(|chunk: Chunk| match chunk {
+                Ok(records) => records.into_iter().map(Ok).collect::<Vec<_>>(),
+                Err(e) => vec![Err(e)],
+            });
+            SstWriter::new(writer_path).write_all(records)
+        });
+        let received = async {
+            while let Some(msg) = stream.message().await? {
+                let records: Vec<(Vec<u8>, Vec<u8>)> = decode(&msg.data).map_err(bad_request)?;
+                tokio::task::block_in_place(|| tx.send(Ok(records)))
+                    .map_err(|_| tonic::Status::internal("snapshot file writer stopped"))?;
+            }
+            Ok::<(), tonic::Status>(())
+        }
+        .await;
+        if let Err(status) = &received {
+            let _ = tx.send(Err(std::io::Error::other(status.message().to_string())));
+        }
+        drop(tx);
+        let written = writer.await.map_err(|e| tonic::Status::internal(format!("snapshot writer: {e}")))?;
+        let cleanup = || {
+            let _ = std::fs::remove_file(&path);
+        };
+        if let Err(status) = received {
+            cleanup();
+            return Err(status);
+        }
+        let sst = written.map_err(|e| {
+            cleanup();
+            tonic::Status::internal(format!("writing the received snapshot: {e}"))
+        })?;
+        let snapshot = Snapshot { meta, snapshot: Box::new(SnapshotData::Sst(sst)) };
+        let result = self.raft.install_full_snapshot(vote, snapshot).await;
+        cleanup(); // installed (the file was linked into the database) or refused
+        reply(&result)
     }
 }

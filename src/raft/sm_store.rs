@@ -3,19 +3,19 @@
 //! overlay, writes each applied batch (records + last-applied + membership) as
 //! one `WriteBatch`, then hands the effects to the broker.
 //!
-//! Snapshots are the whole `sm` column family, read from a RocksDB snapshot so
-//! that applying can go on while one is built; the current snapshot is kept in
-//! `<data>/snapshot.bin` (written to a temporary file, fsynced, renamed).
-use std::io::Cursor;
+//! Snapshots are RocksDB checkpoints, sent and installed as streams
+//! (`snapshot.rs` has the whole story): nothing here holds the state in
+//! memory.
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, StorageIOError};
-use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions, DB};
+use rocksdb::{Direction, IngestExternalFileOptions, IteratorMode, WriteBatch, WriteOptions, DB};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use super::snapshot::{SnapshotData, SnapshotStore, SstWriter};
 use super::types::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 use crate::broker::Broker;
 use crate::state_machine::{self, ApplyResult, Output, Tables, View};
@@ -27,16 +27,19 @@ use crate::storage::rocks::{cf, Overlay, ReadKv};
 pub struct StateMachineStore {
     db: Arc<DB>,
     broker: Arc<Broker>,
-    snapshot_path: PathBuf,
+    snapshots: Arc<SnapshotStore>,
     /// Index of the last applied entry, published after its batch is written
     /// (read barriers wait on it).
     applied: Arc<watch::Sender<u64>>,
 }
 
+/// Written (synced) before an install replaces the state and deleted in the
+/// batch that completes it: found at start-up, the install is done again
+/// from the same file.
 #[derive(Serialize, Deserialize)]
-struct StoredSnapshot {
+struct InstallMarker {
     meta: SnapshotMeta,
-    data: Vec<u8>,
+    sst: Option<PathBuf>,
 }
 
 fn read_err(e: impl std::error::Error + 'static) -> StorageError {
@@ -48,10 +51,29 @@ fn write_err(e: impl std::error::Error + 'static) -> StorageError {
 }
 
 impl StateMachineStore {
+    /// Opens the state machine over `db`, finishing an install that a crash
+    /// interrupted, and rebuilds the broker from the applied state.
+    ///
+    /// Panics when the snapshot directory cannot be opened or an interrupted
+    /// install cannot be completed: the node must not serve a half-replaced
+    /// state.
     pub fn new(db: Arc<DB>, broker: Arc<Broker>, data_dir: &std::path::Path) -> Self {
+        let read_marker = || -> Option<InstallMarker> {
+            let bytes = db.get_cf(cf(&db, keys::CF_SM_META), keys::SM_INSTALLING).expect("reading sm_meta")?;
+            Some(codec::decode(&bytes).expect("corrupt snapshot install marker"))
+        };
+        let marker = read_marker();
+        let keep = marker.as_ref().and_then(|m| m.sst.clone());
+        let snapshots = Arc::new(
+            SnapshotStore::open(data_dir, keep.as_deref())
+                .unwrap_or_else(|e| panic!("opening {}: {e}", data_dir.join(super::snapshot::SNAPSHOT_DIR).display())),
+        );
         let (applied, _) = watch::channel(0);
-        let store =
-            StateMachineStore { db, broker, snapshot_path: data_dir.join("snapshot.bin"), applied: Arc::new(applied) };
+        let store = StateMachineStore { db, broker, snapshots, applied: Arc::new(applied) };
+        if let Some(m) = marker {
+            tracing::warn!(snapshot = %m.meta.snapshot_id, "finishing a snapshot install interrupted by a crash");
+            store.install_blocking(&m.meta, m.sst).unwrap_or_else(|e| panic!("finishing snapshot install: {e}"));
+        }
         if let Ok(Some(Some(l))) = store.meta_get::<Option<LogId>>(keys::SM_LAST_APPLIED) {
             store.applied.send_replace(l.index);
         }
@@ -62,6 +84,12 @@ impl StateMachineStore {
     /// Watches the index of the last applied entry.
     pub fn applied_index(&self) -> watch::Receiver<u64> {
         self.applied.subscribe()
+    }
+
+    /// The snapshot directory (the network streams checkpoints from it and
+    /// writes received files into it).
+    pub fn snapshots(&self) -> Arc<SnapshotStore> {
+        self.snapshots.clone()
     }
 
     /// Re-derives the broker from applied state (start-up, snapshot install).
@@ -77,64 +105,60 @@ impl StateMachineStore {
         }
     }
 
-    fn read_stored_snapshot(&self) -> Result<Option<StoredSnapshot>, StorageError> {
-        match std::fs::read(&self.snapshot_path) {
-            Ok(bytes) => Ok(Some(codec::decode(&bytes).map_err(read_err)?)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(read_err(e)),
+    /// Replaces the whole state with the snapshot in `sst` (None: empty):
+    /// marker, one range delete, ingest (a hard link, not a copy), then
+    /// last-applied, membership and the marker's removal in one synced
+    /// batch; finally a checkpoint of the result becomes this node's current
+    /// snapshot. Blocking; memory does not depend on the snapshot's size.
+    fn install_blocking(&self, meta: &SnapshotMeta, sst: Option<PathBuf>) -> std::io::Result<()> {
+        let io = |e: rocksdb::Error| std::io::Error::other(e.to_string());
+        let sm_cf = cf(&self.db, keys::CF_SM);
+        let meta_cf = cf(&self.db, keys::CF_SM_META);
+        let mut synced = WriteOptions::default();
+        synced.set_sync(true);
+        let marker = InstallMarker { meta: meta.clone(), sst: sst.clone() };
+        self.db.put_cf_opt(meta_cf, keys::SM_INSTALLING, codec::encode(&marker), &synced).map_err(io)?;
+        let mut wipe = WriteBatch::default();
+        // Every state-machine key starts with an ASCII table tag (keys.rs).
+        wipe.delete_range_cf(sm_cf, [0u8].as_slice(), [0xffu8].as_slice());
+        self.db.write_opt(wipe, &synced).map_err(io)?;
+        if let Some(path) = &sst {
+            // Ingesting moves (links) the file into the database; ingest a
+            // second link so the original stays for a redo until the end.
+            let link = path.with_extension("ingest");
+            let _ = std::fs::remove_file(&link);
+            std::fs::hard_link(path, &link)?;
+            let mut opts = IngestExternalFileOptions::default();
+            opts.set_move_files(true);
+            self.db.ingest_external_file_cf_opts(sm_cf, &opts, vec![link]).map_err(io)?;
         }
-    }
-
-    fn write_stored_snapshot(&self, snap: &StoredSnapshot) -> Result<(), StorageError> {
-        let tmp = self.snapshot_path.with_extension("tmp");
-        let bytes = codec::encode(snap);
-        let write = || -> std::io::Result<()> {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &self.snapshot_path)?;
-            if let Some(dir) = self.snapshot_path.parent() {
-                std::fs::File::open(dir)?.sync_all()?;
-            }
-            Ok(())
-        };
-        write().map_err(|e| StorageIOError::write_snapshot(Some(snap.meta.signature()), &e).into())
+        let mut done = WriteBatch::default();
+        done.put_cf(meta_cf, keys::SM_LAST_APPLIED, codec::encode(&meta.last_log_id));
+        done.put_cf(meta_cf, keys::SM_MEMBERSHIP, codec::encode(&meta.last_membership));
+        done.delete_cf(meta_cf, keys::SM_INSTALLING);
+        self.db.write_opt(done, &synced).map_err(io)?;
+        self.snapshots.checkpoint(&self.db, Some(meta.snapshot_id.clone()))?;
+        if let Some(path) = &sst {
+            let _ = std::fs::remove_file(path);
+        }
+        Ok(())
     }
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
+    /// A checkpoint of the database (see `snapshot.rs`): flush + hard links,
+    /// the same cost whatever the state's size.
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
         let started = std::time::Instant::now();
-        let snap = self.db.snapshot();
-        let meta_cf = cf(&self.db, keys::CF_SM_META);
-        let get_meta =
-            |key: &[u8]| -> Result<Option<Vec<u8>>, StorageError> { snap.get_cf(meta_cf, key).map_err(read_err) };
-        let last_applied: Option<LogId> = match get_meta(keys::SM_LAST_APPLIED)? {
-            Some(b) => codec::decode(&b).map_err(read_err)?,
-            None => None,
-        };
-        let membership: StoredMembership = match get_meta(keys::SM_MEMBERSHIP)? {
-            Some(b) => codec::decode(&b).map_err(read_err)?,
-            None => StoredMembership::default(),
-        };
-        let mut entries: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-        for item in snap.iterator_cf(cf(&self.db, keys::CF_SM), IteratorMode::Start) {
-            let (k, v) = item.map_err(read_err)?;
-            entries.push((k.to_vec(), v.to_vec()));
-        }
-        drop(snap);
-        let data = codec::encode(&entries);
-        let snapshot_id = match &last_applied {
-            Some(l) => format!("{}-{}-{}", l.leader_id, l.index, crate::wall_clock_ms()),
-            None => format!("empty-{}", crate::wall_clock_ms()),
-        };
-        let meta = SnapshotMeta { last_log_id: last_applied, last_membership: membership, snapshot_id };
-        let stored = StoredSnapshot { meta: meta.clone(), data };
-        self.write_stored_snapshot(&stored)?;
+        let (db, snapshots) = (self.db.clone(), self.snapshots.clone());
+        let meta = tokio::task::spawn_blocking(move || snapshots.checkpoint(&db, None))
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(None, &std::io::Error::other(e.to_string())))?
+            .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
         metrics::histogram!("silo_snapshot_build_seconds").record(started.elapsed().as_secs_f64());
-        tracing::info!(entries = entries.len(), bytes = stored.data.len(), last_log_id = ?meta.last_log_id, "built snapshot");
-        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(stored.data)) })
+        tracing::info!(last_log_id = ?meta.last_log_id, ms = started.elapsed().as_millis() as u64, "built snapshot (checkpoint)");
+        let (_, cp) = self.snapshots.current().expect("a checkpoint was just made current");
+        Ok(Snapshot { meta, snapshot: Box::new(SnapshotData::Checkpoint(cp)) })
     }
 }
 
@@ -196,52 +220,61 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    /// Unused by our transfer (openraft's chunked one): received snapshots
+    /// arrive through `network.rs` as files.
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotData>, StorageError> {
+        Ok(Box::new(SnapshotData::Sst(None)))
     }
 
-    async fn install_snapshot(
-        &mut self,
-        meta: &SnapshotMeta,
-        snapshot: Box<Cursor<Vec<u8>>>,
-    ) -> Result<(), StorageError> {
-        let data = snapshot.into_inner();
-        let entries: Vec<(Vec<u8>, Vec<u8>)> =
-            codec::decode(&data).map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
-        let sm_cf = cf(&self.db, keys::CF_SM);
-        let mut batch = WriteBatch::default();
-        for item in self.db.iterator_cf(sm_cf, IteratorMode::Start) {
-            let (k, _) = item.map_err(read_err)?;
-            batch.delete_cf(sm_cf, k);
-        }
-        for (k, v) in &entries {
-            batch.put_cf(sm_cf, k, v);
-        }
-        let meta_cf = cf(&self.db, keys::CF_SM_META);
-        batch.put_cf(meta_cf, keys::SM_LAST_APPLIED, codec::encode(&meta.last_log_id));
-        batch.put_cf(meta_cf, keys::SM_MEMBERSHIP, codec::encode(&meta.last_membership));
-        let mut opts = WriteOptions::default();
-        opts.set_sync(true);
-        self.db.write_opt(batch, &opts).map_err(write_err)?;
-        self.write_stored_snapshot(&StoredSnapshot { meta: meta.clone(), data })?;
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Box<SnapshotData>) -> Result<(), StorageError> {
+        let started = std::time::Instant::now();
+        let store = self.clone();
+        let meta_owned = meta.clone();
+        let signature = meta.signature();
+        tokio::task::spawn_blocking(move || {
+            let sst = match *snapshot {
+                SnapshotData::Sst(path) => path,
+                // A checkpoint handed over in-process (openraft's storage
+                // tests do this): write it out as a file first.
+                SnapshotData::Checkpoint(cp) => {
+                    let (tx, rx) = std::sync::mpsc::sync_channel(1024);
+                    let dir = cp.dir.clone();
+                    let reader = std::thread::spawn(move || {
+                        super::snapshot::for_each_record(&dir, |k, v| tx.send(Ok((k.to_vec(), v.to_vec()))).is_ok())
+                    });
+                    let written = SstWriter::new(store.snapshots.incoming_path()).write_all(rx.into_iter());
+                    reader.join().map_err(|_| std::io::Error::other("snapshot reader panicked"))??;
+                    written?
+                }
+            };
+            store.install_blocking(&meta_owned, sst)
+        })
+        .await
+        .map_err(|e| StorageIOError::write_snapshot(Some(signature.clone()), &std::io::Error::other(e.to_string())))?
+        .map_err(|e| StorageIOError::write_snapshot(Some(signature), &e))?;
         self.rebuild_broker();
         self.applied.send_replace(meta.last_log_id.map_or(0, |l| l.index));
-        tracing::info!(entries = entries.len(), last_log_id = ?meta.last_log_id, "installed snapshot");
+        metrics::histogram!("silo_snapshot_install_seconds").record(started.elapsed().as_secs_f64());
+        tracing::info!(last_log_id = ?meta.last_log_id, ms = started.elapsed().as_millis() as u64, "installed snapshot");
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
-        Ok(self.read_stored_snapshot()?.map(|s| Snapshot { meta: s.meta, snapshot: Box::new(Cursor::new(s.data)) }))
+        Ok(self
+            .snapshots
+            .current()
+            .map(|(meta, cp)| Snapshot { meta, snapshot: Box::new(SnapshotData::Checkpoint(cp)) }))
     }
 }
 
 /// Digest of the applied state (`sm` column family), equal on replicas that
-/// applied the same log.
+/// applied the same log. Streams the column family (one record at a time).
 pub fn state_digest(db: &DB) -> u64 {
-    let mut entries = Vec::new();
-    for item in db.iterator_cf(cf(db, keys::CF_SM), IteratorMode::From(&[], Direction::Forward)) {
+    let iter = db.iterator_cf(cf(db, keys::CF_SM), IteratorMode::From(&[], Direction::Forward));
+    let mut h = crate::storage::kv::Digest::default();
+    for item in iter {
         let (k, v) = item.unwrap_or_else(|e| panic!("rocksdb iteration failed: {e}"));
-        entries.push((k, v));
+        h.add(&k, &v);
     }
-    crate::storage::kv::digest(entries.iter().map(|(k, v)| (&k[..], &v[..])))
+    h.finish()
 }

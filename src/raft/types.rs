@@ -1,6 +1,4 @@
 //! openraft type configuration: what a log entry carries and what applying it returns.
-use std::io::Cursor;
-
 use serde::{Deserialize, Serialize};
 
 use crate::state_machine::{ApplyResult, Command};
@@ -27,7 +25,7 @@ openraft::declare_raft_types!(
         NodeId = NodeId,
         Node = NodeInfo,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = super::snapshot::SnapshotData,
         AsyncRuntime = openraft::TokioRuntime,
 );
 

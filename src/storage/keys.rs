@@ -238,6 +238,8 @@ pub const RAFT_COMMITTED: &[u8] = b"committed";
 pub const RAFT_LAST_PURGED: &[u8] = b"last_purged";
 pub const SM_LAST_APPLIED: &[u8] = b"last_applied";
 pub const SM_MEMBERSHIP: &[u8] = b"membership";
+/// Present while a snapshot install is replacing the state (sm_store.rs).
+pub const SM_INSTALLING: &[u8] = b"installing";
 
 #[cfg(test)]
 mod tests {

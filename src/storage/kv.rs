@@ -14,7 +14,14 @@ pub trait Kv {
     /// Every entry whose key starts with `prefix`, in key order.
     fn scan_prefix(&self, prefix: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)>;
     /// The first `n` entries whose key starts with `prefix`, in key order.
-    fn scan_prefix_n(&self, prefix: &[u8], n: usize) -> Vec<(Vec<u8>, Vec<u8>)>;
+    fn scan_prefix_n(&self, prefix: &[u8], n: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
+        self.scan_from_n(prefix, prefix, n)
+    }
+    /// The first `n` entries whose key starts with `prefix` and is ≥ `from`,
+    /// in key order. Ordered indexes consumed from the front (waiters, the
+    /// terminal index) start from a remembered cursor so that a scan never
+    /// walks the deleted keys in front of it (issue #10).
+    fn scan_from_n(&self, prefix: &[u8], from: &[u8], n: usize) -> Vec<(Vec<u8>, Vec<u8>)>;
 }
 
 /// In-memory [`Kv`]: the reference implementation for tests and simulation.
@@ -36,9 +43,10 @@ impl Kv for MemKv {
     fn scan_prefix(&self, prefix: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
         self.scan_prefix_n(prefix, usize::MAX)
     }
-    fn scan_prefix_n(&self, prefix: &[u8], n: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
+    fn scan_from_n(&self, prefix: &[u8], from: &[u8], n: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let start = if from > prefix { from } else { prefix };
         self.map
-            .range(prefix.to_vec()..)
+            .range(start.to_vec()..)
             .take_while(|(k, _)| k.starts_with(prefix))
             .take(n)
             .map(|(k, v)| (k.clone(), v.clone()))
@@ -49,14 +57,32 @@ impl Kv for MemKv {
 /// A stable 64-bit digest of every entry, in key order. Two replicas that
 /// applied the same log have the same digest.
 pub fn digest<'a>(entries: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> u64 {
-    let mut h = xxhash_rust::xxh64::Xxh64::new(0);
+    let mut h = Digest::default();
     for (k, v) in entries {
-        h.update(&(k.len() as u64).to_be_bytes());
-        h.update(k);
-        h.update(&(v.len() as u64).to_be_bytes());
-        h.update(v);
+        h.add(k, v);
     }
-    h.digest()
+    h.finish()
+}
+
+/// Incremental form of [`digest`]: add entries in key order, then finish.
+pub struct Digest(xxhash_rust::xxh64::Xxh64);
+
+impl Default for Digest {
+    fn default() -> Self {
+        Digest(xxhash_rust::xxh64::Xxh64::new(0))
+    }
+}
+
+impl Digest {
+    pub fn add(&mut self, k: &[u8], v: &[u8]) {
+        self.0.update(&(k.len() as u64).to_be_bytes());
+        self.0.update(k);
+        self.0.update(&(v.len() as u64).to_be_bytes());
+        self.0.update(v);
+    }
+    pub fn finish(&self) -> u64 {
+        self.0.digest()
+    }
 }
 
 impl MemKv {

@@ -10,29 +10,71 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, DB};
+use rocksdb::{
+    ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Direction, IteratorMode, Options, ReadOptions, WriteBatch,
+    DB,
+};
 
 use super::keys;
 use super::kv::Kv;
+use crate::config::StorageConfig;
 
-pub fn open(path: &Path) -> Result<Arc<DB>, rocksdb::Error> {
+/// Opens (or creates) the node's database with the `[storage]` sizing.
+///
+/// Every memory pool is fixed by configuration, none grows with the number of
+/// jobs (issue #10):
+/// - one LRU block cache holds data blocks *and* index and filter blocks
+///   (`cache_index_and_filter_blocks`). Indexes and filters are partitioned
+///   (`TwoLevelIndexSearch` + `partition_filters`): a point lookup loads one
+///   small partition, never a whole table's index, which is what thrashed the
+///   cache at a few hundred thousand jobs. The top-level index of each table
+///   and level-0 filters stay pinned;
+/// - memtables of all column families share `write_buffers_mb`;
+/// - levels 0–1 are uncompressed (queue records are short-lived and read
+///   often), lower levels use `compression`, the bottom level
+///   `bottommost_compression`; level sizes are dynamic so the bottom level
+///   holds ~90% of the data.
+pub fn open(path: &Path, st: &StorageConfig) -> Result<Arc<DB>, rocksdb::Error> {
+    const MIB: usize = 1024 * 1024;
     let mut opts = Options::default();
     opts.create_if_missing(true);
     opts.create_missing_column_families(true);
     opts.set_keep_log_file_num(4);
-    opts.set_max_total_wal_size(256 * 1024 * 1024);
-    opts.increase_parallelism(2);
-    // Point lookups of absent keys (a new job id, a reaped lease) are common:
-    // bloom filters answer them without reading data blocks.
-    let cache = rocksdb::Cache::new_lru_cache(64 * 1024 * 1024)?;
+    opts.set_max_total_wal_size(256 * MIB as u64);
+    opts.set_max_background_jobs(st.background_jobs);
+    opts.set_db_write_buffer_size(st.write_buffers_mb * MIB);
+    opts.set_bytes_per_sync(MIB as u64);
+    let cache = rocksdb::Cache::new_lru_cache(st.block_cache_mb * MIB)?;
+    let compression = compression_type(&st.compression);
     let cf_opts = || {
         let mut block = rocksdb::BlockBasedOptions::default();
-        block.set_bloom_filter(10.0, false);
+        block.set_block_size(st.block_size_kb * 1024);
+        if st.bloom_bits_per_key > 0.0 {
+            block.set_bloom_filter(st.bloom_bits_per_key, false);
+        }
         block.set_block_cache(&cache);
         block.set_cache_index_and_filter_blocks(true);
+        block.set_index_type(rocksdb::BlockBasedIndexType::TwoLevelIndexSearch);
+        block.set_partition_filters(true);
+        block.set_metadata_block_size(4096);
+        block.set_pin_top_level_index_and_filter(true);
+        block.set_pin_l0_filter_and_index_blocks_in_cache(true);
+        block.set_format_version(5);
         let mut o = Options::default();
         o.set_block_based_table_factory(&block);
-        o.set_write_buffer_size(64 * 1024 * 1024);
+        o.set_write_buffer_size(st.write_buffer_mb * MIB);
+        o.set_max_write_buffer_number(3);
+        o.set_level_compaction_dynamic_level_bytes(true);
+        o.set_compression_per_level(&[
+            DBCompressionType::None,
+            DBCompressionType::None,
+            compression,
+            compression,
+            compression,
+            compression,
+            compression,
+        ]);
+        o.set_bottommost_compression_type(compression_type(&st.bottommost_compression));
         o
     };
     let cfs = [keys::CF_LOG, keys::CF_RAFT_META, keys::CF_SM, keys::CF_SM_META]
@@ -41,22 +83,59 @@ pub fn open(path: &Path) -> Result<Arc<DB>, rocksdb::Error> {
     Ok(Arc::new(DB::open_cf_descriptors(&opts, path, cfs)?))
 }
 
+/// RocksDB compression for a `[storage]` name (validated by `Config::validate`).
+fn compression_type(name: &str) -> DBCompressionType {
+    match name {
+        "snappy" => DBCompressionType::Snappy,
+        "lz4" => DBCompressionType::Lz4,
+        "zstd" => DBCompressionType::Zstd,
+        _ => DBCompressionType::None,
+    }
+}
+
+/// The smallest key greater than every key starting with `prefix` (None when
+/// the prefix is all 0xff bytes or empty: no upper bound).
+pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
 pub fn cf<'a>(db: &'a DB, name: &str) -> &'a ColumnFamily {
     db.cf_handle(name).unwrap_or_else(|| panic!("column family {name} is created at open"))
 }
 
 /// Every entry of column family `name` whose key starts with `prefix`.
 pub fn scan(db: &DB, name: &str, prefix: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
-    scan_n(db, name, prefix, usize::MAX, |_| false)
+    scan_n(db, name, prefix, prefix, usize::MAX, |_| false)
 }
 
-/// The first `n` entries under `prefix` for which `skip` is false.
-fn scan_n(db: &DB, name: &str, prefix: &[u8], n: usize, skip: impl Fn(&[u8]) -> bool) -> Vec<(Vec<u8>, Vec<u8>)> {
+/// The first `n` entries under `prefix`, from `from` on (`from` ≥ `prefix`),
+/// for which `skip` is false. The iterator is bounded by the prefix's end so
+/// that it never walks deleted keys beyond it.
+fn scan_n(
+    db: &DB,
+    name: &str,
+    prefix: &[u8],
+    from: &[u8],
+    n: usize,
+    skip: impl Fn(&[u8]) -> bool,
+) -> Vec<(Vec<u8>, Vec<u8>)> {
     let mut out = Vec::new();
     if n == 0 {
         return out;
     }
-    for item in db.iterator_cf(cf(db, name), IteratorMode::From(prefix, Direction::Forward)) {
+    let mut ro = ReadOptions::default();
+    if let Some(end) = prefix_end(prefix) {
+        ro.set_iterate_upper_bound(end);
+    }
+    let start = if from > prefix { from } else { prefix };
+    for item in db.iterator_cf_opt(cf(db, name), ro, IteratorMode::From(start, Direction::Forward)) {
         let (k, v) = item.unwrap_or_else(|e| panic!("rocksdb iteration failed: {e}"));
         if !k.starts_with(prefix) {
             break;
@@ -101,8 +180,8 @@ impl Kv for ReadKv<'_> {
     fn scan_prefix(&self, prefix: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
         scan(self.db, keys::CF_SM, prefix)
     }
-    fn scan_prefix_n(&self, prefix: &[u8], n: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
-        scan_n(self.db, keys::CF_SM, prefix, n, |_| false)
+    fn scan_from_n(&self, prefix: &[u8], from: &[u8], n: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
+        scan_n(self.db, keys::CF_SM, prefix, from, n, |_| false)
     }
 }
 
@@ -143,13 +222,14 @@ impl Kv for Overlay<'_> {
         self.writes.insert(key.to_vec(), None);
     }
     fn scan_prefix(&self, prefix: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
-        self.scan_prefix_n(prefix, usize::MAX)
+        self.scan_from_n(prefix, prefix, usize::MAX)
     }
-    fn scan_prefix_n(&self, prefix: &[u8], n: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
+    fn scan_from_n(&self, prefix: &[u8], from: &[u8], n: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
         // Stored entries not shadowed by this batch, then this batch's live
         // writes, merged in key order: the first n of the union.
-        let writes = || self.writes.range(prefix.to_vec()..).take_while(|(k, _)| k.starts_with(prefix));
-        let stored = scan_n(self.db, keys::CF_SM, prefix, n, |k| self.writes.contains_key(k));
+        let start = if from > prefix { from } else { prefix };
+        let writes = || self.writes.range(start.to_vec()..).take_while(|(k, _)| k.starts_with(prefix));
+        let stored = scan_n(self.db, keys::CF_SM, prefix, start, n, |k| self.writes.contains_key(k));
         let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = stored.into_iter().collect();
         for (k, v) in writes() {
             if let Some(v) = v {

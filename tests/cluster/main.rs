@@ -271,12 +271,17 @@ async fn restarted_follower_catches_up_from_the_log() {
     assert_eq!(read_on(&c, follower, &shard, "f99").await.unwrap().id, "f99");
 }
 
+/// A follower that fell behind the leader's purged log catches up by a
+/// streamed snapshot install while the leader keeps taking writes. The state
+/// is many times the (4 KiB) stream chunk, so the transfer is a stream of
+/// chunks written to a file on the follower, not one message (issue #10).
 #[tokio::test]
-async fn lagging_node_catches_up_by_snapshot_install() {
+async fn lagging_node_catches_up_by_streamed_snapshot_while_the_leader_takes_writes() {
     let opts = ClusterOpts {
         snapshot_logs_since_last: 50,
         max_in_snapshot_log_to_keep: 0,
         max_payload_entries: 32,
+        snapshot_chunk_kb: 4,
         ..ClusterOpts::default()
     };
     let mut c = start(opts);
@@ -284,20 +289,53 @@ async fn lagging_node_catches_up_by_snapshot_install() {
     let follower = *c.nodes.keys().find(|id| **id != leader).unwrap();
     let cl = client(&c).await;
     c.kill(follower);
-    for i in 0..300 {
-        cl.enqueue(job(&format!("s{i}"))).await.unwrap();
+    let big = |id: String| pb::EnqueueRequest { payload: msgpack(vec![0x5a; 1024]), ..job(&id) };
+    for round in 0..100 {
+        // a few enqueues per round: over 100 log entries in all, enough for
+        // openraft to purge (it purges in batches of 64 entries)
+        let ids = (0..4).map(|i| format!("s{}", round * 4 + i));
+        futures::future::try_join_all(ids.map(|id| cl.enqueue(big(id)))).await.unwrap();
     }
     // the leader has compacted its log beyond what the follower has
     let mut admin = c.admin(leader).await.unwrap();
     admin.trigger_snapshot(silo::pb::raft::TriggerSnapshotRequest {}).await.unwrap();
-    silo_wait(|| async { c.status(leader).await.unwrap().purged_index.unwrap_or(0) > 100 }).await;
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let s = c.status(leader).await.unwrap();
+        if s.purged_index.unwrap_or(0) > 10 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "log not purged: {s:?}\n{}", c.logs());
+        tokio::time::sleep(POLL_EVERY).await;
+    }
     c.spawn(follower).unwrap();
-    c.wait_converged(300, WAIT).await.unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
+    // writes go on while the follower receives and installs the snapshot
+    let writer = {
+        let cl = cl.clone();
+        tokio::spawn(async move {
+            for i in 0..200 {
+                cl.enqueue(big(format!("w{i}"))).await.unwrap();
+            }
+        })
+    };
+    writer.await.unwrap();
+    let last = c.status(leader).await.unwrap().applied_index.unwrap_or(0);
+    c.wait_converged(last, WAIT).await.unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
     let s = c.status(follower).await.unwrap();
-    assert!(s.snapshot_index.unwrap_or(0) > 100, "follower installed a snapshot: {s:?}");
-    assert!(c.nodes[&follower].log().contains("installed snapshot"));
+    assert!(s.snapshot_index.unwrap_or(0) > 10, "follower installed a snapshot: {s:?}");
+    let log = c.nodes[&follower].log();
+    assert!(log.contains("installed snapshot"), "{log}");
+    // the received file holds the 400 KiB of payloads: ≥ 100 chunks of 4 KiB
+    let bytes: u64 = log
+        .lines()
+        .filter(|l| l.contains("snapshot file written"))
+        .filter_map(|l| l.split("bytes=").nth(1)?.split_whitespace().next()?.parse().ok())
+        .max()
+        .unwrap_or_else(|| panic!("no snapshot file written on the follower:\n{log}"));
+    assert!(bytes > 100 * 4096, "snapshot of {bytes} bytes");
     let (shard, _) = cl.route(None).unwrap();
     assert_eq!(read_on(&c, follower, &shard, "s0").await.unwrap().id, "s0");
+    assert_eq!(read_on(&c, follower, &shard, "w199").await.unwrap().id, "w199");
 }
 
 #[tokio::test]

@@ -13,7 +13,7 @@ struct RocksBuilder;
 impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> for RocksBuilder {
     async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), openraft::StorageError<NodeId>> {
         let dir = tempfile::tempdir().expect("tempdir");
-        let db = silo::storage::rocks::open(&dir.path().join("db")).expect("open rocksdb");
+        let db = silo::storage::rocks::open(&dir.path().join("db"), &silo::config::StorageConfig::default()).expect("open rocksdb");
         let log = LogStore::new(db.clone());
         let sm = StateMachineStore::new(db, Arc::new(Broker::new()), dir.path());
         Ok((dir, log, sm))
