@@ -50,23 +50,48 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use parking_lot::Mutex;
 
-use crate::state_machine::{Effect, JobKey, Lease, Ms, QueueKind, QueuedTask};
+use crate::state_machine::{Effect, Lease, Ms, QueueKind, QueuedTask};
 
-type ReadyKey = (u32, Ms, u64, String);
-type FutureKey = (Ms, u32, u64, String);
+/// A task id in memory: the 128 bits of the UUID the state machine issues
+/// (`Tx::new_task_id`), 16 bytes instead of a 36-character string.
+type Tid = u128;
+
+fn tid(task_id: &str) -> Option<Tid> {
+    uuid::Uuid::try_parse(task_id).ok().map(|u| u.as_u128())
+}
+
+fn tid_string(t: Tid) -> String {
+    uuid::Uuid::from_u128(t).hyphenated().to_string()
+}
+
+type ReadyKey = (u32, Ms, u64, Tid);
+type FutureKey = (Ms, u32, u64, Tid);
 
 #[derive(Default)]
 struct GroupQueue {
     ready: BTreeSet<ReadyKey>,
     future: BTreeSet<FutureKey>,
     /// Floating-limit refresh tasks, by due time.
-    refresh: BTreeSet<(Ms, String)>,
+    refresh: BTreeSet<(Ms, Tid)>,
 }
 
-impl GroupQueue {
-    fn is_empty(&self) -> bool {
-        self.ready.is_empty() && self.future.is_empty() && self.refresh.is_empty()
-    }
+/// What the broker keeps per queued task: enough to find and remove its
+/// ordering entry. The job it belongs to is read from the store when the
+/// task is picked (the `Q` record), not kept here.
+#[derive(Clone, Copy)]
+struct TaskEntry {
+    group: u32,
+    kind: EntryKind,
+    priority: u32,
+    start_at_ms: Ms,
+    seq: u64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum EntryKind {
+    Attempt,
+    Gate,
+    Refresh,
 }
 
 struct LeaseClock {
@@ -81,15 +106,25 @@ struct LeaseClock {
 /// is proposed again.
 pub const EXPIRY_RETRY_MS: Ms = 2_000;
 
+/// Memory per queued task, in bytes, as laid out below (for docs and the
+/// backlog benchmark): the `tasks` map entry (16-byte id + 32-byte entry,
+/// at hashbrown's load factor) plus one ordering-set entry (48 bytes in
+/// B-tree nodes about two-thirds full). Measured RSS per queued job is in
+/// docs/BENCHMARKS.md.
+pub const BYTES_PER_QUEUED_TASK: usize = 64 + 72;
+
 #[derive(Default)]
 struct Inner {
-    groups: HashMap<String, GroupQueue>,
+    /// Task groups by name, and the name of each group id. Group ids are
+    /// never reused while the process runs (one entry per task group seen).
+    group_ids: HashMap<String, u32>,
+    groups: Vec<GroupQueue>,
     /// Pending attempts whose walk through their limits resumes at a time.
-    gates: BTreeSet<(Ms, String)>,
-    tasks: HashMap<String, QueuedTask>,
+    gates: BTreeSet<(Ms, Tid)>,
+    tasks: HashMap<Tid, TaskEntry>,
     /// Picked for a GrantLeases proposal that has not been applied yet.
-    reserved: HashSet<String>,
-    leases: HashMap<String, LeaseClock>,
+    reserved: HashSet<Tid>,
+    leases: HashMap<Tid, LeaseClock>,
     /// Lowest deadline a lease may have during the current leadership term.
     lease_floor_ms: Ms,
 }
@@ -98,8 +133,6 @@ struct Inner {
 pub struct Picked {
     /// Job attempts, in scheduling order.
     pub task_ids: Vec<String>,
-    /// The job of each of `task_ids`, in the same order.
-    pub jobs: Vec<JobKey>,
     /// Due floating-limit refresh tasks (extra to the job tasks).
     pub refresh_ids: Vec<String>,
 }
@@ -126,14 +159,22 @@ impl Broker {
         let mut inner = self.inner.lock();
         for effect in effects {
             match effect {
-                Effect::Queued(task) => inner.insert_task(task.clone()),
-                Effect::Dequeued { task_id } => inner.remove_task(task_id),
+                Effect::Queued(task) => inner.insert_task(task),
+                Effect::Dequeued { task_id } => {
+                    if let Some(t) = tid(task_id) {
+                        inner.remove_task(t);
+                    }
+                }
                 Effect::LeaseStarted { task_id, lease_ms } => {
                     let deadline_ms = now_ms.saturating_add(*lease_ms).max(inner.lease_floor_ms);
-                    inner.leases.insert(task_id.clone(), LeaseClock { deadline_ms, expiring: None });
+                    if let Some(t) = tid(task_id) {
+                        inner.leases.insert(t, LeaseClock { deadline_ms, expiring: None });
+                    }
                 }
                 Effect::LeaseEnded { task_id } => {
-                    inner.leases.remove(task_id);
+                    if let Some(t) = tid(task_id) {
+                        inner.leases.remove(&t);
+                    }
                 }
                 Effect::Reset => {
                     let floor = inner.lease_floor_ms;
@@ -145,18 +186,28 @@ impl Broker {
 
     /// Replaces everything with the given applied state (start-up, snapshot
     /// install) at monotonic time `now_ms`: every lease's clock restarts then,
-    /// which only ever lengthens a lease.
-    pub fn rebuild(&self, queued: Vec<QueuedTask>, leases: Vec<Lease>, now_ms: Ms) {
+    /// which only ever lengthens a lease. Takes iterators so that a large
+    /// queue is streamed from the store, not collected first.
+    pub fn rebuild(&self, queued: impl Iterator<Item = QueuedTask>, leases: impl Iterator<Item = Lease>, now_ms: Ms) {
         let mut inner = self.inner.lock();
         let floor = inner.lease_floor_ms;
         *inner = Inner { lease_floor_ms: floor, ..Inner::default() };
         for task in queued {
-            inner.insert_task(task);
+            inner.insert_task(&task);
         }
         for lease in leases {
             let deadline_ms = now_ms.saturating_add(lease.lease_ms).max(floor);
-            inner.leases.insert(lease.task_id, LeaseClock { deadline_ms, expiring: None });
+            if let Some(t) = tid(&lease.task_id) {
+                inner.leases.insert(t, LeaseClock { deadline_ms, expiring: None });
+            }
         }
+    }
+
+    /// Number of queued tasks (ready, future, gates and refreshes) and of
+    /// running leases the broker tracks.
+    pub fn sizes(&self) -> (usize, usize) {
+        let inner = self.inner.lock();
+        (inner.tasks.len(), inner.leases.len())
     }
 
     /// This node just became leader at `now_ms`: restart every lease clock so no
@@ -175,15 +226,18 @@ impl Broker {
     }
 
     /// Picks up to `max` due tasks of `task_group` in scheduling order and
-    /// reserves them until [`Broker::release`]. `accept` filters by job (shard,
-    /// tenant).
-    pub fn pick(&self, task_group: &str, max: usize, now_ms: Ms, accept: impl Fn(&JobKey) -> bool) -> Picked {
+    /// reserves them until [`Broker::release`]. `accept` filters by task id
+    /// (the caller reads the task's job from the store when it filters by
+    /// shard or tenant).
+    pub fn pick(&self, task_group: &str, max: usize, now_ms: Ms, mut accept: impl FnMut(&str) -> bool) -> Picked {
         let mut inner = self.inner.lock();
-        let Inner { groups, tasks, reserved, .. } = &mut *inner;
+        let Inner { group_ids, groups, reserved, .. } = &mut *inner;
         let mut task_ids = Vec::new();
-        let mut jobs = Vec::new();
         let mut refresh_ids = Vec::new();
-        let Some(group) = groups.get_mut(task_group) else { return Picked { task_ids, jobs, refresh_ids } };
+        let mut chosen: Vec<Tid> = Vec::new();
+        let Some(group) = group_ids.get(task_group).and_then(|g| groups.get_mut(*g as usize)) else {
+            return Picked { task_ids, refresh_ids };
+        };
         while let Some(first) = group.future.first() {
             if first.0 > now_ms {
                 break;
@@ -191,32 +245,34 @@ impl Broker {
             let (start, priority, seq, id) = group.future.pop_first().expect("first exists");
             group.ready.insert((priority, start, seq, id));
         }
-        for (_, _, _, task_id) in group.ready.iter() {
+        for &(_, _, _, t) in group.ready.iter() {
             if task_ids.len() >= max {
                 break;
             }
-            if reserved.contains(task_id) {
+            if reserved.contains(&t) {
                 continue;
             }
-            if let Some(task) = tasks.get(task_id) {
-                if accept(&task.job) {
-                    task_ids.push(task_id.clone());
-                    jobs.push(task.job.clone());
-                }
+            let id = tid_string(t);
+            if accept(&id) {
+                task_ids.push(id);
+                chosen.push(t);
             }
         }
-        for (due, task_id) in group.refresh.iter() {
-            if *due > now_ms || refresh_ids.len() >= REFRESH_PICK_MAX {
+        for &(due, t) in group.refresh.iter() {
+            if due > now_ms || refresh_ids.len() >= REFRESH_PICK_MAX {
                 break;
             }
-            if !reserved.contains(task_id) && tasks.get(task_id).is_some_and(|t| accept(&t.job)) {
-                refresh_ids.push(task_id.clone());
+            if reserved.contains(&t) {
+                continue;
+            }
+            let id = tid_string(t);
+            if accept(&id) {
+                refresh_ids.push(id);
+                chosen.push(t);
             }
         }
-        for id in task_ids.iter().chain(refresh_ids.iter()) {
-            reserved.insert(id.clone());
-        }
-        Picked { task_ids, jobs, refresh_ids }
+        reserved.extend(chosen);
+        Picked { task_ids, refresh_ids }
     }
 
     /// Pending attempts whose gate time passed, at most `max`, reserved until
@@ -224,24 +280,22 @@ impl Broker {
     pub fn take_due_gates(&self, now_ms: Ms, max: usize) -> Vec<String> {
         let mut inner = self.inner.lock();
         let Inner { gates, reserved, .. } = &mut *inner;
-        let due: Vec<String> = gates
+        let due: Vec<Tid> = gates
             .iter()
             .take_while(|(at, _)| *at <= now_ms)
-            .filter(|(_, id)| !reserved.contains(id))
+            .filter(|(_, t)| !reserved.contains(t))
             .take(max)
-            .map(|(_, id)| id.clone())
+            .map(|(_, t)| *t)
             .collect();
-        for id in &due {
-            reserved.insert(id.clone());
-        }
-        due
+        reserved.extend(due.iter().copied());
+        due.into_iter().map(tid_string).collect()
     }
 
     /// Ends the reservation of picked tasks (after their GrantLeases applied or failed).
     pub fn release(&self, task_ids: &[String]) {
         let mut inner = self.inner.lock();
-        for id in task_ids {
-            inner.reserved.remove(id);
+        for t in task_ids.iter().filter_map(|id| tid(id)) {
+            inner.reserved.remove(&t);
         }
     }
 
@@ -249,8 +303,9 @@ impl Broker {
     /// Returns false, extending nothing, when the broker does not know the
     /// lease or the reaper already took it for expiry (see the module docs).
     pub fn extend_lease(&self, task_id: &str, now_ms: Ms, lease_ms: Ms) -> bool {
+        let Some(t) = tid(task_id) else { return false };
         let mut inner = self.inner.lock();
-        match inner.leases.get_mut(task_id) {
+        match inner.leases.get_mut(&t) {
             Some(clock) if clock.expiring.is_some() => false,
             Some(clock) => {
                 clock.deadline_ms = clock.deadline_ms.max(now_ms.saturating_add(lease_ms));
@@ -270,24 +325,24 @@ impl Broker {
             None => c.deadline_ms <= now_ms,
             Some(at) => now_ms.saturating_sub(at) >= EXPIRY_RETRY_MS,
         };
-        let mut out: Vec<(String, Ms)> =
-            inner.leases.iter().filter(|(_, c)| due(c)).map(|(id, c)| (id.clone(), c.deadline_ms)).collect();
-        out.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
+        let mut out: Vec<(Tid, Ms)> =
+            inner.leases.iter().filter(|(_, c)| due(c)).map(|(t, c)| (*t, c.deadline_ms)).collect();
+        out.sort_by_key(|&(t, at)| (at, tid_string(t)));
         out.truncate(max);
-        for (id, _) in &out {
-            if let Some(c) = inner.leases.get_mut(id) {
+        for (t, _) in &out {
+            if let Some(c) = inner.leases.get_mut(t) {
                 c.expiring = Some(now_ms);
             }
         }
-        out
+        out.into_iter().map(|(t, at)| (tid_string(t), at)).collect()
     }
 
     /// An ExpireLeases proposal was certainly not appended (this node did not
     /// lead): its leases are back to normal.
     pub fn expiry_failed(&self, task_ids: &[String]) {
         let mut inner = self.inner.lock();
-        for id in task_ids {
-            if let Some(c) = inner.leases.get_mut(id) {
+        for t in task_ids.iter().filter_map(|id| tid(id)) {
+            if let Some(c) = inner.leases.get_mut(&t) {
                 c.expiring = None;
             }
         }
@@ -295,38 +350,62 @@ impl Broker {
 }
 
 impl Inner {
-    fn insert_task(&mut self, task: QueuedTask) {
-        // Re-keying (expedite, a gate passed) arrives as another Queued for the same id.
-        self.remove_task(&task.task_id);
-        match &task.kind {
-            QueueKind::Gate => {
-                self.gates.insert((task.start_at_ms, task.task_id.clone()));
-            }
-            QueueKind::Attempt => {
-                let group = self.groups.entry(task.task_group.clone()).or_default();
-                group.future.insert((task.start_at_ms, task.priority, task.seq, task.task_id.clone()));
-            }
-            QueueKind::Refresh { .. } => {
-                let group = self.groups.entry(task.task_group.clone()).or_default();
-                group.refresh.insert((task.start_at_ms, task.task_id.clone()));
-            }
+    fn group_id(&mut self, name: &str) -> u32 {
+        if let Some(g) = self.group_ids.get(name) {
+            return *g;
         }
-        self.tasks.insert(task.task_id.clone(), task);
+        let g = self.groups.len() as u32;
+        self.groups.push(GroupQueue::default());
+        self.group_ids.insert(name.to_string(), g);
+        g
     }
 
-    fn remove_task(&mut self, task_id: &str) {
-        self.reserved.remove(task_id);
-        let Some(task) = self.tasks.remove(task_id) else { return };
-        if task.kind == QueueKind::Gate {
-            self.gates.remove(&(task.start_at_ms, task.task_id));
+    fn insert_task(&mut self, task: &QueuedTask) {
+        let Some(t) = tid(&task.task_id) else {
+            // Task ids are UUIDs issued by the state machine; anything else
+            // is a bug, and the task stays in the store for a rebuild.
+            debug_assert!(false, "task id {:?} is not a UUID", task.task_id);
+            tracing::error!(task_id = %task.task_id, "queued task id is not a UUID; not scheduled");
             return;
+        };
+        // Re-keying (expedite, a gate passed) arrives as another Queued for the same id.
+        self.remove_task(t);
+        let kind = match task.kind {
+            QueueKind::Gate => EntryKind::Gate,
+            QueueKind::Attempt => EntryKind::Attempt,
+            QueueKind::Refresh { .. } => EntryKind::Refresh,
+        };
+        let group = if kind == EntryKind::Gate { 0 } else { self.group_id(&task.task_group) };
+        let entry = TaskEntry { group, kind, priority: task.priority, start_at_ms: task.start_at_ms, seq: task.seq };
+        match kind {
+            EntryKind::Gate => {
+                self.gates.insert((entry.start_at_ms, t));
+            }
+            EntryKind::Attempt => {
+                self.groups[group as usize].future.insert((entry.start_at_ms, entry.priority, entry.seq, t));
+            }
+            EntryKind::Refresh => {
+                self.groups[group as usize].refresh.insert((entry.start_at_ms, t));
+            }
         }
-        if let Some(group) = self.groups.get_mut(&task.task_group) {
-            group.future.remove(&(task.start_at_ms, task.priority, task.seq, task.task_id.clone()));
-            group.ready.remove(&(task.priority, task.start_at_ms, task.seq, task.task_id.clone()));
-            group.refresh.remove(&(task.start_at_ms, task.task_id));
-            if group.is_empty() {
-                self.groups.remove(&task.task_group);
+        self.tasks.insert(t, entry);
+    }
+
+    fn remove_task(&mut self, t: Tid) {
+        self.reserved.remove(&t);
+        let Some(e) = self.tasks.remove(&t) else { return };
+        match e.kind {
+            EntryKind::Gate => {
+                self.gates.remove(&(e.start_at_ms, t));
+            }
+            EntryKind::Attempt => {
+                let group = &mut self.groups[e.group as usize];
+                if !group.future.remove(&(e.start_at_ms, e.priority, e.seq, t)) {
+                    group.ready.remove(&(e.priority, e.start_at_ms, e.seq, t));
+                }
+            }
+            EntryKind::Refresh => {
+                self.groups[e.group as usize].refresh.remove(&(e.start_at_ms, t));
             }
         }
     }
@@ -336,10 +415,23 @@ impl Inner {
 mod tests {
     use super::*;
 
-    fn task(id: &str, group: &str, priority: u32, start: Ms, seq: u64) -> QueuedTask {
+    /// A UUID-shaped task id for a readable name.
+    fn id(name: &str) -> String {
+        let mut b = [0u8; 16];
+        for (i, c) in name.bytes().take(16).enumerate() {
+            b[i] = c;
+        }
+        uuid::Uuid::from_bytes(b).to_string()
+    }
+
+    fn ids(names: &[&str]) -> Vec<String> {
+        names.iter().map(|n| id(n)).collect()
+    }
+
+    fn task(name: &str, group: &str, priority: u32, start: Ms, seq: u64) -> QueuedTask {
         QueuedTask {
-            task_id: id.into(),
-            job: JobKey { shard: 0, tenant: "-".into(), id: id.into() },
+            task_id: id(name),
+            job: crate::state_machine::JobKey { shard: 0, tenant: "-".into(), id: name.into() },
             kind: QueueKind::Attempt,
             task_group: group.into(),
             priority,
@@ -361,28 +453,28 @@ mod tests {
             0,
         );
         let picked = b.pick("g", 10, 100, |_| true).task_ids;
-        assert_eq!(picked, vec!["new-high", "old-low", "old-low-2"]);
+        assert_eq!(picked, ids(&["new-high", "old-low", "old-low-2"]));
         // reserved tasks are not picked twice
         assert!(b.pick("g", 10, 100, |_| true).task_ids.is_empty());
         b.release(&picked[1..]);
-        assert_eq!(b.pick("g", 5, 100, |_| true).task_ids, vec!["old-low", "old-low-2"], "released tasks return");
+        assert_eq!(b.pick("g", 5, 100, |_| true).task_ids, ids(&["old-low", "old-low-2"]), "released tasks return");
         // once granted, a task leaves the queue for good
-        b.apply_effects(&[Effect::Dequeued { task_id: "new-high".into() }], 0);
+        b.apply_effects(&[Effect::Dequeued { task_id: id("new-high") }], 0);
         b.release(&picked);
-        assert_eq!(b.pick("g", 1, 2000, |_| true).task_ids, vec!["future-high"]);
+        assert_eq!(b.pick("g", 1, 2000, |_| true).task_ids, ids(&["future-high"]));
     }
 
     #[test]
     fn leadership_only_extends_leases() {
         let b = Broker::new();
-        b.apply_effects(&[Effect::LeaseStarted { task_id: "t".into(), lease_ms: 40_000 }], 10_000);
+        b.apply_effects(&[Effect::LeaseStarted { task_id: id("t"), lease_ms: 40_000 }], 10_000);
         b.on_leadership_gained(1_000, 10_000);
         assert!(b.take_expired(20_000, 10).is_empty(), "recorded deadline is later than the floor");
         b.on_leadership_gained(45_000, 10_000);
         assert!(b.take_expired(54_999, 10).is_empty());
-        assert_eq!(b.take_expired(55_000, 10), vec![("t".to_string(), 55_000)]);
+        assert_eq!(b.take_expired(55_000, 10), vec![(id("t"), 55_000)]);
         assert!(b.take_expired(56_000, 10).is_empty(), "already expiring");
-        assert_eq!(b.take_expired(57_000, 10), vec![("t".to_string(), 55_000)], "proposed again after a while");
+        assert_eq!(b.take_expired(57_000, 10), vec![(id("t"), 55_000)], "proposed again after a while");
     }
 
     #[test]
@@ -390,19 +482,30 @@ mod tests {
         let b = Broker::new();
         b.apply_effects(
             &[
-                Effect::LeaseStarted { task_id: "early".into(), lease_ms: 1_000 },
-                Effect::LeaseStarted { task_id: "late".into(), lease_ms: 1_000 },
+                Effect::LeaseStarted { task_id: id("early"), lease_ms: 1_000 },
+                Effect::LeaseStarted { task_id: id("late"), lease_ms: 1_000 },
             ],
             0,
         );
         // A heartbeat before the reaper looks: extended, not reaped.
-        assert!(b.extend_lease("early", 990, 2_000));
-        assert_eq!(b.take_expired(1_005, 10), vec![("late".to_string(), 1_000)]);
+        assert!(b.extend_lease(&id("early"), 990, 2_000));
+        assert_eq!(b.take_expired(1_005, 10), vec![(id("late"), 1_000)]);
         // After the reaper took it: refused, and the deadline stays passed.
-        assert!(!b.extend_lease("late", 1_006, 2_000));
+        assert!(!b.extend_lease(&id("late"), 1_006, 2_000));
         // The expiry proposal failed: reaped again, still not extended.
-        b.expiry_failed(&["late".to_string()]);
-        assert_eq!(b.take_expired(1_010, 10), vec![("late".to_string(), 1_000)]);
-        assert!(!b.extend_lease("unknown", 1_010, 2_000));
+        b.expiry_failed(&[id("late")]);
+        assert_eq!(b.take_expired(1_010, 10), vec![(id("late"), 1_000)]);
+        assert!(!b.extend_lease(&id("unknown"), 1_010, 2_000));
+    }
+
+    #[test]
+    fn a_filter_skips_tasks_and_a_non_uuid_id_is_unknown() {
+        let b = Broker::new();
+        b.apply_effects(&[Effect::Queued(task("a", "g", 0, 0, 1)), Effect::Queued(task("b", "g", 0, 0, 2))], 0);
+        let only_b = id("b");
+        assert_eq!(b.pick("g", 10, 0, |t| t == only_b).task_ids, ids(&["b"]));
+        assert_eq!(b.pick("g", 10, 0, |_| true).task_ids, ids(&["a"]), "b is reserved");
+        assert!(!b.extend_lease("not-a-uuid", 0, 1_000));
+        assert_eq!(b.sizes(), (2, 0));
     }
 }

@@ -142,12 +142,14 @@ impl SiloService {
     /// protobuf a task encodes to. Refresh tasks are small and not counted.
     fn fit_reply_budget(&self, picked: &mut crate::broker::Picked) {
         let view = self.view();
+        let tables = View(&view);
         let mut used = 0usize;
         let mut keep = 0;
-        for job in &picked.jobs {
-            let bytes = view.value_len(&crate::storage::keys::job(job))
-                + view.value_len(&crate::storage::keys::payload(job))
-                + 256;
+        for task_id in &picked.task_ids {
+            // A task dequeued since the pick costs nothing: the grant skips it.
+            let bytes = tables.queued(task_id).map_or(0, |q| {
+                view.value_len(&crate::storage::keys::job(&q.job)) + view.value_len(&crate::storage::keys::payload(&q.job))
+            }) + 256;
             if keep > 0 && used + bytes > self.edge.lease_reply_bytes_max {
                 break;
             }
@@ -157,7 +159,6 @@ impl SiloService {
         if keep < picked.task_ids.len() {
             metrics::counter!("silo_lease_reply_trimmed_total").increment(1);
             let rest = picked.task_ids.split_off(keep);
-            picked.jobs.truncate(keep);
             self.broker.release(&rest);
         }
     }
@@ -466,8 +467,15 @@ impl Silo for SiloService {
                 _ => None,
             };
             let max = r.max_tasks.min(crate::limits::LEASE_TASKS_MAX) as usize;
-            let mut picked = self.broker.pick(&r.task_group, max, self.node.leader_now_ms(), |job| {
-                shard_filter.is_none_or(|s| s == job.shard) && tenant_filter.as_deref().is_none_or(|t| t == job.tenant)
+            let view = self.view();
+            let mut picked = self.broker.pick(&r.task_group, max, self.node.leader_now_ms(), |task_id| {
+                if shard_filter.is_none() && tenant_filter.is_none() {
+                    return true;
+                }
+                View(&view).queued(task_id).is_some_and(|q| {
+                    shard_filter.is_none_or(|s| s == q.job.shard)
+                        && tenant_filter.as_deref().is_none_or(|t| t == q.job.tenant)
+                })
             });
             self.fit_reply_budget(&mut picked);
             if picked.task_ids.is_empty() && picked.refresh_ids.is_empty() {

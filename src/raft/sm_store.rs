@@ -18,10 +18,10 @@ use tokio::sync::watch;
 use super::snapshot::{SnapshotData, SnapshotStore, SstWriter};
 use super::types::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 use crate::broker::Broker;
-use crate::state_machine::{self, ApplyResult, Output, Tables, View};
+use crate::state_machine::{self, ApplyResult, Output};
 use crate::storage::codec;
 use crate::storage::keys;
-use crate::storage::rocks::{cf, Overlay, ReadKv};
+use crate::storage::rocks::{cf, Overlay};
 
 #[derive(Clone)]
 pub struct StateMachineStore {
@@ -93,9 +93,16 @@ impl StateMachineStore {
     }
 
     /// Re-derives the broker from applied state (start-up, snapshot install).
+    /// Streams the queue and lease tables (no full copy in memory).
     pub fn rebuild_broker(&self) {
-        let view = View(&ReadKv { db: &self.db });
-        self.broker.rebuild(view.queued_all(), view.leases(), crate::monotonic_ms());
+        let started = std::time::Instant::now();
+        let queued = crate::storage::rocks::prefix_iter(&self.db, keys::CF_SM, &keys::table(keys::QUEUED))
+            .map(|(_, v)| codec::decode_or_die::<state_machine::QueuedTask>("queued task", &v));
+        let leases = crate::storage::rocks::prefix_iter(&self.db, keys::CF_SM, &keys::table(keys::LEASE))
+            .map(|(_, v)| codec::decode_or_die::<state_machine::Lease>("lease", &v));
+        self.broker.rebuild(queued, leases, crate::monotonic_ms());
+        let (tasks, leases) = self.broker.sizes();
+        tracing::info!(tasks, leases, ms = started.elapsed().as_millis() as u64, "broker rebuilt from the store");
     }
 
     fn meta_get<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError> {

@@ -129,6 +129,17 @@ pub fn check<T: Tables>(t: &T) -> Vec<String> {
             None => errors.push(format!("unparsable terminal index key {k:?}")),
         }
     }
+    if let Some(cursor) = t.kv_get(&keys::meta(super::tx::META_TERMINAL_CURSOR)) {
+        if t.kv_scan(&keys::table(keys::TERMINAL)).first().is_some_and(|(k, _)| *k < cursor) {
+            errors.push("a terminal index entry sorts before the purge cursor".to_string());
+        }
+    }
+    for (k, _) in t.kv_scan(&keys::table(keys::WAITER_CURSOR)) {
+        let queue_key = [&[keys::QUEUE][..], &k[1..]].concat();
+        if t.kv_get(&queue_key).is_none() {
+            errors.push(format!("waiter cursor {k:?} outlives its queue"));
+        }
+    }
     check_queues(t, &mut errors);
     errors
 }
@@ -150,6 +161,11 @@ fn check_queues<T: Tables>(t: &T, errors: &mut Vec<String>) {
         let waiters = t.kv_scan(&keys::waiters_of(shard, &tenant, floating, &key));
         if waiters.len() as u32 != st.waiters {
             errors.push(format!("queue {tenant}/{key}: {} waiter records, state says {}", waiters.len(), st.waiters));
+        }
+        if let Some(cursor) = t.kv_get(&keys::waiter_cursor(shard, &tenant, floating, &key)) {
+            if waiters.first().is_some_and(|(w, _)| *w < cursor) {
+                errors.push(format!("queue {tenant}/{key}: a waiter sorts before the waiter cursor"));
+            }
         }
         let cap_floating = floating.then(|| {
             let fk = keys::floating(shard, &tenant, &key);

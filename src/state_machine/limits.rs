@@ -52,6 +52,9 @@ impl QueueRef {
     fn waiters_prefix(&self) -> Vec<u8> {
         keys::waiters_of(self.shard, &self.tenant, self.slot.floating, &self.slot.key)
     }
+    fn cursor_key(&self) -> Vec<u8> {
+        keys::waiter_cursor(self.shard, &self.tenant, self.slot.floating, &self.slot.key)
+    }
 }
 
 /// A waiting request as stored under its `W` key.
@@ -68,9 +71,12 @@ impl<K: Kv> Tx<'_, K> {
         self.kv_get(&q.state_key()).map(|b| decode_or_die("queue", &b)).unwrap_or_default()
     }
 
-    fn put_queue_state(&mut self, q: &QueueRef, st: &QueueState) {
+    /// Stores `st`, or removes the queue and its waiter cursor when it has
+    /// neither holders nor waiters.
+    pub(crate) fn put_queue_state(&mut self, q: &QueueRef, st: &QueueState) {
         if st.holders == 0 && st.waiters == 0 {
             self.kv_delete(&q.state_key());
+            self.kv_delete(&q.cursor_key());
         } else {
             self.kv_put(q.state_key(), encode(st));
         }
@@ -116,6 +122,12 @@ impl<K: Kv> Tx<'_, K> {
             &p.task_id,
         );
         let rec = WaiterRecord { job: job.key.clone(), task_id: p.task_id.clone(), max };
+        // Keep the cursor at or before every live waiter.
+        if let Some(cursor) = self.kv_get(&q.cursor_key()) {
+            if key < cursor {
+                self.kv_put(q.cursor_key(), key.clone());
+            }
+        }
         self.kv_put(key, encode(&rec));
         let mut st = self.queue_state(q);
         st.waiters += 1;
@@ -372,15 +384,27 @@ impl<K: Kv> Tx<'_, K> {
             if st.holders >= ceiling {
                 return;
             }
-            let page = self.kv_scan_n(&q.waiters_prefix(), WAITER_PAGE);
+            // Start at the cursor: the waiters granted before are deleted
+            // keys, and walking them would make every grant cost more the
+            // longer the queue has been busy (issue #10).
+            let prefix = q.waiters_prefix();
+            let from = self.kv_get(&q.cursor_key()).unwrap_or_else(|| prefix.clone());
+            let page = self.kv_scan_from_n(&prefix, &from, WAITER_PAGE);
             let mut granted_any = false;
+            // Last key of the run of removed waiters at the page's front.
+            let mut removed_front: Option<&Vec<u8>> = None;
+            let mut front_intact = true;
             for (wkey, bytes) in page.iter() {
                 let rec: WaiterRecord = decode_or_die("waiter", bytes);
                 let holders = self.queue_state(q).holders;
                 if holders >= self.capacity(q, rec.max) {
+                    front_intact = false;
                     continue;
                 }
                 self.forget_waiter(q, wkey, rec.max);
+                if front_intact {
+                    removed_front = Some(wkey);
+                }
                 let Some(mut job) = self.job(&rec.job) else { continue };
                 let current = job
                     .pending
@@ -398,6 +422,13 @@ impl<K: Kv> Tx<'_, K> {
                 self.place_pending(&mut job);
                 self.put_job(&job);
                 granted_any = true;
+            }
+            if let Some(k) = removed_front {
+                // The queue may be gone (no holders, no waiters left): then
+                // its cursor went with it.
+                if self.kv_get(&q.state_key()).is_some() {
+                    self.kv_put(q.cursor_key(), k.clone());
+                }
             }
             if !granted_any {
                 return;

@@ -10,6 +10,9 @@ use super::outcome::Effect;
 
 const META_CLOCK: &str = "clock";
 const META_SEQ: &str = "seq";
+/// Where PurgeTerminal's scan of the terminal index starts (raw `T` key): no
+/// entry sorts before it. Purged entries are deleted keys in front of it.
+pub(crate) const META_TERMINAL_CURSOR: &str = "terminal_cursor";
 pub(crate) const META_SHARDS: &str = "shards";
 
 pub(crate) fn counters_meta(shard: u32) -> String {
@@ -128,6 +131,9 @@ impl<'a, K: Kv> Tx<'a, K> {
     pub(crate) fn kv_scan_n(&self, prefix: &[u8], n: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
         self.kv.scan_prefix_n(prefix, n)
     }
+    pub(crate) fn kv_scan_from_n(&self, prefix: &[u8], from: &[u8], n: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
+        self.kv.scan_from_n(prefix, from, n)
+    }
 
     pub fn next_seq(&mut self) -> u64 {
         let seq: u64 = self.meta(META_SEQ).unwrap_or(0) + 1;
@@ -212,7 +218,14 @@ impl<'a, K: Kv> Tx<'a, K> {
         job.status = status;
         job.status_changed_at_ms = self.now_ms;
         if status.is_terminal() {
-            self.kv.put(keys::terminal(self.now_ms, &job.key), Vec::new());
+            let key = keys::terminal(self.now_ms, &job.key);
+            // Keep the purge cursor at or before every index entry.
+            if let Some(cursor) = self.kv.get(&keys::meta(META_TERMINAL_CURSOR)) {
+                if key < cursor {
+                    self.kv.put(keys::meta(META_TERMINAL_CURSOR), key.clone());
+                }
+            }
+            self.kv.put(key, Vec::new());
         }
         if was_terminal != status.is_terminal() {
             let delta = if status.is_terminal() { 1 } else { -1 };
@@ -242,6 +255,7 @@ impl<'a, K: Kv> Tx<'a, K> {
             keys::QUEUE,
             keys::HOLDER,
             keys::WAITER,
+            keys::WAITER_CURSOR,
             keys::FLOATING,
             keys::BUCKET,
             keys::TERMINAL,
@@ -257,6 +271,7 @@ impl<'a, K: Kv> Tx<'a, K> {
         for (k, _) in self.kv.scan_prefix(&keys::meta("counters/")) {
             self.kv.delete(&k);
         }
+        self.kv.delete(&keys::meta(META_TERMINAL_CURSOR));
         self.effects.push(Effect::Reset);
         removed
     }

@@ -15,7 +15,8 @@
 //! | `M` | meta name                             | meta value     |
 //! | `C` | shard, tenant, slot                   | `QueueState`   |
 //! | `H` | shard, tenant, slot, task id          | holder marker  |
-//! | `W` | shard, tenant, slot, order, task id   | `JobKey`       |
+//! | `W` | shard, tenant, slot, order, task id   | `WaiterRecord` |
+//! | `K` | shard, tenant, slot                   | waiter cursor: a `W` key |
 //! | `F` | shard, tenant, key                    | `FloatingState`|
 //! | `B` | name, unique key                      | `Bucket`       |
 //! | `T` | finished time, shard, tenant, job id  | (empty)        |
@@ -36,6 +37,7 @@ pub const META: u8 = b'M';
 pub const QUEUE: u8 = b'C';
 pub const HOLDER: u8 = b'H';
 pub const WAITER: u8 = b'W';
+pub const WAITER_CURSOR: u8 = b'K';
 pub const FLOATING: u8 = b'F';
 pub const BUCKET: u8 = b'B';
 pub const TERMINAL: u8 = b'T';
@@ -152,6 +154,13 @@ pub fn waiter(shard: u32, tenant: &str, floating: bool, key: &str, order: (u32, 
     out.extend_from_slice(&order.2.to_be_bytes());
     out.extend_from_slice(task_id.as_bytes());
     out
+}
+
+/// Where a scan of a queue's waiters starts: no live waiter sorts before the
+/// key stored here (limits.rs keeps it; granted waiters in front are
+/// tombstones a scan would otherwise walk).
+pub fn waiter_cursor(shard: u32, tenant: &str, floating: bool, key: &str) -> Vec<u8> {
+    slot_prefixed(WAITER_CURSOR, shard, tenant, floating, key)
 }
 
 pub fn floating(shard: u32, tenant: &str, key: &str) -> Vec<u8> {

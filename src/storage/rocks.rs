@@ -110,6 +110,17 @@ pub fn cf<'a>(db: &'a DB, name: &str) -> &'a ColumnFamily {
     db.cf_handle(name).unwrap_or_else(|| panic!("column family {name} is created at open"))
 }
 
+/// Iterates the entries of column family `name` under `prefix`, in key order,
+/// one at a time (for start-up rebuilds of large tables).
+pub fn prefix_iter<'a>(db: &'a DB, name: &str, prefix: &[u8]) -> impl Iterator<Item = (Box<[u8]>, Box<[u8]>)> + 'a {
+    let mut ro = ReadOptions::default();
+    if let Some(end) = prefix_end(prefix) {
+        ro.set_iterate_upper_bound(end);
+    }
+    db.iterator_cf_opt(cf(db, name), ro, IteratorMode::From(prefix, Direction::Forward))
+        .map(|item| item.unwrap_or_else(|e| panic!("rocksdb iteration failed: {e}")))
+}
+
 /// Every entry of column family `name` whose key starts with `prefix`.
 pub fn scan(db: &DB, name: &str, prefix: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
     scan_n(db, name, prefix, prefix, usize::MAX, |_| false)

@@ -2,7 +2,7 @@
 //! is forgotten, so queues stuck behind lost holders grant again (in this
 //! command). Attempts that held those slots keep running; their later release
 //! finds no holder record and frees nothing twice.
-use crate::storage::codec::{decode_or_die, encode};
+use crate::storage::codec::decode_or_die;
 use crate::storage::keys;
 use crate::storage::kv::Kv;
 
@@ -21,12 +21,9 @@ pub fn apply<K: Kv>(tx: &mut Tx<'_, K>, shard: u32, tenant: &str) -> ApplyResult
         let Some((floating, key)) = keys::parse_queue_slot(&k, &prefix) else { continue };
         let mut st: QueueState = decode_or_die("queue", &v);
         st.holders = 0;
-        if st.waiters == 0 {
-            tx.kv_delete(&k);
-        } else {
-            tx.kv_put(k.clone(), encode(&st));
-        }
-        tx.grant_later(QueueRef { shard, tenant: tenant.to_string(), slot: Slot { floating, key } });
+        let q = QueueRef { shard, tenant: tenant.to_string(), slot: Slot { floating, key } };
+        tx.put_queue_state(&q, &st); // removes the queue (and its cursor) when no one waits
+        tx.grant_later(q);
     }
     Ok(Output::Removed { count: holders.len() as u64 })
 }
