@@ -78,8 +78,8 @@ impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
             block_cache_mb: 256,
-            write_buffers_mb: 256,
-            write_buffer_mb: 64,
+            write_buffers_mb: 384,
+            write_buffer_mb: 128,
             block_size_kb: 8,
             bloom_bits_per_key: 10.0,
             background_jobs: 2,
