@@ -22,6 +22,8 @@ pub struct NodeView {
     pub applied_index: Option<u64>,
     pub last_log_index: Option<u64>,
     pub snapshot_index: Option<u64>,
+    /// Highest log index purged behind a snapshot.
+    pub purged_index: Option<u64>,
     pub term: Option<u64>,
     pub state_digest: Option<String>,
 }
@@ -77,6 +79,7 @@ impl Ctl {
                     applied_index: s.applied_index,
                     last_log_index: s.last_log_index,
                     snapshot_index: s.snapshot_index,
+                    purged_index: s.purged_index,
                     term: Some(s.term),
                     state_digest: Some(format!("{:016x}", s.state_digest)),
                 },
@@ -87,6 +90,7 @@ impl Ctl {
                     applied_index: None,
                     last_log_index: None,
                     snapshot_index: None,
+                    purged_index: None,
                     term: None,
                     state_digest: None,
                 },

@@ -285,3 +285,76 @@ pub fn state_digest(db: &DB) -> u64 {
     }
     h.finish()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use openraft::{CommittedLeaderId, EntryPayload, LogId};
+
+    use super::*;
+    use crate::config::StorageConfig;
+    use crate::state_machine::{Command, JobKey, NewJob, Op};
+
+    fn store(dir: &std::path::Path) -> (Arc<DB>, StateMachineStore) {
+        let db = crate::storage::rocks::open(&dir.join("db"), &StorageConfig::default()).expect("open rocksdb");
+        let sm = StateMachineStore::new(db.clone(), Arc::new(Broker::new()), dir);
+        (db, sm)
+    }
+
+    fn enqueue(index: u64, id: &str) -> Entry {
+        let op = Op::Enqueue(NewJob {
+            key: JobKey { shard: 0, tenant: "-".into(), id: id.into() },
+            task_group: "g".into(),
+            priority: 5,
+            start_at_ms: 0,
+            retry_policy: None,
+            payload: vec![0xc0; 64],
+            limits: vec![],
+            metadata: BTreeMap::new(),
+        });
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(Command { now_ms: 1_000 + index as i64, op }),
+        }
+    }
+
+    /// A node that died in the middle of an install (marker written, old
+    /// state partly wiped or not) finishes the install from the received
+    /// file when it starts again: the state equals the snapshot's.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_install_interrupted_by_a_crash_is_finished_at_start_up() {
+        let leader_dir = tempfile::tempdir().unwrap();
+        let (leader_db, mut leader) = store(leader_dir.path());
+        leader.apply((1..=200).map(|i| enqueue(i, &format!("job-{i}")))).await.unwrap();
+        let snapshot = leader.build_snapshot().await.unwrap();
+        let expected = state_digest(&leader_db);
+        let SnapshotData::Checkpoint(cp) = *snapshot.snapshot else { panic!("a checkpoint") };
+
+        let follower_dir = tempfile::tempdir().unwrap();
+        let received = {
+            let (follower_db, mut follower) = store(follower_dir.path());
+            follower.apply((1..=3).map(|i| enqueue(i, &format!("other-{i}")))).await.unwrap();
+            // the file as the network would have written it
+            let path = follower.snapshots.incoming_path();
+            let (tx, rx) = std::sync::mpsc::sync_channel(16);
+            let dir = cp.dir.clone();
+            let reader = std::thread::spawn(move || {
+                super::super::snapshot::for_each_record(&dir, |k, v| tx.send(Ok((k.to_vec(), v.to_vec()))).is_ok())
+            });
+            let sst = SstWriter::new(path).write_all(rx.into_iter()).unwrap();
+            reader.join().unwrap().unwrap();
+            // the crash: the marker is down, the old state not yet replaced
+            let marker = InstallMarker { meta: snapshot.meta.clone(), sst: sst.clone() };
+            follower_db.put_cf(cf(&follower_db, keys::CF_SM_META), keys::SM_INSTALLING, codec::encode(&marker)).unwrap();
+            sst.unwrap()
+        };
+        let (follower_db, mut follower) = store(follower_dir.path());
+        assert_eq!(state_digest(&follower_db), expected, "the install was finished at start-up");
+        assert!(follower_db.get_cf(cf(&follower_db, keys::CF_SM_META), keys::SM_INSTALLING).unwrap().is_none());
+        assert_eq!(follower.applied_state().await.unwrap().0, snapshot.meta.last_log_id);
+        let current = follower.get_current_snapshot().await.unwrap().expect("the installed snapshot is current");
+        assert_eq!(current.meta, snapshot.meta);
+        assert!(!received.exists(), "the received file is removed once installed");
+    }
+}
