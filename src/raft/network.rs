@@ -217,6 +217,45 @@ fn reply<T: Serialize>(v: &T) -> Result<tonic::Response<RaftMessage>, tonic::Sta
     Ok(tonic::Response::new(RaftMessage { data: encode(v) }))
 }
 
+/// How often a follower receiving a snapshot stream tells its own Raft that
+/// the sender still leads (below the shortest election timeout we allow).
+const SNAPSHOT_KEEPALIVE: Duration = Duration::from_millis(50);
+
+/// Aborts a task when dropped (also when the RPC handler is cancelled).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl RaftService {
+    /// While a snapshot streams in, the leader's replication to this node is
+    /// busy with it and sends no AppendEntries; without them this node's
+    /// election timer would fire mid-transfer and its campaign would depose
+    /// a healthy leader (Raft's InstallSnapshot chunks count as leader
+    /// contact; a stream must too). So the receiver feeds its own Raft an
+    /// empty AppendEntries in the sender's vote every [`SNAPSHOT_KEEPALIVE`]:
+    /// no previous log id, no entries, no commit index, which changes nothing
+    /// but the time this node last heard from its leader. Stops when the
+    /// vote is refused (the sender was deposed) or the stream ends.
+    fn leader_keepalive(&self, vote: Vote) -> AbortOnDrop {
+        let raft = self.raft.clone();
+        AbortOnDrop(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(SNAPSHOT_KEEPALIVE);
+            loop {
+                tick.tick().await;
+                let heartbeat = AppendEntriesRequest { vote, prev_log_id: None, entries: vec![], leader_commit: None };
+                match raft.append_entries(heartbeat).await {
+                    Ok(openraft::raft::AppendEntriesResponse::Success) => {}
+                    _ => return,
+                }
+            }
+        }))
+    }
+}
+
 #[tonic::async_trait]
 impl RaftRpc for RaftService {
     async fn append_entries(
@@ -245,29 +284,49 @@ impl RaftRpc for RaftService {
             .await?
             .ok_or_else(|| tonic::Status::invalid_argument("empty snapshot stream"))?;
         let (vote, meta): (Vote, SnapshotMeta) = decode(&first.data).map_err(bad_request)?;
+        let _keepalive = self.leader_keepalive(vote);
         let path = self.snapshots.incoming_path();
-        type Chunk = std::io::Result<Vec<(Vec<u8>, Vec<u8>)>>;
+        // `None` ends the stream; a channel closed without it (this handler
+        // was dropped: the leader cancelled) or an `Err` fails the file.
+        type Chunk = Option<std::io::Result<Vec<(Vec<u8>, Vec<u8>)>>>;
         let (tx, rx) = std::sync::mpsc::sync_channel::<Chunk>(SNAPSHOT_CHUNKS_IN_FLIGHT);
         let writer_path = path.clone();
         let writer = tokio::task::spawn_blocking(move || {
-            let records = rx.into_iter().flat_map(|chunk: Chunk| match chunk {
+            let mut ended = false;
+            let records = rx.iter().map_while(|chunk: Chunk| match chunk {
+                Some(chunk) => Some(chunk),
+                None => {
+                    ended = true;
+                    None
+                }
+            });
+            let records = records.flat_map(|chunk| match chunk {
                 Ok(records) => records.into_iter().map(Ok).collect::<Vec<_>>(),
                 Err(e) => vec![Err(e)],
             });
-            SstWriter::new(writer_path).write_all(records)
+            let written = SstWriter::new(writer_path.clone()).write_all(records);
+            let written = match written {
+                Ok(_) if !ended => Err(std::io::Error::other("snapshot stream ended before its last chunk")),
+                other => other,
+            };
+            if written.is_err() {
+                let _ = std::fs::remove_file(&writer_path);
+            }
+            written
         });
         let received = async {
             while let Some(msg) = stream.message().await? {
                 let records: Vec<(Vec<u8>, Vec<u8>)> = decode(&msg.data).map_err(bad_request)?;
-                tokio::task::block_in_place(|| tx.send(Ok(records)))
+                tokio::task::block_in_place(|| tx.send(Some(Ok(records))))
                     .map_err(|_| tonic::Status::internal("snapshot file writer stopped"))?;
             }
             Ok::<(), tonic::Status>(())
         }
         .await;
-        if let Err(status) = &received {
-            let _ = tx.send(Err(std::io::Error::other(status.message().to_string())));
-        }
+        let _ = match &received {
+            Ok(()) => tx.send(None),
+            Err(status) => tx.send(Some(Err(std::io::Error::other(status.message().to_string())))),
+        };
         drop(tx);
         let written = writer.await.map_err(|e| tonic::Status::internal(format!("snapshot writer: {e}")))?;
         let cleanup = || {
