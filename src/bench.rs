@@ -145,16 +145,23 @@ fn job_request(o: &BenchOpts, task_group: &str, n: u64) -> pb::EnqueueRequest {
     }
 }
 
+/// What the enqueuers of one phase enqueue: how many jobs in all, where.
+struct EnqueueTarget {
+    limit: u64,
+    task_group: String,
+}
+
 async fn enqueuer(
     client: Client,
     o: Arc<BenchOpts>,
     s: Arc<Shared>,
     next: Arc<AtomicU64>,
-    limit: u64,
-    task_group: String,
+    target: Arc<EnqueueTarget>,
     stop: Arc<AtomicBool>,
     phase_start: Instant,
 ) {
+    let EnqueueTarget { limit, task_group } = &*target;
+    let limit = *limit;
     loop {
         if stop.load(Ordering::Relaxed) {
             return;
@@ -168,7 +175,7 @@ async fn enqueuer(
             tokio::time::sleep_until(due.into()).await;
         }
         let started = Instant::now();
-        match client.enqueue(job_request(&o, &task_group, n)).await {
+        match client.enqueue(job_request(&o, task_group, n)).await {
             Ok(_) => {
                 s.enqueue_us.lock().record(started.elapsed().as_micros().max(1) as u64).ok();
                 s.enqueued.fetch_add(1, Ordering::Relaxed);
@@ -262,6 +269,7 @@ async fn run_phase(client: &Client, o: &Arc<BenchOpts>, phase: &str) -> PhaseRes
         "drain" => (0, 0, o.workers),
         _ => (u64::MAX, o.enqueuers, o.workers),
     };
+    let target = Arc::new(EnqueueTarget { limit: enqueue_limit, task_group });
     let mut handles = Vec::new();
     for _ in 0..enqueuers {
         handles.push(tokio::spawn(enqueuer(
@@ -269,8 +277,7 @@ async fn run_phase(client: &Client, o: &Arc<BenchOpts>, phase: &str) -> PhaseRes
             o.clone(),
             s.clone(),
             next.clone(),
-            enqueue_limit,
-            task_group.clone(),
+            target.clone(),
             stop.clone(),
             started,
         )));

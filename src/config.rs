@@ -280,7 +280,8 @@ impl Config {
         if !(1..=64).contains(&st.background_jobs) {
             errors.push(format!("storage.background_jobs must be between 1 and 64, got {}", st.background_jobs));
         }
-        for (name, value) in [("compression", &st.compression), ("bottommost_compression", &st.bottommost_compression)] {
+        for (name, value) in [("compression", &st.compression), ("bottommost_compression", &st.bottommost_compression)]
+        {
             if !COMPRESSIONS.contains(&value.as_str()) {
                 errors.push(format!("storage.{name} must be one of {}, got {value:?}", COMPRESSIONS.join(", ")));
             }

@@ -148,7 +148,8 @@ impl SiloService {
         for task_id in &picked.task_ids {
             // A task dequeued since the pick costs nothing: the grant skips it.
             let bytes = tables.queued(task_id).map_or(0, |q| {
-                view.value_len(&crate::storage::keys::job(&q.job)) + view.value_len(&crate::storage::keys::payload(&q.job))
+                view.value_len(&crate::storage::keys::job(&q.job))
+                    + view.value_len(&crate::storage::keys::payload(&q.job))
             }) + 256;
             if keep > 0 && used + bytes > self.edge.lease_reply_bytes_max {
                 break;

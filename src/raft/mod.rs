@@ -154,7 +154,8 @@ impl RaftNode {
         let sm_store = sm_store::StateMachineStore::new(db.clone(), broker, data_dir);
         let applied = sm_store.applied_index();
         let snapshots = sm_store.snapshots();
-        let network = network::Network { token: cluster_token, snapshot_chunk_bytes: settings.snapshot_chunk_kb * 1024 };
+        let network =
+            network::Network { token: cluster_token, snapshot_chunk_bytes: settings.snapshot_chunk_kb * 1024 };
         let raft = Raft::new(id, config, network, log_store, sm_store).await?;
         let quorum = Arc::new(QuorumContact::default());
         quorum.clone().watch(raft.clone(), id);

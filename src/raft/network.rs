@@ -279,10 +279,7 @@ impl RaftRpc for RaftService {
         request: tonic::Request<tonic::Streaming<RaftMessage>>,
     ) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
         let mut stream = request.into_inner();
-        let first = stream
-            .message()
-            .await?
-            .ok_or_else(|| tonic::Status::invalid_argument("empty snapshot stream"))?;
+        let first = stream.message().await?.ok_or_else(|| tonic::Status::invalid_argument("empty snapshot stream"))?;
         let (vote, meta): (Vote, SnapshotMeta) = decode(&first.data).map_err(bad_request)?;
         let _keepalive = self.leader_keepalive(vote);
         let path = self.snapshots.incoming_path();

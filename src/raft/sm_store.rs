@@ -15,7 +15,7 @@ use rocksdb::{Direction, IngestExternalFileOptions, IteratorMode, WriteBatch, Wr
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use super::snapshot::{SnapshotData, SnapshotStore, SstWriter};
+use super::snapshot::{SnapshotData, SnapshotStore};
 use super::types::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 use crate::broker::Broker;
 use crate::state_machine::{self, ApplyResult, Output};
@@ -243,16 +243,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 SnapshotData::Sst(path) => path,
                 // A checkpoint handed over in-process (openraft's storage
                 // tests do this): write it out as a file first.
-                SnapshotData::Checkpoint(cp) => {
-                    let (tx, rx) = std::sync::mpsc::sync_channel(1024);
-                    let dir = cp.dir.clone();
-                    let reader = std::thread::spawn(move || {
-                        super::snapshot::for_each_record(&dir, |k, v| tx.send(Ok((k.to_vec(), v.to_vec()))).is_ok())
-                    });
-                    let written = SstWriter::new(store.snapshots.incoming_path()).write_all(rx.into_iter());
-                    reader.join().map_err(|_| std::io::Error::other("snapshot reader panicked"))??;
-                    written?
-                }
+                SnapshotData::Checkpoint(cp) => super::snapshot::export_sst(&cp.dir, store.snapshots.incoming_path())?,
             };
             store.install_blocking(&meta_owned, sst)
         })
@@ -336,17 +327,12 @@ mod tests {
             let (follower_db, mut follower) = store(follower_dir.path());
             follower.apply((1..=3).map(|i| enqueue(i, &format!("other-{i}")))).await.unwrap();
             // the file as the network would have written it
-            let path = follower.snapshots.incoming_path();
-            let (tx, rx) = std::sync::mpsc::sync_channel(16);
-            let dir = cp.dir.clone();
-            let reader = std::thread::spawn(move || {
-                super::super::snapshot::for_each_record(&dir, |k, v| tx.send(Ok((k.to_vec(), v.to_vec()))).is_ok())
-            });
-            let sst = SstWriter::new(path).write_all(rx.into_iter()).unwrap();
-            reader.join().unwrap().unwrap();
+            let sst = super::super::snapshot::export_sst(&cp.dir, follower.snapshots.incoming_path()).unwrap();
             // the crash: the marker is down, the old state not yet replaced
             let marker = InstallMarker { meta: snapshot.meta.clone(), sst: sst.clone() };
-            follower_db.put_cf(cf(&follower_db, keys::CF_SM_META), keys::SM_INSTALLING, codec::encode(&marker)).unwrap();
+            follower_db
+                .put_cf(cf(&follower_db, keys::CF_SM_META), keys::SM_INSTALLING, codec::encode(&marker))
+                .unwrap();
             sst.unwrap()
         };
         let (follower_db, mut follower) = store(follower_dir.path());

@@ -108,6 +108,19 @@ pub fn for_each_record(dir: &Path, mut f: impl FnMut(&[u8], &[u8]) -> bool) -> s
     Ok(())
 }
 
+/// Writes the `sm` records of the checkpoint in `dir` into an SST file at
+/// `path` (None: there was no record). Reads on one thread, writes on this
+/// one; memory: a bounded queue of records.
+pub fn export_sst(dir: &Path, path: PathBuf) -> std::io::Result<Option<PathBuf>> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1024);
+    let dir = dir.to_path_buf();
+    let reader =
+        std::thread::spawn(move || for_each_record(&dir, |k, v| tx.send(Ok((k.to_vec(), v.to_vec()))).is_ok()));
+    let written = SstWriter::new(path).write_all(rx.into_iter());
+    reader.join().map_err(|_| other("snapshot reader panicked"))??;
+    written
+}
+
 impl SnapshotStore {
     /// Opens `<data_dir>/snapshots`, keeping the current checkpoint and
     /// deleting everything else (half-built checkpoints, replaced ones, old

@@ -224,6 +224,12 @@ pub fn table(tag: u8) -> Vec<u8> {
 }
 
 // ---- Raft storage (outside the state machine) ----
+//
+// Several Raft groups in one node (the planned multi-Raft scale-out) would
+// each get their own `sm` and `sm_meta` column families (named after the
+// group): a group's snapshot stream, its install (one range delete + one
+// ingested file) and its digest already work on one column family, so they
+// stay per group as they are.
 
 /// Column family holding log entries keyed by [`log_index`].
 pub const CF_LOG: &str = "log";

@@ -13,7 +13,8 @@ struct RocksBuilder;
 impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> for RocksBuilder {
     async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), openraft::StorageError<NodeId>> {
         let dir = tempfile::tempdir().expect("tempdir");
-        let db = silo::storage::rocks::open(&dir.path().join("db"), &silo::config::StorageConfig::default()).expect("open rocksdb");
+        let db = silo::storage::rocks::open(&dir.path().join("db"), &silo::config::StorageConfig::default())
+            .expect("open rocksdb");
         let log = LogStore::new(db.clone());
         let sm = StateMachineStore::new(db, Arc::new(Broker::new()), dir.path());
         Ok((dir, log, sm))
@@ -130,7 +131,11 @@ mod read_path {
         }
         assert!(ready.is_empty());
         let (early, late) = (skipped_at[&50], skipped_at[&(JOBS - 10)]);
-        assert!(late <= early + 8, "granting waiter {} skipped {late} deleted keys, waiter 50 skipped {early}", JOBS - 10);
+        assert!(
+            late <= early + 8,
+            "granting waiter {} skipped {late} deleted keys, waiter 50 skipped {early}",
+            JOBS - 10
+        );
 
         // Every job finished: purge them oldest first, ten per command.
         let mut purge_skipped = Vec::new();
