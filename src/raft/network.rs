@@ -9,6 +9,7 @@
 //! [`SNAPSHOT_CHUNKS_IN_FLIGHT`]; the follower writes them into an SST file
 //! as they arrive, then installs it. Memory on both sides is a few chunks,
 //! whatever the state's size (issue #10).
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +28,17 @@ use super::types::{NodeId, NodeInfo, Raft, Snapshot, SnapshotMeta, TypeConfig, V
 use crate::pb::raft::raft_client::RaftClient;
 use crate::pb::raft::raft_server::{Raft as RaftRpc, RaftServer};
 use crate::pb::raft::RaftMessage;
+
+/// A message of a snapshot stream after its header (vote, meta).
+#[derive(Serialize, serde::Deserialize)]
+enum SnapshotFrame {
+    /// State-machine records, in key order, continuing the previous frame.
+    Records(Vec<(Vec<u8>, Vec<u8>)>),
+    /// The checkpoint was read to its end; `records` were sent in all. The
+    /// receiver installs only a stream that ends with this frame and whose
+    /// count matches.
+    End { records: u64 },
+}
 
 /// Chunks of a snapshot stream buffered between the checkpoint reader and
 /// the network (sender) or the network and the file writer (receiver).
@@ -149,19 +161,28 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         let chunk_bytes = self.snapshot_chunk_bytes;
         let reader = tokio::task::spawn_blocking(move || {
             let mut chunk: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-            let mut size = 0usize;
+            let (mut size, mut records) = (0usize, 0u64);
             let mut open = true;
+            let frame = |f: &SnapshotFrame| RaftMessage { data: encode(f) };
             let read = super::snapshot::for_each_record(&cp.dir, |k, v| {
                 size += k.len() + v.len() + 16;
+                records += 1;
                 chunk.push((k.to_vec(), v.to_vec()));
                 if size >= chunk_bytes {
-                    open = tx.blocking_send(RaftMessage { data: encode(&std::mem::take(&mut chunk)) }).is_ok();
+                    open = tx.blocking_send(frame(&SnapshotFrame::Records(std::mem::take(&mut chunk)))).is_ok();
                     size = 0;
                 }
                 open
             });
-            if open && !chunk.is_empty() {
-                let _ = tx.blocking_send(RaftMessage { data: encode(&chunk) });
+            // The end frame goes out only after the whole checkpoint was read:
+            // a stream that ends without it (a read error here) is refused.
+            if open && read.is_ok() {
+                if !chunk.is_empty() {
+                    open = tx.blocking_send(frame(&SnapshotFrame::Records(chunk))).is_ok();
+                }
+                if open {
+                    let _ = tx.blocking_send(frame(&SnapshotFrame::End { records }));
+                }
             }
             drop(cp); // the checkpoint may be deleted once no transfer reads it
             read
@@ -221,6 +242,10 @@ fn reply<T: Serialize>(v: &T) -> Result<tonic::Response<RaftMessage>, tonic::Sta
 /// the sender still leads (below the shortest election timeout we allow).
 const SNAPSHOT_KEEPALIVE: Duration = Duration::from_millis(50);
 
+/// A snapshot stream with no frame for this long stops counting as leader
+/// contact (the follower's election timer runs again).
+const SNAPSHOT_STALL_MS: u64 = 1_000;
+
 /// Aborts a task when dropped (also when the RPC handler is cancelled).
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
@@ -239,13 +264,19 @@ impl RaftService {
     /// empty AppendEntries in the sender's vote every [`SNAPSHOT_KEEPALIVE`]:
     /// no previous log id, no entries, no commit index, which changes nothing
     /// but the time this node last heard from its leader. Stops when the
-    /// vote is refused (the sender was deposed) or the stream ends.
-    fn leader_keepalive(&self, vote: Vote) -> AbortOnDrop {
+    /// vote is refused (the sender was deposed), when no frame arrived for
+    /// [`SNAPSHOT_STALL_MS`] before the end frame, or when the install ends.
+    fn leader_keepalive(&self, vote: Vote, progress: Arc<AtomicU64>) -> AbortOnDrop {
         let raft = self.raft.clone();
         AbortOnDrop(tokio::spawn(async move {
             let mut tick = tokio::time::interval(SNAPSHOT_KEEPALIVE);
             loop {
                 tick.tick().await;
+                // A stream that stopped moving is no sign of a live leader.
+                let last = progress.load(Ordering::Relaxed);
+                if last != u64::MAX && (crate::monotonic_ms() as u64).saturating_sub(last) > SNAPSHOT_STALL_MS {
+                    return;
+                }
                 let heartbeat = AppendEntriesRequest { vote, prev_log_id: None, entries: vec![], leader_commit: None };
                 match raft.append_entries(heartbeat).await {
                     Ok(openraft::raft::AppendEntriesResponse::Success) => {}
@@ -281,7 +312,8 @@ impl RaftRpc for RaftService {
         let mut stream = request.into_inner();
         let first = stream.message().await?.ok_or_else(|| tonic::Status::invalid_argument("empty snapshot stream"))?;
         let (vote, meta): (Vote, SnapshotMeta) = decode(&first.data).map_err(bad_request)?;
-        let _keepalive = self.leader_keepalive(vote);
+        let progress = Arc::new(AtomicU64::new(crate::monotonic_ms() as u64));
+        let _keepalive = self.leader_keepalive(vote, progress.clone());
         let path = self.snapshots.incoming_path();
         // `None` ends the stream; a channel closed without it (this handler
         // was dropped: the leader cancelled) or an `Err` fails the file.
@@ -312,12 +344,28 @@ impl RaftRpc for RaftService {
             written
         });
         let received = async {
+            let mut received = 0u64;
             while let Some(msg) = stream.message().await? {
-                let records: Vec<(Vec<u8>, Vec<u8>)> = decode(&msg.data).map_err(bad_request)?;
-                tokio::task::block_in_place(|| tx.send(Some(Ok(records))))
-                    .map_err(|_| tonic::Status::internal("snapshot file writer stopped"))?;
+                progress.store(crate::monotonic_ms() as u64, Ordering::Relaxed);
+                match decode::<SnapshotFrame>(&msg.data).map_err(bad_request)? {
+                    SnapshotFrame::Records(records) => {
+                        received += records.len() as u64;
+                        tokio::task::block_in_place(|| tx.send(Some(Ok(records))))
+                            .map_err(|_| tonic::Status::internal("snapshot file writer stopped"))?;
+                    }
+                    SnapshotFrame::End { records } if records == received => {
+                        // installing: keep telling Raft the leader is alive
+                        progress.store(u64::MAX, Ordering::Relaxed);
+                        return Ok(());
+                    }
+                    SnapshotFrame::End { records } => {
+                        return Err(tonic::Status::data_loss(format!(
+                            "snapshot stream carried {received} records, its end says {records}"
+                        )))
+                    }
+                }
             }
-            Ok::<(), tonic::Status>(())
+            Err(tonic::Status::aborted("snapshot stream ended before its end frame"))
         }
         .await;
         let _ = match &received {
@@ -338,8 +386,10 @@ impl RaftRpc for RaftService {
             tonic::Status::internal(format!("writing the received snapshot: {e}"))
         })?;
         let snapshot = Snapshot { meta, snapshot: Box::new(SnapshotData::Sst(sst)) };
+        // The file is not removed here: an install in progress (which may
+        // outlive this call when Raft stops) or a redo after a crash reads
+        // it; the install removes it when done, start-up removes strays.
         let result = self.raft.install_full_snapshot(vote, snapshot).await;
-        cleanup(); // installed (the file was linked into the database) or refused
         reply(&result)
     }
 }

@@ -39,7 +39,9 @@ pub struct StateMachineStore {
 #[derive(Serialize, Deserialize)]
 struct InstallMarker {
     meta: SnapshotMeta,
-    sst: Option<PathBuf>,
+    /// File name of the received snapshot in the snapshot directory (a name,
+    /// not a path, so a data directory that moved still finds it).
+    sst: Option<String>,
 }
 
 fn read_err(e: impl std::error::Error + 'static) -> StorageError {
@@ -72,7 +74,8 @@ impl StateMachineStore {
         let store = StateMachineStore { db, broker, snapshots, applied: Arc::new(applied) };
         if let Some(m) = marker {
             tracing::warn!(snapshot = %m.meta.snapshot_id, "finishing a snapshot install interrupted by a crash");
-            store.install_blocking(&m.meta, m.sst).unwrap_or_else(|e| panic!("finishing snapshot install: {e}"));
+            let sst = m.sst.map(|name| store.snapshots.dir().join(name));
+            store.install_blocking(&m.meta, sst, true).unwrap_or_else(|e| panic!("finishing snapshot install: {e}"));
         }
         if let Ok(Some(Some(l))) = store.meta_get::<Option<LogId>>(keys::SM_LAST_APPLIED) {
             store.applied.send_replace(l.index);
@@ -117,34 +120,51 @@ impl StateMachineStore {
     /// last-applied, membership and the marker's removal in one synced
     /// batch; finally a checkpoint of the result becomes this node's current
     /// snapshot. Blocking; memory does not depend on the snapshot's size.
-    fn install_blocking(&self, meta: &SnapshotMeta, sst: Option<PathBuf>) -> std::io::Result<()> {
+    ///
+    /// No snapshot is built meanwhile (the snapshot store's `replacing` lock
+    /// is held throughout). `redo` (finishing an install a crash
+    /// interrupted): the file is copied into the database instead of linked,
+    /// because the first attempt may already have linked it, and RocksDB
+    /// writes the ingest sequence number into the file it ingests.
+    fn install_blocking(&self, meta: &SnapshotMeta, sst: Option<PathBuf>, redo: bool) -> std::io::Result<()> {
         let io = |e: rocksdb::Error| std::io::Error::other(e.to_string());
+        let replacing = self.snapshots.replacing();
         let sm_cf = cf(&self.db, keys::CF_SM);
         let meta_cf = cf(&self.db, keys::CF_SM_META);
         let mut synced = WriteOptions::default();
         synced.set_sync(true);
-        let marker = InstallMarker { meta: meta.clone(), sst: sst.clone() };
+        let name = sst.as_ref().and_then(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned());
+        let marker = InstallMarker { meta: meta.clone(), sst: name };
         self.db.put_cf_opt(meta_cf, keys::SM_INSTALLING, codec::encode(&marker), &synced).map_err(io)?;
         let mut wipe = WriteBatch::default();
         // Every state-machine key starts with an ASCII table tag (keys.rs).
         wipe.delete_range_cf(sm_cf, [0u8].as_slice(), [0xffu8].as_slice());
         self.db.write_opt(wipe, &synced).map_err(io)?;
         if let Some(path) = &sst {
-            // Ingesting moves (links) the file into the database; ingest a
-            // second link so the original stays for a redo until the end.
-            let link = path.with_extension("ingest");
-            let _ = std::fs::remove_file(&link);
-            std::fs::hard_link(path, &link)?;
             let mut opts = IngestExternalFileOptions::default();
-            opts.set_move_files(true);
-            self.db.ingest_external_file_cf_opts(sm_cf, &opts, vec![link]).map_err(io)?;
+            if redo {
+                opts.set_move_files(false);
+                self.db.ingest_external_file_cf_opts(sm_cf, &opts, vec![path.clone()]).map_err(io)?;
+            } else {
+                // Ingesting moves (links) the file into the database; ingest
+                // a second link so the original stays for a redo until the end.
+                let link = path.with_extension("ingest");
+                let _ = std::fs::remove_file(&link);
+                std::fs::hard_link(path, &link)?;
+                opts.set_move_files(true);
+                let ingested = self.db.ingest_external_file_cf_opts(sm_cf, &opts, vec![link.clone()]);
+                if ingested.is_err() {
+                    let _ = std::fs::remove_file(&link);
+                }
+                ingested.map_err(io)?;
+            }
         }
         let mut done = WriteBatch::default();
         done.put_cf(meta_cf, keys::SM_LAST_APPLIED, codec::encode(&meta.last_log_id));
         done.put_cf(meta_cf, keys::SM_MEMBERSHIP, codec::encode(&meta.last_membership));
         done.delete_cf(meta_cf, keys::SM_INSTALLING);
         self.db.write_opt(done, &synced).map_err(io)?;
-        self.snapshots.checkpoint(&self.db, Some(meta.snapshot_id.clone()))?;
+        self.snapshots.checkpoint_locked(&replacing, &self.db, Some(meta.snapshot_id.clone()))?;
         if let Some(path) = &sst {
             let _ = std::fs::remove_file(path);
         }
@@ -245,7 +265,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 // tests do this): write it out as a file first.
                 SnapshotData::Checkpoint(cp) => super::snapshot::export_sst(&cp.dir, store.snapshots.incoming_path())?,
             };
-            store.install_blocking(&meta_owned, sst)
+            store.install_blocking(&meta_owned, sst, false)
         })
         .await
         .map_err(|e| StorageIOError::write_snapshot(Some(signature.clone()), &std::io::Error::other(e.to_string())))?
@@ -329,7 +349,8 @@ mod tests {
             // the file as the network would have written it
             let sst = super::super::snapshot::export_sst(&cp.dir, follower.snapshots.incoming_path()).unwrap();
             // the crash: the marker is down, the old state not yet replaced
-            let marker = InstallMarker { meta: snapshot.meta.clone(), sst: sst.clone() };
+            let name = sst.as_ref().and_then(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned());
+            let marker = InstallMarker { meta: snapshot.meta.clone(), sst: name };
             follower_db
                 .put_cf(cf(&follower_db, keys::CF_SM_META), keys::SM_INSTALLING, codec::encode(&marker))
                 .unwrap();
@@ -342,5 +363,10 @@ mod tests {
         let current = follower.get_current_snapshot().await.unwrap().expect("the installed snapshot is current");
         assert_eq!(current.meta, snapshot.meta);
         assert!(!received.exists(), "the received file is removed once installed");
+        // the database opens again (the redo copied the file: the first
+        // ingest's table keeps its own sequence number)
+        drop((follower_db, follower));
+        let (follower_db, _) = store(follower_dir.path());
+        assert_eq!(state_digest(&follower_db), expected);
     }
 }

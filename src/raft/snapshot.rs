@@ -125,7 +125,7 @@ impl SnapshotStore {
     /// Opens `<data_dir>/snapshots`, keeping the current checkpoint and
     /// deleting everything else (half-built checkpoints, replaced ones, old
     /// received files not named by an install marker).
-    pub fn open(data_dir: &Path, keep: Option<&Path>) -> std::io::Result<Self> {
+    pub fn open(data_dir: &Path, keep: Option<&str>) -> std::io::Result<Self> {
         let dir = data_dir.join(SNAPSHOT_DIR);
         std::fs::create_dir_all(&dir)?;
         // The previous format kept the whole state in one file.
@@ -146,7 +146,7 @@ impl SnapshotStore {
             let path = entry?.path();
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
             let is_current = current.as_ref().is_some_and(|(_, cp): &(SnapshotMeta, Arc<Checkpoint>)| cp.dir == path);
-            if name == CURRENT || is_current || keep.is_some_and(|k| k == path) {
+            if name == CURRENT || is_current || keep == Some(name.as_str()) {
                 continue;
             }
             let removed = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
@@ -170,8 +170,31 @@ impl SnapshotStore {
     /// Checkpoints `db` and makes it the current snapshot. Its log id and
     /// membership are read from the checkpoint; `id` names it (None: from
     /// the log id and the time). Blocking (flushes memtables, links files).
+    /// Waits for an install in progress ([`SnapshotStore::replacing`]).
     pub fn checkpoint(&self, db: &DB, id: Option<String>) -> std::io::Result<SnapshotMeta> {
-        let _replacing = self.replacing.lock();
+        let guard = self.replacing();
+        self.checkpoint_locked(&guard, db, id)
+    }
+
+    /// Held by an install from before it touches the state until its own
+    /// checkpoint is current, so that no snapshot is built from a
+    /// half-replaced state.
+    pub fn replacing(&self) -> parking_lot::MutexGuard<'_, ()> {
+        self.replacing.lock()
+    }
+
+    /// The snapshot directory (received files are named relative to it).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// [`SnapshotStore::checkpoint`] for a caller holding [`SnapshotStore::replacing`].
+    pub fn checkpoint_locked(
+        &self,
+        _replacing: &parking_lot::MutexGuard<'_, ()>,
+        db: &DB,
+        id: Option<String>,
+    ) -> std::io::Result<SnapshotMeta> {
         let tmp = self.dir.join(format!("tmp-{}", uuid::Uuid::new_v4()));
         rocksdb::checkpoint::Checkpoint::new(db).and_then(|c| c.create_checkpoint(&tmp)).map_err(other)?;
         let (last_log_id, last_membership) = {
@@ -225,6 +248,18 @@ impl SstWriter {
         self,
         records: impl Iterator<Item = std::io::Result<(Vec<u8>, Vec<u8>)>>,
     ) -> std::io::Result<Option<PathBuf>> {
+        let path = self.path.clone();
+        let written = self.write_records(records);
+        if written.is_err() {
+            let _ = std::fs::remove_file(&path);
+        }
+        written
+    }
+
+    fn write_records(
+        self,
+        records: impl Iterator<Item = std::io::Result<(Vec<u8>, Vec<u8>)>>,
+    ) -> std::io::Result<Option<PathBuf>> {
         let mut opts = Options::default();
         opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
         let mut writer = rocksdb::SstFileWriter::create(&opts);
@@ -250,6 +285,9 @@ impl SstWriter {
         }
         writer.finish().map_err(other)?;
         std::fs::File::open(&self.path)?.sync_all()?;
+        // the install marker will name this file: its directory entry must
+        // survive a power loss too
+        fsync_dir(self.path.parent().unwrap_or(Path::new(".")))?;
         tracing::info!(records = count, bytes, path = %self.path.display(), "snapshot file written");
         Ok(Some(self.path))
     }

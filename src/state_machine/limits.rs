@@ -425,8 +425,11 @@ impl<K: Kv> Tx<'_, K> {
             }
             if let Some(k) = removed_front {
                 // The queue may be gone (no holders, no waiters left): then
-                // its cursor went with it.
-                if self.kv_get(&q.state_key()).is_some() {
+                // its cursor went with it. A waiter parked in this queue
+                // meanwhile may have lowered the cursor below where this scan
+                // started: then it stays there.
+                let lowered = self.kv_get(&q.cursor_key()).is_some_and(|c| c < from);
+                if self.kv_get(&q.state_key()).is_some() && !lowered {
                     self.kv_put(q.cursor_key(), k.clone());
                 }
             }
