@@ -245,28 +245,23 @@ impl Broker {
             let (start, priority, seq, id) = group.future.pop_first().expect("first exists");
             group.ready.insert((priority, start, seq, id));
         }
+        // An unreserved task the filter accepts, as its id string.
+        let mut take = |t: Tid| (!reserved.contains(&t)).then(|| tid_string(t)).filter(|id| accept(id));
         for &(_, _, _, t) in group.ready.iter() {
             if task_ids.len() >= max {
                 break;
             }
-            if reserved.contains(&t) {
-                continue;
-            }
-            let id = tid_string(t);
-            if accept(&id) {
+            if let Some(id) = take(t) {
                 task_ids.push(id);
                 chosen.push(t);
             }
         }
-        for &(due, t) in group.refresh.iter() {
-            if due > now_ms || refresh_ids.len() >= REFRESH_PICK_MAX {
+        let due_refresh = group.refresh.iter().take_while(|(due, _)| *due <= now_ms);
+        for &(_, t) in due_refresh {
+            if refresh_ids.len() >= REFRESH_PICK_MAX {
                 break;
             }
-            if reserved.contains(&t) {
-                continue;
-            }
-            let id = tid_string(t);
-            if accept(&id) {
+            if let Some(id) = take(t) {
                 refresh_ids.push(id);
                 chosen.push(t);
             }
@@ -327,7 +322,8 @@ impl Broker {
         };
         let mut out: Vec<(Tid, Ms)> =
             inner.leases.iter().filter(|(_, c)| due(c)).map(|(t, c)| (*t, c.deadline_ms)).collect();
-        out.sort_by_key(|&(t, at)| (at, tid_string(t)));
+        // (deadline, id): u128 order is the order of the ids' hex strings
+        out.sort_by_key(|&(t, at)| (at, t));
         out.truncate(max);
         for (t, _) in &out {
             if let Some(c) = inner.leases.get_mut(t) {

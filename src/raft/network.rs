@@ -314,12 +314,11 @@ impl RaftRpc for RaftService {
         let (vote, meta): (Vote, SnapshotMeta) = decode(&first.data).map_err(bad_request)?;
         let progress = Arc::new(AtomicU64::new(crate::monotonic_ms() as u64));
         let _keepalive = self.leader_keepalive(vote, progress.clone());
-        let path = self.snapshots.incoming_path();
+        let writer_path = self.snapshots.incoming_path();
         // `None` ends the stream; a channel closed without it (this handler
         // was dropped: the leader cancelled) or an `Err` fails the file.
         type Chunk = Option<std::io::Result<Vec<(Vec<u8>, Vec<u8>)>>>;
         let (tx, rx) = std::sync::mpsc::sync_channel::<Chunk>(SNAPSHOT_CHUNKS_IN_FLIGHT);
-        let writer_path = path.clone();
         let writer = tokio::task::spawn_blocking(move || {
             let mut ended = false;
             let records = rx.iter().map_while(|chunk: Chunk| match chunk {
@@ -374,17 +373,9 @@ impl RaftRpc for RaftService {
         };
         drop(tx);
         let written = writer.await.map_err(|e| tonic::Status::internal(format!("snapshot writer: {e}")))?;
-        let cleanup = || {
-            let _ = std::fs::remove_file(&path);
-        };
-        if let Err(status) = received {
-            cleanup();
-            return Err(status);
-        }
-        let sst = written.map_err(|e| {
-            cleanup();
-            tonic::Status::internal(format!("writing the received snapshot: {e}"))
-        })?;
+        // A failed receive failed the writer too, which removed its file.
+        received?;
+        let sst = written.map_err(|e| tonic::Status::internal(format!("writing the received snapshot: {e}")))?;
         let snapshot = Snapshot { meta, snapshot: Box::new(SnapshotData::Sst(sst)) };
         // The file is not removed here: an install in progress (which may
         // outlive this call when Raft stops) or a redo after a crash reads

@@ -178,13 +178,12 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
         let started = std::time::Instant::now();
         let (db, snapshots) = (self.db.clone(), self.snapshots.clone());
-        let meta = tokio::task::spawn_blocking(move || snapshots.checkpoint(&db, None))
+        let (meta, cp) = tokio::task::spawn_blocking(move || snapshots.checkpoint(&db, None))
             .await
             .map_err(|e| StorageIOError::write_snapshot(None, &std::io::Error::other(e.to_string())))?
             .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
         metrics::histogram!("silo_snapshot_build_seconds").record(started.elapsed().as_secs_f64());
         tracing::info!(last_log_id = ?meta.last_log_id, ms = started.elapsed().as_millis() as u64, "built snapshot (checkpoint)");
-        let (_, cp) = self.snapshots.current().expect("a checkpoint was just made current");
         Ok(Snapshot { meta, snapshot: Box::new(SnapshotData::Checkpoint(cp)) })
     }
 }
@@ -265,12 +264,14 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 // tests do this): write it out as a file first.
                 SnapshotData::Checkpoint(cp) => super::snapshot::export_sst(&cp.dir, store.snapshots.incoming_path())?,
             };
-            store.install_blocking(&meta_owned, sst, false)
+            store.install_blocking(&meta_owned, sst, false)?;
+            // streams a million-row table: off the async workers too
+            store.rebuild_broker();
+            Ok::<(), std::io::Error>(())
         })
         .await
         .map_err(|e| StorageIOError::write_snapshot(Some(signature.clone()), &std::io::Error::other(e.to_string())))?
         .map_err(|e| StorageIOError::write_snapshot(Some(signature), &e))?;
-        self.rebuild_broker();
         self.applied.send_replace(meta.last_log_id.map_or(0, |l| l.index));
         metrics::histogram!("silo_snapshot_install_seconds").record(started.elapsed().as_secs_f64());
         tracing::info!(last_log_id = ?meta.last_log_id, ms = started.elapsed().as_millis() as u64, "installed snapshot");

@@ -171,7 +171,7 @@ impl SnapshotStore {
     /// membership are read from the checkpoint; `id` names it (None: from
     /// the log id and the time). Blocking (flushes memtables, links files).
     /// Waits for an install in progress ([`SnapshotStore::replacing`]).
-    pub fn checkpoint(&self, db: &DB, id: Option<String>) -> std::io::Result<SnapshotMeta> {
+    pub fn checkpoint(&self, db: &DB, id: Option<String>) -> std::io::Result<(SnapshotMeta, Arc<Checkpoint>)> {
         let guard = self.replacing();
         self.checkpoint_locked(&guard, db, id)
     }
@@ -194,7 +194,7 @@ impl SnapshotStore {
         _replacing: &parking_lot::MutexGuard<'_, ()>,
         db: &DB,
         id: Option<String>,
-    ) -> std::io::Result<SnapshotMeta> {
+    ) -> std::io::Result<(SnapshotMeta, Arc<Checkpoint>)> {
         let tmp = self.dir.join(format!("tmp-{}", uuid::Uuid::new_v4()));
         rocksdb::checkpoint::Checkpoint::new(db).and_then(|c| c.create_checkpoint(&tmp)).map_err(other)?;
         let (last_log_id, last_membership) = {
@@ -223,10 +223,10 @@ impl SnapshotStore {
         fsync_dir(&self.dir)?;
         write_synced(&self.dir.join(CURRENT), name.as_bytes())?;
         let cp = Arc::new(Checkpoint { dir: final_dir, retired: AtomicBool::new(false) });
-        if let Some((_, old)) = self.current.lock().replace((meta.clone(), cp)) {
+        if let Some((_, old)) = self.current.lock().replace((meta.clone(), cp.clone())) {
             old.retired.store(true, Ordering::Release);
         }
-        Ok(meta)
+        Ok((meta, cp))
     }
 }
 

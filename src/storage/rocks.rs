@@ -111,14 +111,27 @@ pub fn cf<'a>(db: &'a DB, name: &str) -> &'a ColumnFamily {
 }
 
 /// Iterates the entries of column family `name` under `prefix`, in key order,
-/// one at a time (for start-up rebuilds of large tables).
-pub fn prefix_iter<'a>(db: &'a DB, name: &str, prefix: &[u8]) -> impl Iterator<Item = (Box<[u8]>, Box<[u8]>)> + 'a {
+/// from `from` on (`from` ≥ `prefix`), one at a time. The iterator is bounded
+/// by the prefix's end so that it never walks deleted keys beyond it.
+pub fn prefix_iter_from<'a>(
+    db: &'a DB,
+    name: &str,
+    prefix: &[u8],
+    from: &[u8],
+) -> impl Iterator<Item = (Box<[u8]>, Box<[u8]>)> + 'a {
     let mut ro = ReadOptions::default();
     if let Some(end) = prefix_end(prefix) {
         ro.set_iterate_upper_bound(end);
     }
-    db.iterator_cf_opt(cf(db, name), ro, IteratorMode::From(prefix, Direction::Forward))
+    let start = if from > prefix { from } else { prefix };
+    db.iterator_cf_opt(cf(db, name), ro, IteratorMode::From(start, Direction::Forward))
         .map(|item| item.unwrap_or_else(|e| panic!("rocksdb iteration failed: {e}")))
+}
+
+/// [`prefix_iter_from`] from the prefix's first key (start-up rebuilds of
+/// large tables stream through it).
+pub fn prefix_iter<'a>(db: &'a DB, name: &str, prefix: &[u8]) -> impl Iterator<Item = (Box<[u8]>, Box<[u8]>)> + 'a {
+    prefix_iter_from(db, name, prefix, prefix)
 }
 
 /// Every entry of column family `name` whose key starts with `prefix`.
@@ -126,9 +139,8 @@ pub fn scan(db: &DB, name: &str, prefix: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
     scan_n(db, name, prefix, prefix, usize::MAX, |_| false)
 }
 
-/// The first `n` entries under `prefix`, from `from` on (`from` ≥ `prefix`),
-/// for which `skip` is false. The iterator is bounded by the prefix's end so
-/// that it never walks deleted keys beyond it.
+/// The first `n` entries under `prefix`, from `from` on, for which `skip`
+/// is false.
 fn scan_n(
     db: &DB,
     name: &str,
@@ -137,29 +149,14 @@ fn scan_n(
     n: usize,
     skip: impl Fn(&[u8]) -> bool,
 ) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let mut out = Vec::new();
     if n == 0 {
-        return out;
+        return Vec::new();
     }
-    let mut ro = ReadOptions::default();
-    if let Some(end) = prefix_end(prefix) {
-        ro.set_iterate_upper_bound(end);
-    }
-    let start = if from > prefix { from } else { prefix };
-    for item in db.iterator_cf_opt(cf(db, name), ro, IteratorMode::From(start, Direction::Forward)) {
-        let (k, v) = item.unwrap_or_else(|e| panic!("rocksdb iteration failed: {e}"));
-        if !k.starts_with(prefix) {
-            break;
-        }
-        if skip(&k) {
-            continue;
-        }
-        out.push((k.to_vec(), v.to_vec()));
-        if out.len() >= n {
-            break;
-        }
-    }
-    out
+    prefix_iter_from(db, name, prefix, from)
+        .filter(|(k, _)| !skip(k))
+        .take(n)
+        .map(|(k, v)| (k.into_vec(), v.into_vec()))
+        .collect()
 }
 
 /// Read-only [`Kv`] over the applied state (used by reads on any node).
