@@ -433,6 +433,7 @@ mod tests {
             priority,
             start_at_ms: start,
             seq,
+            attempt_number: 1,
         }
     }
 

@@ -56,9 +56,27 @@ pub fn check<T: Tables>(t: &T) -> Vec<String> {
             _ => errors.push(format!("lease {} is not the running attempt of its job", lease.task_id)),
         }
     }
+    let mut index_entries = 0usize;
+    let mut metadata_entries = 0usize;
+    let mut counts: std::collections::BTreeMap<Vec<u8>, i64> = Default::default();
     for (_, bytes) in t.kv_scan(&keys::table(keys::JOB)) {
         let job: super::job::Job = decode_or_die("job", &bytes);
         let id = format!("{:?}", job.key);
+        let k = &job.key;
+        index_entries += 1;
+        metadata_entries += job.metadata.len();
+        *counts.entry(keys::tenant_count(k.shard, &k.tenant, job.status)).or_default() += 1;
+        if t.kv_get(&keys::status_index(k.shard, &k.tenant, job.status, job.status_changed_at_ms, &k.id)).is_none() {
+            errors.push(format!("job {id} is missing from the status index"));
+        }
+        if t.kv_get(&keys::group_index(k.shard, &k.tenant, &job.task_group, &k.id)).is_none() {
+            errors.push(format!("job {id} is missing from the task-group index"));
+        }
+        for (mk, mv) in &job.metadata {
+            if t.kv_get(&keys::metadata_index(k.shard, &k.tenant, mk, mv, &k.id)).is_none() {
+                errors.push(format!("job {id} metadata {mk}={mv} is missing from the metadata index"));
+            }
+        }
         match job.status {
             JobStatus::Scheduled => match &job.pending {
                 Some(p) => match &p.gate {
@@ -119,6 +137,24 @@ pub fn check<T: Tables>(t: &T) -> Vec<String> {
         if attempts.windows(2).any(|w| w[0].attempt_number >= w[1].attempt_number) {
             errors.push(format!("job {id} attempts are not strictly ascending"));
         }
+    }
+    for (tag, want) in [
+        (keys::STATUS_INDEX, index_entries),
+        (keys::GROUP_INDEX, index_entries),
+        (keys::METADATA_INDEX, metadata_entries),
+    ] {
+        let have = t.kv_scan(&keys::table(tag)).len();
+        if have != want {
+            errors.push(format!("index table {} holds {have} entries for {want} indexed values", tag as char));
+        }
+    }
+    let stored: std::collections::BTreeMap<Vec<u8>, i64> = t
+        .kv_scan(&keys::table(keys::TENANT_COUNT))
+        .into_iter()
+        .map(|(k, v)| (k, decode_or_die::<i64>("tenant count", &v)))
+        .collect();
+    if stored != counts {
+        errors.push(format!("tenant status counters {stored:?} disagree with the jobs {counts:?}"));
     }
     for (k, _) in t.kv_scan(&keys::table(keys::TERMINAL)) {
         match keys::parse_terminal(&k) {

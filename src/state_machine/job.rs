@@ -217,6 +217,8 @@ pub struct QueuedTask {
     /// When it becomes due (for Gate entries: when the walk resumes).
     pub start_at_ms: Ms,
     pub seq: u64,
+    /// The pending attempt's number (0 for refresh tasks).
+    pub attempt_number: u32,
 }
 
 /// One shard of the tenant-hash space (SEMANTICS §2.2).

@@ -106,7 +106,8 @@ impl<K: Kv> Tx<'_, K> {
             return false;
         }
         st.holders += 1;
-        self.kv_put(q.holder_key(task_id), vec![1]);
+        // The value is the grant time (the `queues` table's timestamp_ms).
+        self.kv_put(q.holder_key(task_id), encode(&self.now_ms));
         self.put_queue_state(q, &st);
         true
     }
@@ -341,6 +342,7 @@ impl<K: Kv> Tx<'_, K> {
             priority: 0,
             start_at_ms: at_ms,
             seq: 0,
+            attempt_number: 0,
         };
         self.put_queued(entry);
     }

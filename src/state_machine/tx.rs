@@ -163,12 +163,49 @@ impl<'a, K: Kv> Tx<'a, K> {
         self.effects.push(Effect::LeaseEnded { task_id: task_id.to_string() });
     }
 
+    /// Adds a job that is not stored yet to the query indexes (status, task
+    /// group, metadata) and its tenant's status counter. Called once, at
+    /// creation; `set_status` moves it from then on.
+    pub fn index_new_job(&mut self, job: &Job) {
+        let k = &job.key;
+        self.kv.put(keys::status_index(k.shard, &k.tenant, job.status, job.status_changed_at_ms, &k.id), Vec::new());
+        self.kv.put(keys::group_index(k.shard, &k.tenant, &job.task_group, &k.id), Vec::new());
+        for (mk, mv) in &job.metadata {
+            self.kv.put(keys::metadata_index(k.shard, &k.tenant, mk, mv, &k.id), Vec::new());
+        }
+        self.bump_tenant_count(k, job.status, 1);
+    }
+
+    /// Removes a job's query-index entries and its count (the job is being deleted).
+    fn unindex_job(&mut self, job: &Job) {
+        let k = &job.key;
+        self.kv.delete(&keys::status_index(k.shard, &k.tenant, job.status, job.status_changed_at_ms, &k.id));
+        self.kv.delete(&keys::group_index(k.shard, &k.tenant, &job.task_group, &k.id));
+        for (mk, mv) in &job.metadata {
+            self.kv.delete(&keys::metadata_index(k.shard, &k.tenant, mk, mv, &k.id));
+        }
+        self.bump_tenant_count(k, job.status, -1);
+    }
+
+    /// Moves a tenant's count of jobs in `status` by `delta`; a count that
+    /// reaches zero is deleted (the counters are sparse).
+    fn bump_tenant_count(&mut self, key: &JobKey, status: JobStatus, delta: i64) {
+        let ck = keys::tenant_count(key.shard, &key.tenant, status);
+        let n: i64 = self.kv.get(&ck).map_or(0, |b| decode_or_die("tenant count", &b)) + delta;
+        if n == 0 {
+            self.kv.delete(&ck);
+        } else {
+            self.kv.put(ck, encode(&n));
+        }
+    }
+
     /// Removes the job, its payload, every attempt and its index entries.
     pub fn delete_job_records(&mut self, job: &Job) {
         let key = &job.key;
         if job.status.is_terminal() {
             self.kv.delete(&keys::terminal(job.status_changed_at_ms, key));
         }
+        self.unindex_job(job);
         self.kv.delete(&keys::job(key));
         self.kv.delete(&keys::payload(key));
         for (k, _) in self.kv.scan_prefix(&keys::attempts_of(key)) {
@@ -193,6 +230,7 @@ impl<'a, K: Kv> Tx<'a, K> {
             priority: job.priority,
             start_at_ms: due_ms,
             seq: job.seq,
+            attempt_number: pending.attempt_number,
         });
     }
 
@@ -207,13 +245,19 @@ impl<'a, K: Kv> Tx<'a, K> {
     }
 
     /// Moves `job` to `status` at the command's time, keeping the shard's
-    /// completed-jobs counter in step with terminal-ness.
-    /// Moves `job` to `status` at the command's time, keeping the shard's
-    /// completed-jobs counter and the terminal-jobs index in step.
+    /// completed-jobs counter, the terminal-jobs index, the status index and
+    /// the tenant's status counters in step.
     pub fn set_status(&mut self, job: &mut Job, status: JobStatus) {
         let was_terminal = job.status.is_terminal();
         if was_terminal {
             self.kv.delete(&keys::terminal(job.status_changed_at_ms, &job.key));
+        }
+        let k = &job.key;
+        self.kv.delete(&keys::status_index(k.shard, &k.tenant, job.status, job.status_changed_at_ms, &k.id));
+        self.kv.put(keys::status_index(k.shard, &k.tenant, status, self.now_ms, &k.id), Vec::new());
+        if job.status != status {
+            self.bump_tenant_count(&job.key, job.status, -1);
+            self.bump_tenant_count(&job.key, status, 1);
         }
         job.status = status;
         job.status_changed_at_ms = self.now_ms;
@@ -259,6 +303,10 @@ impl<'a, K: Kv> Tx<'a, K> {
             keys::FLOATING,
             keys::BUCKET,
             keys::TERMINAL,
+            keys::STATUS_INDEX,
+            keys::GROUP_INDEX,
+            keys::METADATA_INDEX,
+            keys::TENANT_COUNT,
         ];
         for tag in tables {
             for (k, _) in self.kv.scan_prefix(&keys::table(tag)) {

@@ -20,13 +20,22 @@
 //! | `F` | shard, tenant, key                    | `FloatingState`|
 //! | `B` | name, unique key                      | `Bucket`       |
 //! | `T` | finished time, shard, tenant, job id  | (empty)        |
+//! | `S` | shard, tenant, status, status time, job id | (empty)   |
+//! | `G` | shard, tenant, task group, job id     | (empty)        |
+//! | `X` | shard, tenant, metadata key, value, job id | (empty)   |
+//! | `N` | shard, tenant, status                 | job count (i64)|
+//!
+//! `S`, `G` and `X` are the query indexes (SQL pushdown) and `N` the per-tenant
+//! status counters; `tx.rs` keeps all four in the same apply as the change they
+//! index. Metadata keys and values in `X` are *escaped* rather than length-
+//! prefixed (0x00 → 0x00 0xFF, end 0x00 0x01) so a value prefix is a key prefix.
 //!
 //! A slot is `[0|1 floating][key]`; the waiter order is
 //! (priority u32, start time, enqueue seq), all big-endian (DECISIONS #5).
 //!
 //! Raft keys (column families `log`, `raft_meta`, `sm_meta`) are defined at the
 //! bottom.
-use crate::state_machine::JobKey;
+use crate::state_machine::{JobKey, JobStatus};
 
 pub const JOB: u8 = b'J';
 pub const PAYLOAD: u8 = b'P';
@@ -41,6 +50,10 @@ pub const WAITER_CURSOR: u8 = b'K';
 pub const FLOATING: u8 = b'F';
 pub const BUCKET: u8 = b'B';
 pub const TERMINAL: u8 = b'T';
+pub const STATUS_INDEX: u8 = b'S';
+pub const GROUP_INDEX: u8 = b'G';
+pub const METADATA_INDEX: u8 = b'X';
+pub const TENANT_COUNT: u8 = b'N';
 
 fn push_str(out: &mut Vec<u8>, s: &str) {
     let len = u16::try_from(s.len()).expect("key strings are validated to be shorter than 64 KiB");
@@ -190,6 +203,178 @@ pub fn parse_terminal(k: &[u8]) -> Option<(i64, JobKey)> {
     Some((at, JobKey { shard, tenant, id }))
 }
 
+/// `tag, shard, tenant`: the prefix of one tenant's entries in an index table.
+pub fn tenant_prefixed(tag: u8, shard: u32, tenant: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + 4 + 2 + tenant.len() + 48);
+    out.push(tag);
+    out.extend_from_slice(&shard.to_be_bytes());
+    push_str(&mut out, tenant);
+    out
+}
+
+/// `tag, shard`: the prefix of one shard's entries in an index table.
+pub fn shard_prefixed(tag: u8, shard: u32) -> Vec<u8> {
+    let mut out = vec![tag];
+    out.extend_from_slice(&shard.to_be_bytes());
+    out
+}
+
+/// Status codes inside `S` and `N` keys (stable: they are stored).
+pub fn status_code(status: JobStatus) -> u8 {
+    match status {
+        JobStatus::Scheduled => 0,
+        JobStatus::Running => 1,
+        JobStatus::Succeeded => 2,
+        JobStatus::Failed => 3,
+        JobStatus::Cancelled => 4,
+    }
+}
+
+pub fn status_from_code(code: u8) -> Option<JobStatus> {
+    Some(match code {
+        0 => JobStatus::Scheduled,
+        1 => JobStatus::Running,
+        2 => JobStatus::Succeeded,
+        3 => JobStatus::Failed,
+        4 => JobStatus::Cancelled,
+        _ => return None,
+    })
+}
+
+/// Prefix of one tenant's jobs in one status, ordered by status-change time.
+pub fn status_index_prefix(shard: u32, tenant: &str, status: JobStatus) -> Vec<u8> {
+    let mut out = tenant_prefixed(STATUS_INDEX, shard, tenant);
+    out.push(status_code(status));
+    out
+}
+
+pub fn status_index(shard: u32, tenant: &str, status: JobStatus, changed_at_ms: i64, id: &str) -> Vec<u8> {
+    let mut out = status_index_prefix(shard, tenant, status);
+    out.extend_from_slice(&((changed_at_ms as u64) ^ (1 << 63)).to_be_bytes());
+    push_str(&mut out, id);
+    out
+}
+
+/// (tenant, status, status-change time, job id) of an `S` key.
+pub fn parse_status_index(k: &[u8]) -> Option<(String, JobStatus, i64, String)> {
+    let rest = k.strip_prefix(&[STATUS_INDEX])?.get(4..)?;
+    let (tenant, rest) = read_str(rest)?;
+    let (&code, rest) = rest.split_first()?;
+    let at = (u64::from_be_bytes(rest.get(..8)?.try_into().ok()?) ^ (1 << 63)) as i64;
+    let (id, _) = read_str(&rest[8..])?;
+    Some((tenant, status_from_code(code)?, at, id))
+}
+
+/// Prefix of one tenant's jobs in one task group.
+pub fn group_index_prefix(shard: u32, tenant: &str, task_group: &str) -> Vec<u8> {
+    let mut out = tenant_prefixed(GROUP_INDEX, shard, tenant);
+    push_str(&mut out, task_group);
+    out
+}
+
+pub fn group_index(shard: u32, tenant: &str, task_group: &str, id: &str) -> Vec<u8> {
+    let mut out = group_index_prefix(shard, tenant, task_group);
+    push_str(&mut out, id);
+    out
+}
+
+/// (tenant, task group, job id) of a `G` key.
+pub fn parse_group_index(k: &[u8]) -> Option<(String, String, String)> {
+    let rest = k.strip_prefix(&[GROUP_INDEX])?.get(4..)?;
+    let (tenant, rest) = read_str(rest)?;
+    let (group, rest) = read_str(rest)?;
+    let (id, _) = read_str(rest)?;
+    Some((tenant, group, id))
+}
+
+/// Order-preserving, prefix-preserving escape: 0x00 becomes 0x00 0xFF.
+fn push_escaped(out: &mut Vec<u8>, s: &str) {
+    for &b in s.as_bytes() {
+        out.push(b);
+        if b == 0 {
+            out.push(0xFF);
+        }
+    }
+}
+
+const ESCAPED_END: [u8; 2] = [0x00, 0x01];
+
+/// Reads an escaped string up to its end marker.
+fn read_escaped(b: &[u8]) -> Option<(String, &[u8])> {
+    let mut raw = Vec::new();
+    let mut i = 0;
+    loop {
+        match (b.get(i)?, b.get(i + 1)) {
+            (0, Some(0xFF)) => {
+                raw.push(0);
+                i += 2;
+            }
+            (0, Some(0x01)) => return Some((String::from_utf8(raw).ok()?, &b[i + 2..])),
+            (0, _) => return None,
+            (&c, _) => {
+                raw.push(c);
+                i += 1;
+            }
+        }
+    }
+}
+
+/// Prefix of one tenant's jobs whose metadata `key` has a value equal to
+/// `value` (`exact`) or starting with it.
+pub fn metadata_index_prefix(shard: u32, tenant: &str, key: &str, value: &str, exact: bool) -> Vec<u8> {
+    let mut out = tenant_prefixed(METADATA_INDEX, shard, tenant);
+    push_escaped(&mut out, key);
+    out.extend_from_slice(&ESCAPED_END);
+    push_escaped(&mut out, value);
+    if exact {
+        out.extend_from_slice(&ESCAPED_END);
+    }
+    out
+}
+
+pub fn metadata_index(shard: u32, tenant: &str, key: &str, value: &str, id: &str) -> Vec<u8> {
+    let mut out = metadata_index_prefix(shard, tenant, key, value, true);
+    push_str(&mut out, id);
+    out
+}
+
+/// (tenant, metadata key, value, job id) of an `X` key.
+pub fn parse_metadata_index(k: &[u8]) -> Option<(String, String, String, String)> {
+    let rest = k.strip_prefix(&[METADATA_INDEX])?.get(4..)?;
+    let (tenant, rest) = read_str(rest)?;
+    let (key, rest) = read_escaped(rest)?;
+    let (value, rest) = read_escaped(rest)?;
+    let (id, _) = read_str(rest)?;
+    Some((tenant, key, value, id))
+}
+
+pub fn tenant_count(shard: u32, tenant: &str, status: JobStatus) -> Vec<u8> {
+    let mut out = tenant_prefixed(TENANT_COUNT, shard, tenant);
+    out.push(status_code(status));
+    out
+}
+
+/// (tenant, status) of an `N` key.
+pub fn parse_tenant_count(k: &[u8]) -> Option<(String, JobStatus)> {
+    let rest = k.strip_prefix(&[TENANT_COUNT])?.get(4..)?;
+    let (tenant, rest) = read_str(rest)?;
+    Some((tenant, status_from_code(*rest.first()?)?))
+}
+
+/// Prefix of every job of one tenant (`J` table).
+pub fn jobs_of_tenant(shard: u32, tenant: &str) -> Vec<u8> {
+    tenant_prefixed(JOB, shard, tenant)
+}
+
+/// (tenant, id) of a `J` key.
+pub fn parse_job_key(k: &[u8]) -> Option<JobKey> {
+    let rest = k.strip_prefix(&[JOB])?;
+    let shard = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?);
+    let (tenant, rest) = read_str(&rest[4..])?;
+    let (id, _) = read_str(rest)?;
+    Some(JobKey { shard, tenant, id })
+}
+
 pub fn bucket(name: &str, unique_key: &str) -> Vec<u8> {
     let mut out = vec![BUCKET];
     push_str(&mut out, name);
@@ -263,6 +448,38 @@ mod tests {
 
     fn jk(shard: u32, tenant: &str, id: &str) -> JobKey {
         JobKey { shard, tenant: tenant.into(), id: id.into() }
+    }
+
+    proptest! {
+        #[test]
+        fn metadata_index_matches_exactly_or_by_value_prefix(
+            key in "[a\\x00b]{0,4}", value in "[a\\x00b]{0,6}", other in "[a\\x00b]{0,6}", cut in 0usize..7,
+        ) {
+            let k = metadata_index(3, "t", &key, &value, "job");
+            prop_assert_eq!(parse_metadata_index(&k), Some(("t".into(), key.clone(), value.clone(), "job".into())));
+            prop_assert!(k.starts_with(&metadata_index_prefix(3, "t", &key, &value, true)));
+            let p = &value[..cut.min(value.len())];
+            prop_assert!(k.starts_with(&metadata_index_prefix(3, "t", &key, p, false)));
+            let o = metadata_index(3, "t", &key, &other, "job");
+            prop_assert_eq!(o.starts_with(&metadata_index_prefix(3, "t", &key, &value, true)), other == value);
+            prop_assert_eq!(o.starts_with(&metadata_index_prefix(3, "t", &key, &value, false)), other.starts_with(&value));
+        }
+    }
+
+    #[test]
+    fn status_and_group_index_keys_parse_back_and_sort_by_time() {
+        let a = status_index(1, "t", JobStatus::Failed, -5, "a");
+        let b = status_index(1, "t", JobStatus::Failed, 7, "0");
+        assert!(a < b && a.starts_with(&status_index_prefix(1, "t", JobStatus::Failed)));
+        assert_eq!(parse_status_index(&b), Some(("t".into(), JobStatus::Failed, 7, "0".into())));
+        let g = group_index(1, "t", "emails", "j");
+        assert_eq!(parse_group_index(&g), Some(("t".into(), "emails".into(), "j".into())));
+        assert!(!group_index(1, "t", "emails2", "j").starts_with(&group_index_prefix(1, "t", "emails")));
+        assert_eq!(
+            parse_tenant_count(&tenant_count(1, "t", JobStatus::Running)),
+            Some(("t".into(), JobStatus::Running))
+        );
+        assert_eq!(parse_job_key(&job(&jk(1, "t", "j"))), Some(jk(1, "t", "j")));
     }
 
     #[test]

@@ -27,13 +27,14 @@ pub fn apply<K: Kv>(tx: &mut Tx<'_, K>, new: &NewJob) -> ApplyResult {
     Ok(Output::Enqueued { id: job.key.id })
 }
 
-/// A Scheduled job with pending attempt #1 (not yet stored). Shared with ImportJob.
+/// A Scheduled job with pending attempt #1, entered in the query indexes (the
+/// caller stores the record). Shared with ImportJob.
 pub fn new_job<K: Kv>(tx: &mut Tx<'_, K>, new: &NewJob) -> Job {
     let now = tx.now_ms;
     let start_at_ms = if new.start_at_ms <= 0 { now } else { new.start_at_ms };
     let seq = tx.next_seq();
     let task_id = tx.new_task_id();
-    Job {
+    let job = Job {
         key: new.key.clone(),
         task_group: new.task_group.clone(),
         priority: new.priority,
@@ -50,5 +51,7 @@ pub fn new_job<K: Kv>(tx: &mut Tx<'_, K>, new: &NewJob) -> Job {
         running_task: None,
         held_slots: Vec::new(),
         seq,
-    }
+    };
+    tx.index_new_job(&job);
+    job
 }
