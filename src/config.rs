@@ -43,6 +43,8 @@ pub struct Config {
     pub raft: RaftConfig,
     pub cluster: ClusterConfig,
     pub storage: StorageConfig,
+    /// SQL statement limits (`[query]`, issue #12).
+    pub query: crate::query::QueryConfig,
 }
 
 /// RocksDB sizing (`[storage]`). Defaults suit a 2-core, 24 GiB machine that
@@ -183,6 +185,7 @@ impl Default for Config {
             raft: RaftConfig::default(),
             cluster: ClusterConfig::default(),
             storage: StorageConfig::default(),
+            query: crate::query::QueryConfig::default(),
         }
     }
 }
@@ -232,6 +235,16 @@ impl Config {
         }
         if !(100..=3_600_000).contains(&self.lease_ms) {
             errors.push(format!("lease_ms must be between 100 and 3600000, got {}", self.lease_ms));
+        }
+        if let Err(e) = self.query.validate() {
+            errors.push(e);
+        }
+        if self.query.max_result_bytes > limits::GRPC_MESSAGE_BYTES_MAX {
+            errors.push(format!(
+                "query.max_result_bytes must be at most {} (one gRPC message), got {}",
+                limits::GRPC_MESSAGE_BYTES_MAX,
+                self.query.max_result_bytes
+            ));
         }
         if self.retention_ms == Some(0) {
             errors.push("retention_ms must be greater than 0 (omit it to keep finished jobs)".to_string());

@@ -160,3 +160,62 @@ pub fn render(view: &ClusterView) -> String {
     }
     out
 }
+
+/// A `--param` value as a typed bind parameter: integers, decimals,
+/// `true`/`false` and `null` are typed; `str:` forces text; the rest is text.
+pub fn query_parameter(raw: &str) -> crate::pb::silo::QueryParameter {
+    use crate::pb::silo::query_parameter::Value as V;
+    let value = if let Some(text) = raw.strip_prefix("str:") {
+        V::StringValue(text.to_string())
+    } else if let Ok(i) = raw.parse::<i64>() {
+        V::Int64Value(i)
+    } else if let Ok(f) = raw.parse::<f64>().map_err(|_| ()).and_then(|f| if f.is_finite() { Ok(f) } else { Err(()) }) {
+        V::Float64Value(f)
+    } else {
+        match raw {
+            "true" => V::BoolValue(true),
+            "false" => V::BoolValue(false),
+            "null" => V::NullValue(crate::pb::silo::QueryNull {}),
+            _ => V::StringValue(raw.to_string()),
+        }
+    };
+    crate::pb::silo::QueryParameter { value: Some(value) }
+}
+
+impl Ctl {
+    /// `silo ctl query`: the statement's result as a table (through
+    /// QueryArrow) or as JSON lines (through Query's MessagePack rows).
+    pub async fn query(
+        &self,
+        sql: &str,
+        tenant: Option<&str>,
+        shard: Option<&str>,
+        params: Vec<crate::pb::silo::QueryParameter>,
+        json: bool,
+    ) -> anyhow::Result<String> {
+        let mut opts = crate::client::ClientOptions::new([self.server.clone()]);
+        opts.token = self.token.clone();
+        let client = crate::client::Client::connect(opts).await.map_err(|s| anyhow::anyhow!("{}", s.message()))?;
+        let failed = |s: tonic::Status| anyhow::anyhow!("{:?}: {}", s.code(), s.message());
+        if json {
+            let reply = client.query(sql, tenant, shard, params).await.map_err(failed)?;
+            let mut out = String::new();
+            for row in reply.rows {
+                let Some(crate::pb::silo::serialized_bytes::Encoding::Msgpack(bytes)) = row.encoding else { continue };
+                let value: serde_json::Value = rmp_serde::from_slice(&bytes)?;
+                out.push_str(&value.to_string());
+                out.push('\n');
+            }
+            return Ok(out);
+        }
+        let (schema, batches) = client.query_arrow(sql, tenant, shard, params).await.map_err(failed)?;
+        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+        let table = if batches.is_empty() {
+            let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+            names.join(" | ")
+        } else {
+            datafusion::arrow::util::pretty::pretty_format_batches(&batches)?.to_string()
+        };
+        Ok(format!("{table}\n({rows} row{})\n", if rows == 1 { "" } else { "s" }))
+    }
+}

@@ -26,6 +26,7 @@ pub mod config;
 pub mod ctl;
 pub mod grpc;
 pub mod limits;
+pub mod query;
 pub mod raft;
 pub mod server;
 pub mod state_machine;

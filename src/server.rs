@@ -76,6 +76,7 @@ impl Bound {
             lease_ms: config.lease_ms,
             advertise_addr: advertise_addr.clone(),
             leadership_confirmation_max_age_ms: config.raft.election_timeout_min_ms / 2,
+            query: config.query.clone(),
         };
         let silo = SiloServer::new(SiloService::new(node.clone(), broker.clone(), peers.clone(), edge))
             .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)

@@ -103,6 +103,25 @@ enum CtlCommand {
     TransferLeader { id: u64 },
     /// Build a snapshot on --server now (the log behind it can then be purged).
     Snapshot,
+    /// Run read-only SQL over one shard's jobs (tables jobs, tasks, queues,
+    /// tenant_counts, queue_counts; see README "Querying jobs with SQL").
+    Query {
+        /// The statement, e.g. "SELECT id, status_kind FROM jobs LIMIT 10".
+        sql: String,
+        /// Tenant whose jobs the statement sees (routes to its shard).
+        #[arg(long, short = 't')]
+        tenant: Option<String>,
+        /// Shard id to query (default: the shard of --tenant, or of the default tenant).
+        #[arg(long)]
+        shard: Option<String>,
+        /// Bind value for $1, $2, … in order: integers, decimals, true/false and
+        /// null are typed; anything else (or a value prefixed `str:`) is text.
+        #[arg(long = "param", short = 'p')]
+        params: Vec<String>,
+        /// Print one JSON object per row instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -237,6 +256,10 @@ async fn run_ctl(args: CtlArgs) -> anyhow::Result<()> {
         CtlCommand::Snapshot => {
             ctl.snapshot().await?;
             println!("snapshot triggered");
+        }
+        CtlCommand::Query { sql, tenant, shard, params, json } => {
+            let params = params.iter().map(|p| silo::ctl::query_parameter(p)).collect();
+            print!("{}", ctl.query(&sql, tenant.as_deref(), shard.as_deref(), params, json).await?);
         }
     }
     Ok(())

@@ -17,6 +17,10 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Response, Status};
 
 use crate::grpc::status::OWNER_ADDR_HEADER;
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::ipc::reader::StreamReader;
+
 use crate::pb::silo as pb;
 use crate::pb::silo::silo_client::SiloClient as Grpc;
 
@@ -396,6 +400,63 @@ impl Client {
         })
         .await
         .map(|_| ())
+    }
+}
+
+impl Client {
+    /// Runs read-only SQL (Query) on `shard`, or on the shard of `tenant`
+    /// when `shard` is None. Rows come back as MessagePack maps.
+    pub async fn query(
+        &self,
+        sql: &str,
+        tenant: Option<&str>,
+        shard: Option<&str>,
+        parameters: Vec<pb::QueryParameter>,
+    ) -> Result<pb::QueryResponse, Status> {
+        self.call(tenant, shard, |mut c, shard| {
+            let r = self.request(pb::QueryRequest {
+                shard,
+                sql: sql.to_string(),
+                tenant: tenant.map(String::from),
+                parameters: parameters.clone(),
+            });
+            async move { c.query(r).await }
+        })
+        .await
+    }
+
+    /// The same statement through QueryArrow: the schema and every record
+    /// batch, decoded from the Arrow IPC messages.
+    pub async fn query_arrow(
+        &self,
+        sql: &str,
+        tenant: Option<&str>,
+        shard: Option<&str>,
+        parameters: Vec<pb::QueryParameter>,
+    ) -> Result<(SchemaRef, Vec<RecordBatch>), Status> {
+        let mut stream = self
+            .call(tenant, shard, |mut c, shard| {
+                let r = self.request(pb::QueryArrowRequest {
+                    shard,
+                    sql: sql.to_string(),
+                    tenant: tenant.map(String::from),
+                    parameters: parameters.clone(),
+                });
+                async move { c.query_arrow(r).await }
+            })
+            .await?;
+        let mut schema = None;
+        let mut batches = Vec::new();
+        while let Some(msg) = stream.message().await? {
+            let reader = StreamReader::try_new(std::io::Cursor::new(msg.ipc_data), None)
+                .map_err(|e| Status::internal(format!("bad Arrow IPC from the server: {e}")))?;
+            schema.get_or_insert_with(|| reader.schema());
+            for b in reader {
+                batches.push(b.map_err(|e| Status::internal(format!("bad Arrow IPC from the server: {e}")))?);
+            }
+        }
+        let schema = schema.ok_or_else(|| Status::internal("QueryArrow returned no message"))?;
+        Ok((schema, batches))
     }
 }
 

@@ -151,3 +151,20 @@ pub fn refresh_task_to_pb(t: RefreshView, shard_id: String) -> pb::RefreshFloati
         tenant_id: wire_tenant(&t.owner.tenant),
     }
 }
+
+/// A bind parameter as DataFusion's value (PROTOCOL §5.1 QueryParameter);
+/// a parameter without a value is INVALID_ARGUMENT (SEMANTICS §14).
+pub fn query_parameter(p: pb::QueryParameter) -> Result<datafusion::common::ScalarValue, tonic::Status> {
+    use datafusion::common::ScalarValue as S;
+    use pb::query_parameter::Value as V;
+    Ok(match p.value {
+        None => return Err(tonic::Status::invalid_argument("query parameter is missing a value")),
+        Some(V::BoolValue(b)) => S::Boolean(Some(b)),
+        Some(V::Int64Value(i)) => S::Int64(Some(i)),
+        Some(V::Uint64Value(u)) => S::UInt64(Some(u)),
+        Some(V::Float64Value(f)) => S::Float64(Some(f)),
+        Some(V::StringValue(s)) => S::Utf8(Some(s)),
+        Some(V::BytesValue(b)) => S::Binary(Some(b)),
+        Some(V::NullValue(_)) => S::Null,
+    })
+}

@@ -39,6 +39,8 @@ pub struct EdgeConfig {
     /// How stale a quorum confirmation of leadership a heartbeat may rely on
     /// (half the minimum election timeout).
     pub leadership_confirmation_max_age_ms: u64,
+    /// SQL statement limits (`[query]`).
+    pub query: crate::query::QueryConfig,
 }
 
 pub struct SiloService {
@@ -50,6 +52,8 @@ pub struct SiloService {
     /// The last leader (id, address) this node knew, for GetClusterInfo
     /// during an election (SEMANTICS §2.3: the last known good map).
     last_owner: parking_lot::Mutex<Option<(u64, String)>>,
+    /// Runs Query/QueryArrow statements under the node's limits.
+    query: crate::query::QueryEngine,
 }
 
 /// A request's resolved shard.
@@ -60,7 +64,8 @@ pub struct ShardRef {
 
 impl SiloService {
     pub fn new(node: Arc<RaftNode>, broker: Arc<Broker>, peers: Arc<peers::Peers>, edge: EdgeConfig) -> Self {
-        SiloService { node, broker, peers, edge, shard_map: OnceLock::new(), last_owner: Default::default() }
+        let query = crate::query::QueryEngine::new(edge.query.clone());
+        SiloService { node, broker, peers, edge, shard_map: OnceLock::new(), last_owner: Default::default(), query }
     }
 
     /// The shard map; never changes once written, so it is cached on first sight.
@@ -147,6 +152,47 @@ impl SiloService {
         }
         self.range_check(t, shard)?;
         Ok(t.to_string())
+    }
+
+    /// Which tenant's rows a statement sees: with tenancy on, the given
+    /// tenant (a tenant's query sees only its jobs) or every tenant when none
+    /// is given (an operator's query); with tenancy off every job belongs to
+    /// the default tenant and a given tenant is a routing hint only
+    /// (SEMANTICS §15: not enforced by the reference).
+    fn query_tenant(&self, given: Option<&str>) -> Result<Option<String>, Status> {
+        let given = given.filter(|t| !t.is_empty());
+        if !self.edge.tenancy_enabled {
+            return Ok(None);
+        }
+        match given {
+            Some(t) if t.chars().count() > crate::limits::TENANT_CHARS_MAX => Err(status::invalid("invalid tenant id")),
+            other => Ok(other.map(str::to_string)),
+        }
+    }
+
+    /// Route, read barrier, tenant scope, parameters, then the statement over
+    /// a snapshot of the applied state.
+    async fn run_query(
+        &self,
+        shard: &str,
+        tenant: Option<&str>,
+        sql: &str,
+        params: Vec<crate::pb::silo::QueryParameter>,
+    ) -> Result<crate::query::QueryOutput, Status> {
+        let s = self.route_read(shard).await?;
+        let tenant = self.query_tenant(tenant)?;
+        if sql.trim().is_empty() {
+            return Err(status::invalid("SQL error: the statement is empty"));
+        }
+        let params = params.into_iter().map(convert::query_parameter).collect::<Result<Vec<_>, Status>>()?;
+        let source = crate::query::tables::Source {
+            kv: Arc::new(crate::storage::rocks::OwnedSnapshot::new(self.node.db().clone())),
+            shard: s.index,
+            shard_id: self.shard_spec(s.index).id,
+            tenant,
+            now_ms: crate::wall_clock_ms(),
+        };
+        self.query.run(source, sql, params).await.map_err(|e| status::query(&e))
     }
 
     /// SEMANTICS §2.1 for worker calls: required and range-checked with tenancy

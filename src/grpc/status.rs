@@ -71,6 +71,25 @@ pub fn shard_not_found(owner: Option<(NodeId, &str)>) -> Status {
     status
 }
 
+/// SEMANTICS §14 rows for Query/QueryArrow.
+pub fn query(e: &crate::query::QueryError) -> Status {
+    use crate::query::QueryError as E;
+    match e {
+        E::Sql(m) => Status::invalid_argument(format!("SQL error: {m}")),
+        E::Parameter(m) => Status::invalid_argument(format!("SQL parameter error: {m}")),
+        E::Busy { limit } => Status::resource_exhausted(format!(
+            "too many SQL statements in flight on this node (query.max_concurrent = {limit}); retry later"
+        )),
+        E::TooLarge { limit } => Status::resource_exhausted(format!(
+            "query result exceeds {limit} bytes (query.max_result_bytes); add a LIMIT or select fewer columns"
+        )),
+        E::Memory(m) => Status::resource_exhausted(format!("query needs more memory than query.memory_mb allows: {m}")),
+        E::Timeout { ms } => {
+            Status::deadline_exceeded(format!("query ran longer than {ms} ms (query.statement_timeout_ms)"))
+        }
+    }
+}
+
 pub fn invalid(message: impl Into<String>) -> Status {
     Status::invalid_argument(message.into())
 }

@@ -155,6 +155,41 @@ pub fn parse_queue_key(k: &[u8]) -> Option<(u32, String, bool, String)> {
     Some((shard, tenant, floating == 1, key))
 }
 
+/// A holder (`H`) or waiter (`W`) key taken apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitEntry {
+    pub shard: u32,
+    pub tenant: String,
+    pub floating: bool,
+    pub key: String,
+    /// The holder's task id; for a waiter, the bytes after its order.
+    pub task_id: String,
+    /// A waiter's (priority, start time, enqueue seq); None for a holder.
+    pub waiter_order: Option<(u32, i64, u64)>,
+}
+
+/// Parses an `H` or `W` key.
+pub fn parse_limit_entry(k: &[u8]) -> Option<LimitEntry> {
+    let (&tag, rest) = k.split_first()?;
+    if tag != HOLDER && tag != WAITER {
+        return None;
+    }
+    let shard = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?);
+    let (tenant, rest) = read_str(&rest[4..])?;
+    let (&floating, rest) = rest.split_first()?;
+    let (key, mut rest) = read_str(rest)?;
+    let mut waiter_order = None;
+    if tag == WAITER {
+        let priority = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?);
+        let start = (u64::from_be_bytes(rest.get(4..12)?.try_into().ok()?) ^ (1 << 63)) as i64;
+        let seq = u64::from_be_bytes(rest.get(12..20)?.try_into().ok()?);
+        waiter_order = Some((priority, start, seq));
+        rest = &rest[20..];
+    }
+    let task_id = std::str::from_utf8(rest).ok()?.to_string();
+    Some(LimitEntry { shard, tenant, floating: floating == 1, key, task_id, waiter_order })
+}
+
 /// Prefix of every waiter of a queue, in grant order.
 pub fn waiters_of(shard: u32, tenant: &str, floating: bool, key: &str) -> Vec<u8> {
     slot_prefixed(WAITER, shard, tenant, floating, key)
@@ -480,6 +515,11 @@ mod tests {
             Some(("t".into(), JobStatus::Running))
         );
         assert_eq!(parse_job_key(&job(&jk(1, "t", "j"))), Some(jk(1, "t", "j")));
+        let w = parse_limit_entry(&waiter(1, "t", true, "k", (3, -4, 5), "task")).unwrap();
+        assert_eq!((w.tenant.as_str(), w.floating, w.key.as_str()), ("t", true, "k"));
+        assert_eq!((w.task_id.as_str(), w.waiter_order), ("task", Some((3, -4, 5))));
+        let h = parse_limit_entry(&holder(1, "t", false, "k", "task")).unwrap();
+        assert_eq!((h.task_id.as_str(), h.waiter_order, h.floating), ("task", None, false));
     }
 
     #[test]

@@ -247,3 +247,72 @@ impl Kv for Overlay<'_> {
         merged.into_iter().take(n).collect()
     }
 }
+
+/// An owned, point-in-time read view of the state machine (`sm` column
+/// family): every read through it sees the state as of its creation, however
+/// many commands are applied meanwhile. One SQL statement reads through one
+/// (so a row cannot show up twice while an index entry moves under the scan).
+/// RocksDB keeps the versions it pins until it is dropped, so holders keep it
+/// short-lived (a statement is bounded by its timeout).
+pub struct OwnedSnapshot {
+    // Declared before `db` so that it is released before the handle it borrows.
+    snapshot: rocksdb::SnapshotWithThreadMode<'static, DB>,
+    db: Arc<DB>,
+}
+
+impl OwnedSnapshot {
+    pub fn new(db: Arc<DB>) -> Self {
+        let snapshot = db.snapshot();
+        // SAFETY: the snapshot borrows the `DB` behind the `Arc`, whose address
+        // is stable; this struct owns a clone of that `Arc` and drops the
+        // snapshot first (field order), so the borrow never outlives the DB.
+        let snapshot = unsafe {
+            std::mem::transmute::<rocksdb::SnapshotWithThreadMode<'_, DB>, rocksdb::SnapshotWithThreadMode<'static, DB>>(
+                snapshot,
+            )
+        };
+        OwnedSnapshot { snapshot, db }
+    }
+
+    fn read_options(&self) -> ReadOptions {
+        let mut ro = ReadOptions::default();
+        ro.set_snapshot(&self.snapshot);
+        ro
+    }
+
+    /// Up to `n` entries under `prefix` from key `from` on (`from` ≥ `prefix`
+    /// or empty), in key order.
+    pub fn scan_from_n(&self, prefix: &[u8], from: &[u8], n: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut ro = self.read_options();
+        if let Some(end) = prefix_end(prefix) {
+            ro.set_iterate_upper_bound(end);
+        }
+        let start = if from > prefix { from } else { prefix };
+        self.db
+            .iterator_cf_opt(cf(&self.db, keys::CF_SM), ro, IteratorMode::From(start, Direction::Forward))
+            .map(|item| item.unwrap_or_else(|e| panic!("rocksdb iteration failed: {e}")))
+            .take(n)
+            .map(|(k, v)| (k.into_vec(), v.into_vec()))
+            .collect()
+    }
+}
+
+impl Kv for OwnedSnapshot {
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.db
+            .get_cf_opt(cf(&self.db, keys::CF_SM), key, &self.read_options())
+            .unwrap_or_else(|e| panic!("rocksdb read failed: {e}"))
+    }
+    fn put(&mut self, _key: Vec<u8>, _value: Vec<u8>) {
+        unreachable!("OwnedSnapshot is read-only")
+    }
+    fn delete(&mut self, _key: &[u8]) {
+        unreachable!("OwnedSnapshot is read-only")
+    }
+    fn scan_prefix(&self, prefix: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        self.scan_from_n(prefix, prefix, usize::MAX)
+    }
+    fn scan_from_n(&self, prefix: &[u8], from: &[u8], n: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
+        OwnedSnapshot::scan_from_n(self, prefix, from, n)
+    }
+}

@@ -115,7 +115,8 @@ fn resolve(kv: &MemKv, a: &Action, now: i64) -> Op {
             }),
             payload: vec![job],
             limits: limit_set(limits),
-            metadata: BTreeMap::new(),
+            // Some jobs carry metadata so the metadata index is exercised.
+            metadata: (0..job % 3).map(|i| (format!("k{i}"), format!("v{}", job % 2))).collect(),
         }),
         Action::AcquireLimits => Op::AcquireLimits {
             task_ids: v

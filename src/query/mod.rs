@@ -1,0 +1,198 @@
+//! SQL over the job state (Silo's `Query` / `QueryArrow`, issue #12), with
+//! Apache DataFusion as the engine: this module owns the statement's life —
+//! admission (a bounded number in flight), read-only planning, positional bind
+//! parameters, a memory pool shared by all statements (no spilling to disk),
+//! a statement timeout and a cap on the result size. `tables.rs` maps our
+//! records to Silo's tables; `pushdown.rs` picks the index a `jobs` scan
+//! reads; `encode.rs` turns results into MessagePack rows or Arrow IPC.
+//!
+//! The engine reads whatever [`Kv`] it is given; the gRPC edge hands it a
+//! RocksDB snapshot taken after the read barrier (linearizable by default),
+//! so a statement sees one consistent state.
+pub mod encode;
+pub mod pushdown;
+pub mod tables;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::{DataFusionError, ParamValues, ScalarValue};
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::memory_pool::{GreedyMemoryPool, MemoryPool};
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use crate::storage::kv::Kv;
+use tables::Source;
+
+/// `[query]` settings. Defaults follow SEMANTICS §15 (8 statements, 5 s,
+/// 64 MiB) plus a memory pool for sorts, joins and aggregations.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueryConfig {
+    /// Statements running at once on this node; more are refused
+    /// (RESOURCE_EXHAUSTED).
+    pub max_concurrent: usize,
+    /// Wall-clock limit of one statement, ms (DEADLINE_EXCEEDED).
+    pub statement_timeout_ms: u64,
+    /// Largest result one statement may return, bytes of Arrow data
+    /// (RESOURCE_EXHAUSTED).
+    pub max_result_bytes: usize,
+    /// Memory all running statements may hold in operators (sorts, hash
+    /// tables), MiB; a statement that needs more fails (RESOURCE_EXHAUSTED).
+    pub memory_mb: usize,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        QueryConfig { max_concurrent: 8, statement_timeout_ms: 5_000, max_result_bytes: 64 << 20, memory_mb: 256 }
+    }
+}
+
+impl QueryConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_concurrent == 0 {
+            return Err("query.max_concurrent must be at least 1".into());
+        }
+        if self.statement_timeout_ms == 0 {
+            return Err("query.statement_timeout_ms must be at least 1".into());
+        }
+        if self.max_result_bytes == 0 || self.memory_mb == 0 {
+            return Err("query.max_result_bytes and query.memory_mb must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+/// Why a statement produced no result. The gRPC edge maps each to a status
+/// (`grpc::status::query`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum QueryError {
+    /// Parse, plan or execution error in the SQL (INVALID_ARGUMENT, `SQL error: …`).
+    Sql(String),
+    /// Bind parameters do not fit the statement (INVALID_ARGUMENT, `SQL parameter error: …`).
+    Parameter(String),
+    /// Too many statements in flight (RESOURCE_EXHAUSTED).
+    Busy { limit: usize },
+    /// The result exceeds `max_result_bytes` (RESOURCE_EXHAUSTED).
+    TooLarge { limit: usize },
+    /// The statement needed more operator memory than the pool has (RESOURCE_EXHAUSTED).
+    Memory(String),
+    /// The statement ran longer than `statement_timeout_ms` (DEADLINE_EXCEEDED).
+    Timeout { ms: u64 },
+}
+
+/// A finished statement: its schema and every batch, in order.
+pub struct QueryOutput {
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+}
+
+impl QueryOutput {
+    pub fn row_count(&self) -> usize {
+        self.batches.iter().map(|b| b.num_rows()).sum()
+    }
+}
+
+/// Runs SQL statements under this node's limits. One per node.
+pub struct QueryEngine {
+    config: QueryConfig,
+    permits: tokio::sync::Semaphore,
+    runtime: Arc<RuntimeEnv>,
+}
+
+impl QueryEngine {
+    pub fn new(config: QueryConfig) -> Self {
+        let pool: Arc<dyn MemoryPool> = Arc::new(GreedyMemoryPool::new(config.memory_mb << 20));
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_pool(pool)
+            .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled))
+            .build_arc()
+            .expect("a runtime without disk spilling always builds");
+        QueryEngine { permits: tokio::sync::Semaphore::new(config.max_concurrent), config, runtime }
+    }
+
+    pub fn config(&self) -> &QueryConfig {
+        &self.config
+    }
+
+    /// Runs one read-only statement over `source` with positional parameters
+    /// (`$1` is `params[0]`).
+    pub async fn run<K: Kv + Send + Sync + 'static>(
+        &self,
+        source: Source<K>,
+        sql: &str,
+        params: Vec<ScalarValue>,
+    ) -> Result<QueryOutput, QueryError> {
+        let _permit =
+            self.permits.try_acquire().map_err(|_| QueryError::Busy { limit: self.config.max_concurrent })?;
+        let ms = self.config.statement_timeout_ms;
+        tokio::time::timeout(Duration::from_millis(ms), self.execute(source, sql, params))
+            .await
+            .map_err(|_| QueryError::Timeout { ms })?
+    }
+
+    async fn execute<K: Kv + Send + Sync + 'static>(
+        &self,
+        source: Source<K>,
+        sql: &str,
+        params: Vec<ScalarValue>,
+    ) -> Result<QueryOutput, QueryError> {
+        let ctx = self.session(source).map_err(sql_error)?;
+        let read_only = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
+        let mut df = ctx.sql_with_options(sql, read_only).await.map_err(sql_error)?;
+        if !params.is_empty() {
+            df = df
+                .with_param_values(ParamValues::List(params.into_iter().map(Into::into).collect()))
+                .map_err(|e| QueryError::Parameter(clean(&e)))?;
+        }
+        let mut stream = df.execute_stream().await.map_err(sql_error)?;
+        let schema = stream.schema();
+        let mut batches = Vec::new();
+        let mut bytes = 0usize;
+        while let Some(batch) = stream.next().await {
+            let batch = batch.map_err(sql_error)?;
+            bytes += batch_bytes(&batch);
+            if bytes > self.config.max_result_bytes {
+                return Err(QueryError::TooLarge { limit: self.config.max_result_bytes });
+            }
+            batches.push(batch);
+        }
+        Ok(QueryOutput { schema, batches })
+    }
+
+    fn session<K: Kv + Send + Sync + 'static>(&self, source: Source<K>) -> datafusion::common::Result<SessionContext> {
+        let config = SessionConfig::new()
+            .with_target_partitions(2)
+            .with_batch_size(tables::BATCH_ROWS)
+            .with_information_schema(false);
+        let ctx = SessionContext::new_with_config_rt(config, self.runtime.clone());
+        ctx.register_table("jobs", Arc::new(tables::JobsTable::new(source.clone())))?;
+        ctx.register_table("tasks", Arc::new(tables::tasks_table(source.clone())))?;
+        ctx.register_table("queues", Arc::new(tables::queues_table(source.clone())))?;
+        ctx.register_table("tenant_counts", Arc::new(tables::tenant_counts_table(source.clone())))?;
+        ctx.register_table("queue_counts", Arc::new(tables::queue_counts_table(source)))?;
+        Ok(ctx)
+    }
+}
+
+/// Bytes of Arrow data a batch holds, counting only the slice it covers.
+fn batch_bytes(batch: &RecordBatch) -> usize {
+    batch.columns().iter().map(|c| c.to_data().get_slice_memory_size().unwrap_or_else(|_| c.get_array_memory_size())).sum()
+}
+
+fn sql_error(e: DataFusionError) -> QueryError {
+    match e.find_root() {
+        DataFusionError::ResourcesExhausted(m) => QueryError::Memory(m.clone()),
+        _ => QueryError::Sql(clean(&e)),
+    }
+}
+
+/// DataFusion's message without its internal backtrace noise.
+fn clean(e: &DataFusionError) -> String {
+    e.to_string().trim().to_string()
+}
