@@ -72,7 +72,9 @@ struct Inner {
 /// True for errors after which the same call may succeed elsewhere or later.
 fn retryable(s: &Status) -> bool {
     match s.code() {
-        Code::Unavailable | Code::DeadlineExceeded | Code::Unknown => true,
+        // A statement over the server's SQL time limit would only time out again.
+        Code::DeadlineExceeded => !s.message().contains("statement_timeout_ms"),
+        Code::Unavailable | Code::Unknown => true,
         Code::NotFound => s.message().contains("shard not found"),
         Code::Internal => s.message().contains("RST_STREAM") || s.message().contains("transport"),
         Code::Cancelled => true,

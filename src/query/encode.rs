@@ -73,7 +73,9 @@ fn write_value(out: &mut Vec<u8>, array: &ArrayRef, row: usize) {
             let b: &BooleanArray = array.as_boolean();
             w::write_bool(out, b.value(row)).expect("vec")
         }
-        DataType::Utf8 => write_str(out, array.as_any().downcast_ref::<GenericStringArray<i32>>().map(|a| a.value(row))),
+        DataType::Utf8 => {
+            write_str(out, array.as_any().downcast_ref::<GenericStringArray<i32>>().map(|a| a.value(row)))
+        }
         DataType::LargeUtf8 => {
             write_str(out, array.as_any().downcast_ref::<GenericStringArray<i64>>().map(|a| a.value(row)))
         }

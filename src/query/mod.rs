@@ -45,11 +45,20 @@ pub struct QueryConfig {
     /// Memory all running statements may hold in operators (sorts, hash
     /// tables), MiB; a statement that needs more fails (RESOURCE_EXHAUSTED).
     pub memory_mb: usize,
+    /// Threads of the runtime statements execute on: a runtime of their own,
+    /// so a CPU-heavy statement never delays Raft heartbeats or the broker.
+    pub threads: usize,
 }
 
 impl Default for QueryConfig {
     fn default() -> Self {
-        QueryConfig { max_concurrent: 8, statement_timeout_ms: 5_000, max_result_bytes: 64 << 20, memory_mb: 256 }
+        QueryConfig {
+            max_concurrent: 8,
+            statement_timeout_ms: 5_000,
+            max_result_bytes: 64 << 20,
+            memory_mb: 256,
+            threads: 2,
+        }
     }
 }
 
@@ -60,6 +69,9 @@ impl QueryConfig {
         }
         if self.statement_timeout_ms == 0 {
             return Err("query.statement_timeout_ms must be at least 1".into());
+        }
+        if !(1..=64).contains(&self.threads) {
+            return Err(format!("query.threads must be between 1 and 64, got {}", self.threads));
         }
         if self.max_result_bytes == 0 || self.memory_mb == 0 {
             return Err("query.max_result_bytes and query.memory_mb must be positive".into());
@@ -101,8 +113,24 @@ impl QueryOutput {
 /// Runs SQL statements under this node's limits. One per node.
 pub struct QueryEngine {
     config: QueryConfig,
-    permits: tokio::sync::Semaphore,
-    runtime: Arc<RuntimeEnv>,
+    /// One per statement in flight. A statement keeps its permit until its
+    /// task has really ended: a timed-out statement is aborted, but CPU-bound
+    /// operators (a cross join) only stop at their next yield point, and until
+    /// then they still count against `max_concurrent`.
+    permits: Arc<tokio::sync::Semaphore>,
+    /// DataFusion's memory pool and (disabled) spill directory, shared.
+    env: Arc<RuntimeEnv>,
+    /// The threads statements run on (`query.threads`).
+    threads: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for QueryEngine {
+    fn drop(&mut self) {
+        // Dropping a runtime from async code would panic; let it wind down.
+        if let Some(rt) = self.threads.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 impl QueryEngine {
@@ -113,7 +141,19 @@ impl QueryEngine {
             .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled))
             .build_arc()
             .expect("a runtime without disk spilling always builds");
-        QueryEngine { permits: tokio::sync::Semaphore::new(config.max_concurrent), config, runtime }
+        let threads = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(config.threads)
+            .max_blocking_threads(config.max_concurrent.max(2))
+            .thread_name("silo-query")
+            .enable_all()
+            .build()
+            .expect("the query runtime starts");
+        QueryEngine {
+            permits: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent)),
+            config,
+            env: runtime,
+            threads: Some(threads),
+        }
     }
 
     pub fn config(&self) -> &QueryConfig {
@@ -128,61 +168,87 @@ impl QueryEngine {
         sql: &str,
         params: Vec<ScalarValue>,
     ) -> Result<QueryOutput, QueryError> {
-        let _permit =
-            self.permits.try_acquire().map_err(|_| QueryError::Busy { limit: self.config.max_concurrent })?;
+        let permit = self
+            .permits
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| QueryError::Busy { limit: self.config.max_concurrent })?;
         let ms = self.config.statement_timeout_ms;
-        tokio::time::timeout(Duration::from_millis(ms), self.execute(source, sql, params))
-            .await
-            .map_err(|_| QueryError::Timeout { ms })?
-    }
-
-    async fn execute<K: Kv + Send + Sync + 'static>(
-        &self,
-        source: Source<K>,
-        sql: &str,
-        params: Vec<ScalarValue>,
-    ) -> Result<QueryOutput, QueryError> {
-        let ctx = self.session(source).map_err(sql_error)?;
-        let read_only = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
-        let mut df = ctx.sql_with_options(sql, read_only).await.map_err(sql_error)?;
-        if !params.is_empty() {
-            df = df
-                .with_param_values(ParamValues::List(params.into_iter().map(Into::into).collect()))
-                .map_err(|e| QueryError::Parameter(clean(&e)))?;
-        }
-        let mut stream = df.execute_stream().await.map_err(sql_error)?;
-        let schema = stream.schema();
-        let mut batches = Vec::new();
-        let mut bytes = 0usize;
-        while let Some(batch) = stream.next().await {
-            let batch = batch.map_err(sql_error)?;
-            bytes += batch_bytes(&batch);
-            if bytes > self.config.max_result_bytes {
-                return Err(QueryError::TooLarge { limit: self.config.max_result_bytes });
+        let threads = self.threads.as_ref().expect("the runtime lives as long as the engine");
+        let statement = execute(self.env.clone(), self.config.max_result_bytes, source, sql.to_string(), params);
+        let task = threads.spawn(async move {
+            let result = statement.await;
+            drop(permit);
+            result
+        });
+        let abort = task.abort_handle();
+        match tokio::time::timeout(Duration::from_millis(ms), task).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(join)) => Err(QueryError::Sql(format!("the statement stopped: {join}"))),
+            Err(_) => {
+                abort.abort();
+                Err(QueryError::Timeout { ms })
             }
-            batches.push(batch);
         }
-        Ok(QueryOutput { schema, batches })
     }
+}
 
-    fn session<K: Kv + Send + Sync + 'static>(&self, source: Source<K>) -> datafusion::common::Result<SessionContext> {
-        let config = SessionConfig::new()
-            .with_target_partitions(2)
-            .with_batch_size(tables::BATCH_ROWS)
-            .with_information_schema(false);
-        let ctx = SessionContext::new_with_config_rt(config, self.runtime.clone());
-        ctx.register_table("jobs", Arc::new(tables::JobsTable::new(source.clone())))?;
-        ctx.register_table("tasks", Arc::new(tables::tasks_table(source.clone())))?;
-        ctx.register_table("queues", Arc::new(tables::queues_table(source.clone())))?;
-        ctx.register_table("tenant_counts", Arc::new(tables::tenant_counts_table(source.clone())))?;
-        ctx.register_table("queue_counts", Arc::new(tables::queue_counts_table(source)))?;
-        Ok(ctx)
+/// Plans and runs one statement to completion on the query runtime.
+async fn execute<K: Kv + Send + Sync + 'static>(
+    env: Arc<RuntimeEnv>,
+    max_result_bytes: usize,
+    source: Source<K>,
+    sql: String,
+    params: Vec<ScalarValue>,
+) -> Result<QueryOutput, QueryError> {
+    let ctx = session(env, source).map_err(sql_error)?;
+    let read_only = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
+    let mut df = ctx.sql_with_options(&sql, read_only).await.map_err(sql_error)?;
+    if !params.is_empty() {
+        df = df
+            .with_param_values(ParamValues::List(params.into_iter().map(Into::into).collect()))
+            .map_err(|e| QueryError::Parameter(clean(&e)))?;
     }
+    let mut stream = df.execute_stream().await.map_err(sql_error)?;
+    let schema = stream.schema();
+    let mut batches = Vec::new();
+    let mut bytes = 0usize;
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(sql_error)?;
+        bytes += batch_bytes(&batch);
+        if bytes > max_result_bytes {
+            return Err(QueryError::TooLarge { limit: max_result_bytes });
+        }
+        batches.push(batch);
+    }
+    Ok(QueryOutput { schema, batches })
+}
+
+/// A session with our tables registered over `source`.
+fn session<K: Kv + Send + Sync + 'static>(
+    env: Arc<RuntimeEnv>,
+    source: Source<K>,
+) -> datafusion::common::Result<SessionContext> {
+    let config = SessionConfig::new()
+        .with_target_partitions(2)
+        .with_batch_size(tables::BATCH_ROWS)
+        .with_information_schema(false);
+    let ctx = SessionContext::new_with_config_rt(config, env);
+    ctx.register_table("jobs", Arc::new(tables::JobsTable::new(source.clone())))?;
+    ctx.register_table("tasks", Arc::new(tables::tasks_table(source.clone())))?;
+    ctx.register_table("queues", Arc::new(tables::queues_table(source.clone())))?;
+    ctx.register_table("tenant_counts", Arc::new(tables::tenant_counts_table(source.clone())))?;
+    ctx.register_table("queue_counts", Arc::new(tables::queue_counts_table(source)))?;
+    Ok(ctx)
 }
 
 /// Bytes of Arrow data a batch holds, counting only the slice it covers.
 fn batch_bytes(batch: &RecordBatch) -> usize {
-    batch.columns().iter().map(|c| c.to_data().get_slice_memory_size().unwrap_or_else(|_| c.get_array_memory_size())).sum()
+    batch
+        .columns()
+        .iter()
+        .map(|c| c.to_data().get_slice_memory_size().unwrap_or_else(|_| c.get_array_memory_size()))
+        .sum()
 }
 
 fn sql_error(e: DataFusionError) -> QueryError {

@@ -36,8 +36,14 @@ pub struct JobFilters {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub enum Strategy {
     Ids(Vec<String>),
-    MetadataExact { key: String, value: String },
-    MetadataPrefix { key: String, prefix: String },
+    MetadataExact {
+        key: String,
+        value: String,
+    },
+    MetadataPrefix {
+        key: String,
+        prefix: String,
+    },
     Status(Vec<JobStatus>),
     TaskGroups(Vec<String>),
     #[default]
@@ -89,11 +95,11 @@ pub fn analyze(filters: &[Expr]) -> JobFilters {
 fn absorb(out: &mut JobFilters, expr: &Expr) -> bool {
     let candidate = match expr {
         Expr::BinaryExpr(b) if b.op == Operator::Eq => {
-            let (col, value) = match (column_name(&b.left), string_lit(&b.right), column_name(&b.right), string_lit(&b.left))
-            {
-                (Some(c), Some(v), _, _) | (_, _, Some(c), Some(v)) => (c, v),
-                _ => return metadata_equality(out, &b.left, &b.right) || metadata_equality(out, &b.right, &b.left),
-            };
+            let (col, value) =
+                match (column_name(&b.left), string_lit(&b.right), column_name(&b.right), string_lit(&b.left)) {
+                    (Some(c), Some(v), _, _) | (_, _, Some(c), Some(v)) => (c, v),
+                    _ => return metadata_equality(out, &b.left, &b.right) || metadata_equality(out, &b.right, &b.left),
+                };
             column_filter(out, col, vec![value])
         }
         Expr::InList(list) if !list.negated => {
@@ -114,7 +120,9 @@ fn absorb(out: &mut JobFilters, expr: &Expr) -> bool {
         },
         Expr::Like(like) if !like.negated && !like.case_insensitive && like.escape_char.is_none() => {
             match (metadata_value(&like.expr), string_lit(&like.pattern)) {
-                (Some(key), Some(pattern)) => like_prefix(&pattern).map(|prefix| Strategy::MetadataPrefix { key, prefix }),
+                (Some(key), Some(pattern)) => {
+                    like_prefix(&pattern).map(|prefix| Strategy::MetadataPrefix { key, prefix })
+                }
                 _ => None,
             }
         }
@@ -192,9 +200,10 @@ fn column_name(e: &Expr) -> Option<&str> {
 
 fn string_lit(e: &Expr) -> Option<String> {
     match e {
-        Expr::Literal(ScalarValue::Utf8(Some(s)) | ScalarValue::Utf8View(Some(s)) | ScalarValue::LargeUtf8(Some(s)), _) => {
-            Some(s.clone())
-        }
+        Expr::Literal(
+            ScalarValue::Utf8(Some(s)) | ScalarValue::Utf8View(Some(s)) | ScalarValue::LargeUtf8(Some(s)),
+            _,
+        ) => Some(s.clone()),
         Expr::Cast(c) => string_lit(&c.expr),
         _ => None,
     }

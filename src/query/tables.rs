@@ -30,8 +30,8 @@ use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream};
 
 use super::pushdown::{self, Strategy};
-use crate::state_machine::limits::WaiterRecord;
 use crate::state_machine::job::QueueState;
+use crate::state_machine::limits::WaiterRecord;
 use crate::state_machine::{Job, JobKey, JobStatus, QueueKind, QueuedTask, Tables, View};
 use crate::storage::codec::decode_or_die;
 use crate::storage::keys;
@@ -296,7 +296,10 @@ impl<K: Kv + Send + Sync + 'static> JobsTable<K> {
                 (keys, IndexKind::Job)
             }
             Strategy::MetadataExact { key, value } => (
-                s.tenant_list(tenants).iter().map(|t| keys::metadata_index_prefix(s.shard, t, key, value, true)).collect(),
+                s.tenant_list(tenants)
+                    .iter()
+                    .map(|t| keys::metadata_index_prefix(s.shard, t, key, value, true))
+                    .collect(),
                 IndexKind::Metadata,
             ),
             Strategy::MetadataPrefix { key, prefix } => (
@@ -650,14 +653,7 @@ pub fn tasks_table<K: Kv + Send + Sync + 'static>(source: Source<K>) -> KeyTable
             strings(tasks.iter().map(|t| t.task_id.as_str())),
         ]
     };
-    KeyTable {
-        name: "tasks",
-        source,
-        schema,
-        tags: vec![keys::QUEUED],
-        tenant_keyed: false,
-        rows: Arc::new(rows),
-    }
+    KeyTable { name: "tasks", source, schema, tags: vec![keys::QUEUED], tenant_keyed: false, rows: Arc::new(rows) }
 }
 
 fn strings<'a>(values: impl Iterator<Item = &'a str>) -> ArrayRef {
@@ -795,12 +791,5 @@ pub fn queue_counts_table<K: Kv + Send + Sync + 'static>(source: Source<K>) -> K
             )),
         ]
     };
-    KeyTable {
-        name: "queue_counts",
-        source,
-        schema,
-        tags: vec![keys::QUEUE],
-        tenant_keyed: true,
-        rows: Arc::new(rows),
-    }
+    KeyTable { name: "queue_counts", source, schema, tags: vec![keys::QUEUE], tenant_keyed: true, rows: Arc::new(rows) }
 }

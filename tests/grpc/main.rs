@@ -8,5 +8,6 @@ mod crash;
 mod fuzz;
 mod jobs;
 mod limits;
+mod query;
 mod validation;
 mod workers;
