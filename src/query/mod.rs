@@ -262,3 +262,6 @@ fn sql_error(e: DataFusionError) -> QueryError {
 fn clean(e: &DataFusionError) -> String {
     e.to_string().trim().to_string()
 }
+
+#[cfg(test)]
+mod tests;

@@ -67,6 +67,19 @@ async fn replication_and_linearizable_follower_reads() {
         let follower = *c.nodes.keys().find(|id| **id != leader).unwrap();
         let seen = read_on(&c, follower, &shard, &format!("r{i}")).await.expect("follower read");
         assert_eq!(seen.id, format!("r{i}"));
+        if i % 5 == 4 {
+            // SQL on a follower is linearizable too (the same read barrier).
+            let mut g = cl.grpc(&c.addr(follower)).unwrap();
+            let sql = "SELECT COUNT(*) AS n FROM jobs".to_string();
+            let reply = g
+                .query(pb::QueryRequest { shard: shard.clone(), sql, tenant: None, parameters: vec![] })
+                .await
+                .expect("follower query")
+                .into_inner();
+            let rows = reply.rows[0].encoding.clone().map(|pb::serialized_bytes::Encoding::Msgpack(b)| b).unwrap();
+            let row: BTreeMap<String, u64> = rmp_serde::from_slice(&rows).unwrap();
+            assert_eq!(row["n"], i + 1, "a follower's SQL sees every acknowledged job");
+        }
     }
     let (index, _digest) = c.wait_converged(1, WAIT).await.unwrap();
     assert!(index > 50);
