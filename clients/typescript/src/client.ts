@@ -213,6 +213,40 @@ export interface ImportJobResult {
 }
 
 /** Routing knobs, grouped as Silo's client groups them (`shardRouting`). */
+/** A column of a {@link SiloGRPCClient.query} result: name and Arrow type (`Utf8`, `Int64`, ...). */
+export interface QueryColumn {
+  name: string;
+  dataType: string;
+}
+
+/** Rows of a SQL statement, decoded from MessagePack (Silo's `QueryResult`). */
+export interface QueryResult<Row = Record<string, unknown>> {
+  columns: QueryColumn[];
+  rows: Row[];
+  rowCount: number;
+}
+
+/** A positional bind value for `$1`, `$2`, ... (numbers: integers as Int64, others as Float64). */
+export type QueryParam = boolean | number | bigint | string | Uint8Array | null;
+
+function queryParameter(v: QueryParam): pb.QueryParameter {
+  const I64_MAX = 9223372036854775807n;
+  if (v === null) return { value: { oneofKind: "nullValue", nullValue: {} } };
+  if (typeof v === "boolean") return { value: { oneofKind: "boolValue", boolValue: v } };
+  if (typeof v === "string") return { value: { oneofKind: "stringValue", stringValue: v } };
+  if (v instanceof Uint8Array) return { value: { oneofKind: "bytesValue", bytesValue: v } };
+  if (typeof v === "bigint") {
+    return v > I64_MAX
+      ? { value: { oneofKind: "uint64Value", uint64Value: v } }
+      : { value: { oneofKind: "int64Value", int64Value: v } };
+  }
+  if (typeof v === "number" && Number.isSafeInteger(v)) {
+    return { value: { oneofKind: "int64Value", int64Value: BigInt(v) } };
+  }
+  if (typeof v === "number") return { value: { oneofKind: "float64Value", float64Value: v } };
+  throw new TypeError(`unsupported query parameter type: ${typeof v}`);
+}
+
 export interface ShardRoutingConfig {
   /** Routing retries before an error surfaces (default 8). */
   maxRetries?: number;
@@ -469,6 +503,8 @@ function metaString(e: RpcError, key: string): string | undefined {
 
 function retryable(e: unknown): boolean {
   if (!(e instanceof RpcError)) return false;
+  // A statement over the server's SQL time limit would only time out again.
+  if (e.code === "DEADLINE_EXCEEDED" && e.message.includes("statement_timeout_ms")) return false;
   if (isConnectivityError(e)) return true;
   switch (e.code) {
     case "CANCELLED":
@@ -740,6 +776,24 @@ export class SiloGRPCClient {
     } catch (e) {
       throw mapJobError(e, id, tenant);
     }
+  }
+
+  /**
+   * Runs read-only SQL over the jobs of the shard `tenant` routes to (tables
+   * `jobs`, `tasks`, `queues`, `tenant_counts`, `queue_counts`; see the server
+   * README "Querying jobs with SQL"). With tenancy on, the statement sees only
+   * `tenant`'s rows. `params` bind `$1`, `$2`, ... by position. Bad SQL is an
+   * `INVALID_ARGUMENT` error carrying the engine's message; the server's
+   * limits answer `RESOURCE_EXHAUSTED` or `DEADLINE_EXCEEDED`.
+   */
+  async query<Row = Record<string, unknown>>(sql: string, tenant?: string, params?: QueryParam[]): Promise<QueryResult<Row>> {
+    const parameters = (params ?? []).map(queryParameter);
+    const r = await this.retryLoop({ tenant }, async (c, shard, o) => c.query({ shard, sql, tenant, parameters }, o).response);
+    return {
+      columns: r.columns.map((c) => ({ name: c.name, dataType: c.dataType })),
+      rows: r.rows.map((row) => decodeStrict(bytesOf(row)) as Row),
+      rowCount: r.rowCount,
+    };
   }
 
   /** The job's current status; JobNotFoundError if there is no such job. */

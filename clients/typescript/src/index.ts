@@ -35,6 +35,9 @@ export {
   type ClusterMember,
   type ShardInfoWithRange,
   type ShardOwner,
+  type QueryResult,
+  type QueryColumn,
+  type QueryParam,
 } from "./client";
 export {
   SiloWorker,

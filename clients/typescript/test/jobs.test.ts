@@ -222,3 +222,40 @@ describe("importJobs and resetShards", () => {
     await expect(client.getJob("imp-done")).rejects.toBeInstanceOf(JobNotFoundError);
   });
 });
+
+describe("query", () => {
+  it("answers SQL over the jobs with typed rows, bind parameters and clear errors", async () => {
+    const group = `sql-${Date.now()}`;
+    const ids: string[] = [];
+    for (let i = 0; i < 5; i++) {
+      const h = await client.enqueue({ taskGroup: group, payload: { i }, priority: i, metadata: { env: i % 2 ? "prod" : "dev" } });
+      ids.push(h.id);
+    }
+    interface Row {
+      id: string;
+      priority: number;
+      status_kind: string;
+    }
+    const r = await client.query<Row>(
+      "SELECT id, priority, status_kind FROM jobs WHERE task_group = $1 AND array_contains(element_at(metadata, 'env'), $2) ORDER BY priority",
+      undefined,
+      [group, "prod"],
+    );
+    expect(r.columns).toEqual([
+      { name: "id", dataType: "Utf8" },
+      { name: "priority", dataType: "UInt8" },
+      { name: "status_kind", dataType: "Utf8" },
+    ]);
+    expect(r.rowCount).toBe(2);
+    expect(r.rows).toEqual([
+      { id: ids[1], priority: 1, status_kind: "Waiting" },
+      { id: ids[3], priority: 3, status_kind: "Waiting" },
+    ]);
+    const counted = await client.query<{ n: number }>("SELECT COUNT(*) AS n FROM jobs WHERE task_group = $1 AND priority >= $2", undefined, [group, 2]);
+    expect(counted.rows[0].n).toBe(3);
+    const payload = await client.query<{ payload: string }>("SELECT payload FROM jobs WHERE id = $1", undefined, [ids[4]]);
+    expect(JSON.parse(payload.rows[0].payload)).toEqual({ i: 4 });
+    await expectRpcError(client.query("SELEKT 1"), "INVALID_ARGUMENT", "SQL error: ");
+    await expectRpcError(client.query("DELETE FROM jobs"), "INVALID_ARGUMENT", "DML not supported");
+  });
+});
