@@ -32,6 +32,8 @@ pub struct BenchOpts {
     /// Concurrency limit per key (0 = no limit); keys = `limit_keys`.
     pub concurrency_limit: u32,
     pub limit_keys: usize,
+    /// Metadata entries per job (`m<i>` = `v<n % 100>`).
+    pub metadata_keys: usize,
     pub enqueue_jobs: u64,
     /// Jobs the `backlog` phase leaves waiting in `<task_group>-backlog`.
     pub backlog_jobs: u64,
@@ -141,6 +143,7 @@ fn job_request(o: &BenchOpts, task_group: &str, n: u64) -> pb::EnqueueRequest {
         task_group: task_group.to_string(),
         tenant: (o.tenants > 1).then(|| format!("tenant-{}", n as usize % o.tenants)),
         limits,
+        metadata: (0..o.metadata_keys).map(|i| (format!("m{i}"), format!("v{}", n % 100))).collect(),
         ..Default::default()
     }
 }

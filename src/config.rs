@@ -239,10 +239,11 @@ impl Config {
         if let Err(e) = self.query.validate() {
             errors.push(e);
         }
-        if self.query.max_result_bytes > limits::GRPC_MESSAGE_BYTES_MAX {
+        // One reply (or one IPC message) must fit a gRPC message with room for framing.
+        let result_max = limits::GRPC_MESSAGE_BYTES_MAX - (1 << 20);
+        if self.query.max_result_bytes > result_max {
             errors.push(format!(
-                "query.max_result_bytes must be at most {} (one gRPC message), got {}",
-                limits::GRPC_MESSAGE_BYTES_MAX,
+                "query.max_result_bytes must be at most {result_max} (one gRPC message), got {}",
                 self.query.max_result_bytes
             ));
         }

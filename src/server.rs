@@ -50,6 +50,7 @@ impl Bound {
         let Bound { config, listener, .. } = self;
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+        check_storage_format(&config.data_dir)?;
         let db = crate::storage::rocks::open(&config.data_dir.join("db"), &config.storage)
             .with_context(|| format!("opening RocksDB in {}", config.data_dir.display()))?;
         let broker = Arc::new(Broker::new());
@@ -180,4 +181,62 @@ pub fn install_metrics(addr: &str) -> anyhow::Result<()> {
         .install()
         .with_context(|| format!("starting the metrics endpoint on {addr}"))?;
     Ok(())
+}
+
+/// Layout version of the state machine's records in a data directory. 2 added
+/// the query indexes and per-tenant counters (issue #12) and the attempt
+/// number in queued tasks; a directory of version 1 lacks them.
+pub const STORAGE_FORMAT: u32 = 2;
+const FORMAT_FILE: &str = "FORMAT";
+
+/// Refuses a data directory written by another storage format (its records
+/// would be misread or its indexes missing); stamps a new directory.
+fn check_storage_format(data_dir: &std::path::Path) -> anyhow::Result<()> {
+    let stamp = data_dir.join(FORMAT_FILE);
+    match std::fs::read_to_string(&stamp) {
+        Ok(text) => {
+            let found: u32 = text.trim().parse().with_context(|| format!("unreadable {}", stamp.display()))?;
+            anyhow::ensure!(
+                found == STORAGE_FORMAT,
+                "data directory {} has storage format {found}; this build reads format {STORAGE_FORMAT}: \
+                 start it with an empty data directory (or the build that wrote it)",
+                data_dir.display()
+            );
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            anyhow::ensure!(
+                !data_dir.join("db").exists(),
+                "data directory {} was written by a build before storage format {STORAGE_FORMAT} \
+                 (no query indexes): start it with an empty data directory",
+                data_dir.display()
+            );
+            std::fs::write(&stamp, format!("{STORAGE_FORMAT}\n"))
+                .with_context(|| format!("writing {}", stamp.display()))?;
+            Ok(())
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", stamp.display())),
+    }
+}
+
+#[cfg(test)]
+mod format_tests {
+    use super::*;
+
+    #[test]
+    fn a_data_directory_of_another_storage_format_is_refused() {
+        let fresh = tempfile::tempdir().unwrap();
+        check_storage_format(fresh.path()).unwrap();
+        assert_eq!(std::fs::read_to_string(fresh.path().join(FORMAT_FILE)).unwrap().trim(), "2");
+        check_storage_format(fresh.path()).unwrap();
+
+        let old = tempfile::tempdir().unwrap();
+        std::fs::create_dir(old.path().join("db")).unwrap();
+        let e = check_storage_format(old.path()).unwrap_err().to_string();
+        assert!(e.contains("before storage format 2"), "{e}");
+
+        std::fs::write(fresh.path().join(FORMAT_FILE), "1\n").unwrap();
+        let e = check_storage_format(fresh.path()).unwrap_err().to_string();
+        assert!(e.contains("has storage format 1; this build reads format 2"), "{e}");
+    }
 }

@@ -51,6 +51,10 @@ struct BenchArgs {
     concurrency_limit: u32,
     #[arg(long, default_value_t = 100)]
     limit_keys: usize,
+    /// Metadata entries per job (`m0` = `v<job % 100>`, `m1` = …), so the
+    /// metadata index is part of the measured cost.
+    #[arg(long, default_value_t = 0)]
+    metadata_keys: usize,
     /// Jobs enqueued by the enqueue phase.
     #[arg(long, default_value_t = 50_000)]
     jobs: u64,
@@ -294,6 +298,7 @@ fn main() -> anyhow::Result<()> {
                 priorities: a.priorities,
                 concurrency_limit: a.concurrency_limit,
                 limit_keys: a.limit_keys,
+                metadata_keys: a.metadata_keys,
                 enqueue_jobs: a.jobs,
                 backlog_jobs: a.backlog,
                 steady_secs: a.seconds,
@@ -330,11 +335,16 @@ fn main() -> anyhow::Result<()> {
                 .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .init();
             // A panic anywhere (a corrupt record, a broken invariant) stops the
-            // node: crashing beats diverging from the other replicas.
+            // node: crashing beats diverging from the other replicas. SQL
+            // statements are the exception: they only read, run on the query
+            // runtime's threads, and a panic there fails that statement alone
+            // (INTERNAL), never the node.
             let default_hook = std::panic::take_hook();
             std::panic::set_hook(Box::new(move |info| {
                 default_hook(info);
-                std::process::abort();
+                if !silo::query::on_query_thread() {
+                    std::process::abort();
+                }
             }));
             let config = load_config(&args)?;
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

@@ -178,6 +178,7 @@ impl SiloService {
         tenant: Option<&str>,
         sql: &str,
         params: Vec<crate::pb::silo::QueryParameter>,
+        format: crate::query::Format,
     ) -> Result<crate::query::QueryOutput, Status> {
         let s = self.route_read(shard).await?;
         let tenant = self.query_tenant(tenant)?;
@@ -192,7 +193,7 @@ impl SiloService {
             tenant,
             now_ms: crate::wall_clock_ms(),
         };
-        self.query.run(source, sql, params).await.map_err(|e| status::query(&e))
+        self.query.run(source, sql, params, format).await.map_err(|e| status::query(&e))
     }
 
     /// SEMANTICS §2.1 for worker calls: required and range-checked with tenancy

@@ -13,7 +13,7 @@ use super::validate;
 use super::SiloService;
 use crate::pb::silo as pb;
 use crate::pb::silo::silo_server::Silo;
-use crate::query::encode;
+use crate::query::Format;
 use crate::raft::Leadership;
 use crate::state_machine::read::{self, HeartbeatError, JobResult, NotComplete};
 use crate::state_machine::{AttemptStatus, ImportedAttempt, JobKey, NewJob, Op, Output, RefreshOutcome, Tables, View};
@@ -598,19 +598,11 @@ impl Silo for SiloService {
     async fn query(&self, request: Request<pb::QueryRequest>) -> Result<Response<pb::QueryResponse>, Status> {
         observed("query", async {
             let r = request.into_inner();
-            let out = self.run_query(&r.shard, r.tenant.as_deref(), &r.sql, r.parameters).await?;
-            let rows = encode::msgpack_rows(&out.schema, &out.batches);
-            let limit = self.edge.query.max_result_bytes;
-            if rows.iter().map(Vec::len).sum::<usize>() > limit {
-                return Err(status::query(&crate::query::QueryError::TooLarge { limit }));
-            }
+            let out = self.run_query(&r.shard, r.tenant.as_deref(), &r.sql, r.parameters, Format::Rows).await?;
             Ok(pb::QueryResponse {
-                columns: encode::columns(&out.schema)
-                    .into_iter()
-                    .map(|(name, data_type)| pb::ColumnInfo { name, data_type })
-                    .collect(),
-                row_count: rows.len() as i32,
-                rows: rows.into_iter().map(serialized).collect(),
+                columns: out.columns.into_iter().map(|(name, data_type)| pb::ColumnInfo { name, data_type }).collect(),
+                row_count: out.parts.len() as i32,
+                rows: out.parts.into_iter().map(serialized).collect(),
             })
         })
         .await
@@ -622,24 +614,10 @@ impl Silo for SiloService {
     ) -> Result<Response<tonic::codegen::BoxStream<pb::ArrowIpcMessage>>, Status> {
         observed("query_arrow", async {
             let r = request.into_inner();
-            let out = self.run_query(&r.shard, r.tenant.as_deref(), &r.sql, r.parameters).await?;
-            // One self-contained IPC stream per batch; a schema-only stream
-            // when there are no rows, so a client still learns the columns.
-            let mut messages = Vec::with_capacity(out.batches.len().max(1));
-            if out.batches.is_empty() {
-                messages.push(encode::ipc_stream(&out.schema, None));
-            }
-            for b in &out.batches {
-                messages.push(encode::ipc_stream(&out.schema, Some(b)));
-            }
-            let messages: Vec<Result<pb::ArrowIpcMessage, Status>> = messages
-                .into_iter()
-                .map(|m| {
-                    m.map(|ipc_data| pb::ArrowIpcMessage { ipc_data })
-                        .map_err(|e| Status::internal(format!("could not encode Arrow IPC: {e}")))
-                })
-                .collect();
-            let stream: tonic::codegen::BoxStream<pb::ArrowIpcMessage> = Box::pin(futures::stream::iter(messages));
+            let out = self.run_query(&r.shard, r.tenant.as_deref(), &r.sql, r.parameters, Format::ArrowIpc).await?;
+            let messages = out.parts.into_iter().map(|ipc_data| Ok(pb::ArrowIpcMessage { ipc_data }));
+            let stream: tonic::codegen::BoxStream<pb::ArrowIpcMessage> =
+                Box::pin(futures::stream::iter(messages.collect::<Vec<_>>()));
             Ok(stream)
         })
         .await

@@ -84,6 +84,7 @@ pub fn query(e: &crate::query::QueryError) -> Status {
             "query result exceeds {limit} bytes (query.max_result_bytes); add a LIMIT or select fewer columns"
         )),
         E::Memory(m) => Status::resource_exhausted(format!("query needs more memory than query.memory_mb allows: {m}")),
+        E::Internal(m) => Status::internal(m.clone()),
         E::Timeout { ms } => {
             Status::deadline_exceeded(format!("query ran longer than {ms} ms (query.statement_timeout_ms)"))
         }

@@ -20,22 +20,34 @@ pub fn columns(schema: &SchemaRef) -> Vec<(String, String)> {
     schema.fields().iter().map(|f| (f.name().clone(), f.data_type().to_string())).collect()
 }
 
-/// Every row of `batches` as one MessagePack map each.
-pub fn msgpack_rows(schema: &SchemaRef, batches: &[RecordBatch]) -> Vec<Vec<u8>> {
+/// The encoded rows would pass the byte budget.
+#[derive(Debug)]
+pub struct OverBudget;
+
+/// Appends every row of `batch` to `rows` as one MessagePack map each,
+/// taking each row's size from `budget` (bytes left); stops at the first row
+/// that does not fit.
+pub fn msgpack_rows(
+    schema: &SchemaRef,
+    batch: &RecordBatch,
+    budget: &mut usize,
+    rows: &mut Vec<Vec<u8>>,
+) -> Result<(), OverBudget> {
     let fields: Vec<&Field> = schema.fields().iter().map(|f| f.as_ref()).collect();
-    let mut rows = Vec::new();
-    for batch in batches {
-        for row in 0..batch.num_rows() {
-            let mut out = Vec::with_capacity(64);
-            rmp::encode::write_map_len(&mut out, fields.len() as u32).expect("writes to a Vec never fail");
-            for (field, column) in fields.iter().zip(batch.columns()) {
-                rmp::encode::write_str(&mut out, field.name()).expect("writes to a Vec never fail");
-                write_value(&mut out, column, row);
+    for row in 0..batch.num_rows() {
+        let mut out = Vec::with_capacity(64);
+        rmp::encode::write_map_len(&mut out, fields.len() as u32).expect("writes to a Vec never fail");
+        for (field, column) in fields.iter().zip(batch.columns()) {
+            rmp::encode::write_str(&mut out, field.name()).expect("writes to a Vec never fail");
+            write_value(&mut out, column, row);
+            if out.len() > *budget {
+                return Err(OverBudget);
             }
-            rows.push(out);
         }
+        *budget -= out.len();
+        rows.push(out);
     }
-    rows
+    Ok(())
 }
 
 fn write_value(out: &mut Vec<u8>, array: &ArrayRef, row: usize) {

@@ -16,8 +16,6 @@ pub mod tables;
 use std::sync::Arc;
 use std::time::Duration;
 
-use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::{DataFusionError, ParamValues, ScalarValue};
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::{GreedyMemoryPool, MemoryPool};
@@ -96,18 +94,36 @@ pub enum QueryError {
     Memory(String),
     /// The statement ran longer than `statement_timeout_ms` (DEADLINE_EXCEEDED).
     Timeout { ms: u64 },
+    /// The engine failed (a panic in an operator): INTERNAL; the node goes on.
+    Internal(String),
 }
 
-/// A finished statement: its schema and every batch, in order.
+/// How a statement's result is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// One MessagePack map per row (`Query`).
+    Rows,
+    /// One self-contained Arrow IPC stream per batch (`QueryArrow`).
+    ArrowIpc,
+}
+
+/// A finished statement, already encoded (encoding happens inside the
+/// statement: under its timeout, its slot and the result cap).
 pub struct QueryOutput {
-    pub schema: SchemaRef,
-    pub batches: Vec<RecordBatch>,
+    /// (name, Arrow type as text) per column.
+    pub columns: Vec<(String, String)>,
+    /// MessagePack rows or IPC messages, per the requested [`Format`].
+    pub parts: Vec<Vec<u8>>,
+    pub row_count: usize,
 }
 
-impl QueryOutput {
-    pub fn row_count(&self) -> usize {
-        self.batches.iter().map(|b| b.num_rows()).sum()
-    }
+/// Name of the query runtime's threads (worker and blocking).
+const QUERY_THREAD: &str = "silo-query";
+
+/// True on a thread of the query runtime, where a panic fails one statement
+/// (the process-wide panic hook stops the node anywhere else).
+pub fn on_query_thread() -> bool {
+    std::thread::current().name() == Some(QUERY_THREAD)
 }
 
 /// Runs SQL statements under this node's limits. One per node.
@@ -144,7 +160,7 @@ impl QueryEngine {
         let threads = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(config.threads)
             .max_blocking_threads(config.max_concurrent.max(2))
-            .thread_name("silo-query")
+            .thread_name(QUERY_THREAD)
             .enable_all()
             .build()
             .expect("the query runtime starts");
@@ -167,6 +183,7 @@ impl QueryEngine {
         source: Source<K>,
         sql: &str,
         params: Vec<ScalarValue>,
+        format: Format,
     ) -> Result<QueryOutput, QueryError> {
         let permit = self
             .permits
@@ -175,7 +192,8 @@ impl QueryEngine {
             .map_err(|_| QueryError::Busy { limit: self.config.max_concurrent })?;
         let ms = self.config.statement_timeout_ms;
         let threads = self.threads.as_ref().expect("the runtime lives as long as the engine");
-        let statement = execute(self.env.clone(), self.config.max_result_bytes, source, sql.to_string(), params);
+        let statement =
+            execute(self.env.clone(), self.config.max_result_bytes, source, sql.to_string(), params, format);
         let task = threads.spawn(async move {
             let result = statement.await;
             drop(permit);
@@ -184,7 +202,7 @@ impl QueryEngine {
         let abort = task.abort_handle();
         match tokio::time::timeout(Duration::from_millis(ms), task).await {
             Ok(Ok(result)) => result,
-            Ok(Err(join)) => Err(QueryError::Sql(format!("the statement stopped: {join}"))),
+            Ok(Err(join)) => Err(QueryError::Internal(format!("the statement failed: {join}"))),
             Err(_) => {
                 abort.abort();
                 Err(QueryError::Timeout { ms })
@@ -200,6 +218,7 @@ async fn execute<K: Kv + Send + Sync + 'static>(
     source: Source<K>,
     sql: String,
     params: Vec<ScalarValue>,
+    format: Format,
 ) -> Result<QueryOutput, QueryError> {
     let ctx = session(env, source).map_err(sql_error)?;
     let read_only = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
@@ -211,17 +230,32 @@ async fn execute<K: Kv + Send + Sync + 'static>(
     }
     let mut stream = df.execute_stream().await.map_err(sql_error)?;
     let schema = stream.schema();
-    let mut batches = Vec::new();
-    let mut bytes = 0usize;
+    let too_large = QueryError::TooLarge { limit: max_result_bytes };
+    let mut budget = max_result_bytes;
+    let mut out = QueryOutput { columns: encode::columns(&schema), parts: Vec::new(), row_count: 0 };
     while let Some(batch) = stream.next().await {
         let batch = batch.map_err(sql_error)?;
-        bytes += batch_bytes(&batch);
-        if bytes > max_result_bytes {
-            return Err(QueryError::TooLarge { limit: max_result_bytes });
+        out.row_count += batch.num_rows();
+        match format {
+            Format::Rows => {
+                encode::msgpack_rows(&schema, &batch, &mut budget, &mut out.parts).map_err(|_| too_large.clone())?
+            }
+            Format::ArrowIpc => {
+                // The in-memory size bounds what encoding may allocate.
+                if batch.get_array_memory_size() > budget.saturating_mul(2) {
+                    return Err(too_large);
+                }
+                let ipc = encode::ipc_stream(&schema, Some(&batch)).map_err(|e| QueryError::Internal(e.to_string()))?;
+                budget = budget.checked_sub(ipc.len()).ok_or_else(|| too_large.clone())?;
+                out.parts.push(ipc);
+            }
         }
-        batches.push(batch);
     }
-    Ok(QueryOutput { schema, batches })
+    if format == Format::ArrowIpc && out.parts.is_empty() {
+        // A schema-only stream, so a client still learns the columns.
+        out.parts.push(encode::ipc_stream(&schema, None).map_err(|e| QueryError::Internal(e.to_string()))?);
+    }
+    Ok(out)
 }
 
 /// A session with our tables registered over `source`.
@@ -242,18 +276,11 @@ fn session<K: Kv + Send + Sync + 'static>(
     Ok(ctx)
 }
 
-/// Bytes of Arrow data a batch holds, counting only the slice it covers.
-fn batch_bytes(batch: &RecordBatch) -> usize {
-    batch
-        .columns()
-        .iter()
-        .map(|c| c.to_data().get_slice_memory_size().unwrap_or_else(|_| c.get_array_memory_size()))
-        .sum()
-}
-
 fn sql_error(e: DataFusionError) -> QueryError {
     match e.find_root() {
         DataFusionError::ResourcesExhausted(m) => QueryError::Memory(m.clone()),
+        // `$n` without a value bound to it is a parameter problem.
+        _ if clean(&e).contains("Placeholder") => QueryError::Parameter(clean(&e)),
         _ => QueryError::Sql(clean(&e)),
     }
 }

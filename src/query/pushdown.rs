@@ -102,6 +102,11 @@ fn absorb(out: &mut JobFilters, expr: &Expr) -> bool {
                 };
             column_filter(out, col, vec![value])
         }
+        // DataFusion rewrites a short `IN` list into an OR chain.
+        Expr::BinaryExpr(b) if b.op == Operator::Or => {
+            let Some((col, values)) = or_equalities(expr) else { return false };
+            column_filter(out, col, values)
+        }
         Expr::InList(list) if !list.negated => {
             let Some(col) = column_name(&list.expr) else { return false };
             let Some(values) = list.list.iter().map(string_lit).collect::<Option<Vec<_>>>() else { return false };
@@ -152,8 +157,8 @@ fn metadata_equality(out: &mut JobFilters, side: &Expr, other: &Expr) -> bool {
 /// columns (`tenant` narrows ranges and yields none).
 fn column_filter(out: &mut JobFilters, col: &str, values: Vec<String>) -> Option<Strategy> {
     match col {
-        "id" => Some(Strategy::Ids(values)),
-        "task_group" => Some(Strategy::TaskGroups(values)),
+        "id" => Some(Strategy::Ids(sorted(values))),
+        "task_group" => Some(Strategy::TaskGroups(sorted(values))),
         "status_kind" => {
             let mut statuses: Vec<JobStatus> = values.iter().filter_map(|v| status_of_kind(v)).collect();
             statuses.sort_by_key(|s| crate::storage::keys::status_code(*s));
@@ -161,6 +166,7 @@ fn column_filter(out: &mut JobFilters, col: &str, values: Vec<String>) -> Option
             Some(Strategy::Status(statuses))
         }
         "tenant" => {
+            let values = sorted(values);
             out.tenants = Some(match out.tenants.take() {
                 None => values,
                 Some(had) => had.into_iter().filter(|t| values.contains(t)).collect(),
@@ -168,6 +174,29 @@ fn column_filter(out: &mut JobFilters, col: &str, values: Vec<String>) -> Option
             // A usable conjunct, but not a strategy: report it through a no-op.
             Some(Strategy::FullScan)
         }
+        _ => None,
+    }
+}
+
+/// `c = 'a' OR c = 'b' OR …` on one column: (c, [a, b, …]).
+fn or_equalities(e: &Expr) -> Option<(&str, Vec<String>)> {
+    match e {
+        Expr::BinaryExpr(b) if b.op == Operator::Or => {
+            let (lc, mut lv) = or_equalities(&b.left)?;
+            let (rc, rv) = or_equalities(&b.right)?;
+            if lc != rc {
+                return None;
+            }
+            lv.extend(rv);
+            Some((lc, lv))
+        }
+        Expr::BinaryExpr(b) if b.op == Operator::Eq => match (column_name(&b.left), string_lit(&b.right)) {
+            (Some(c), Some(v)) => Some((c, vec![v])),
+            _ => match (column_name(&b.right), string_lit(&b.left)) {
+                (Some(c), Some(v)) => Some((c, vec![v])),
+                _ => None,
+            },
+        },
         _ => None,
     }
 }
@@ -188,6 +217,13 @@ pub fn status_of_kind(kind: &str) -> Option<JobStatus> {
         "Cancelled" => JobStatus::Cancelled,
         _ => return None,
     })
+}
+
+/// Sorted, without repeats: a value listed twice must not be read twice.
+fn sorted(mut values: Vec<String>) -> Vec<String> {
+    values.sort();
+    values.dedup();
+    values
 }
 
 fn column_name(e: &Expr) -> Option<&str> {

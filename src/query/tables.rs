@@ -39,6 +39,11 @@ use crate::storage::kv::Kv;
 
 /// Rows per batch a scan produces (and per blocking read).
 pub const BATCH_ROWS: usize = 1024;
+/// A `jobs` batch closes early once its payload and metadata text reach this
+/// many bytes (payloads are up to 16 MiB each; Arrow string offsets are i32).
+pub const BATCH_BYTES: usize = 8 << 20;
+/// Entries read at a time while `payload` is selected (bounds one read's bytes).
+const PAYLOAD_READ: usize = 4;
 
 /// What every table of one statement reads: one consistent view, one shard,
 /// and the caller's tenant scope.
@@ -216,6 +221,17 @@ fn batch(schema: &SchemaRef, columns: Vec<ArrayRef>) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
+/// `Inexact` (the scan narrows, DataFusion still filters) for the conjuncts
+/// a scan can use, `Unsupported` for the rest.
+fn pushdown_where(filters: &[&Expr], usable: impl Fn(&Expr) -> bool) -> Vec<TableProviderFilterPushDown> {
+    filters
+        .iter()
+        .map(
+            |f| if usable(f) { TableProviderFilterPushDown::Inexact } else { TableProviderFilterPushDown::Unsupported },
+        )
+        .collect()
+}
+
 /// Which columns a projection reads (all when None).
 fn wants(projection: Option<&Vec<usize>>, column: usize) -> bool {
     projection.is_none_or(|p| p.contains(&column))
@@ -364,16 +380,7 @@ impl<K: Kv + Send + Sync + 'static> TableProvider for JobsTable<K> {
         TableType::Base
     }
     fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
-        Ok(filters
-            .iter()
-            .map(|f| {
-                if pushdown::is_indexable(f) {
-                    TableProviderFilterPushDown::Inexact
-                } else {
-                    TableProviderFilterPushDown::Unsupported
-                }
-            })
-            .collect())
+        Ok(pushdown_where(filters, pushdown::is_indexable))
     }
 
     async fn scan(
@@ -396,18 +403,29 @@ impl<K: Kv + Send + Sync + 'static> TableProvider for JobsTable<K> {
             let schema = schema.clone();
             let mut reader = RangeReader::new(ranges.clone());
             let mut points = ranges.clone().into_iter();
+            let read_size = if with_payload { PAYLOAD_READ } else { BATCH_ROWS };
             Box::new(move || {
                 let view = View(&*source.kv);
                 let mut rows = JobRows::new(with_payload, with_metadata);
-                if point_reads {
-                    for k in points.by_ref().take(BATCH_ROWS) {
-                        if let Some(bytes) = source.kv.get(&k) {
-                            let job: Job = decode_or_die("job", &bytes);
-                            rows.push(&source, &view, &job);
+                // Fill one batch; entries that lead to no job (a key of an id
+                // that does not exist) never end the scan early.
+                let mut exhausted = false;
+                while !exhausted && rows.len < BATCH_ROWS && rows.bytes < BATCH_BYTES {
+                    if point_reads {
+                        match points.next() {
+                            None => exhausted = true,
+                            Some(k) => {
+                                if let Some(bytes) = source.kv.get(&k) {
+                                    rows.push(&source, &view, &decode_or_die("job", &bytes));
+                                }
+                            }
                         }
+                        continue;
                     }
-                } else {
-                    for (k, v) in reader.next_page(&*source.kv, BATCH_ROWS) {
+                    let want = read_size.min(BATCH_ROWS - rows.len);
+                    let page = reader.next_page(&*source.kv, want);
+                    exhausted = page.len() < want;
+                    for (k, v) in page {
                         let job: Option<Job> = match kind {
                             IndexKind::Job => Some(decode_or_die("job", &v)),
                             _ => kind.job_key(source.shard, &k).and_then(|jk| view.job(&jk)),
@@ -429,6 +447,8 @@ impl<K: Kv + Send + Sync + 'static> TableProvider for JobsTable<K> {
 
 struct JobRows {
     len: usize,
+    /// Payload and metadata text bytes so far.
+    bytes: usize,
     with_payload: bool,
     with_metadata: bool,
     shard_id: StringBuilder,
@@ -449,6 +469,7 @@ impl JobRows {
     fn new(with_payload: bool, with_metadata: bool) -> Self {
         JobRows {
             len: 0,
+            bytes: 0,
             with_payload,
             with_metadata,
             shard_id: StringBuilder::new(),
@@ -474,7 +495,9 @@ impl JobRows {
         self.priority.append_value(job.priority.min(u8::MAX as u32) as u8);
         self.enqueue_time_ms.append_value(job.enqueue_time_ms);
         if self.with_payload {
-            self.payload.append_option(payload_text(&view.payload(&job.key)));
+            let text = payload_text(&view.payload(&job.key));
+            self.bytes += text.as_ref().map_or(0, String::len);
+            self.payload.append_option(text);
         } else {
             self.payload.append_null();
         }
@@ -486,6 +509,7 @@ impl JobRows {
         self.next_attempt_starts_after_ms.append_option(pending.map(|p| p.start_at_ms));
         if self.with_metadata {
             for (k, v) in &job.metadata {
+                self.bytes += k.len() + v.len();
                 self.metadata.keys().append_value(k);
                 self.metadata.values().append_value(v);
             }
@@ -555,16 +579,7 @@ impl<K: Kv + Send + Sync + 'static> TableProvider for KeyTable<K> {
         TableType::Base
     }
     fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
-        Ok(filters
-            .iter()
-            .map(|f| {
-                if self.tenant_keyed && is_tenant_filter(f) {
-                    TableProviderFilterPushDown::Inexact
-                } else {
-                    TableProviderFilterPushDown::Unsupported
-                }
-            })
-            .collect())
+        Ok(pushdown_where(filters, |f| self.tenant_keyed && is_tenant_filter(f)))
     }
 
     async fn scan(

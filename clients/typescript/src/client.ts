@@ -212,7 +212,6 @@ export interface ImportJobResult {
   status: JobStatus;
 }
 
-/** Routing knobs, grouped as Silo's client groups them (`shardRouting`). */
 /** A column of a {@link SiloGRPCClient.query} result: name and Arrow type (`Utf8`, `Int64`, ...). */
 export interface QueryColumn {
   name: string;
@@ -247,6 +246,7 @@ function queryParameter(v: QueryParam): pb.QueryParameter {
   throw new TypeError(`unsupported query parameter type: ${typeof v}`);
 }
 
+/** Routing knobs, grouped as Silo's client groups them (`shardRouting`). */
 export interface ShardRoutingConfig {
   /** Routing retries before an error surfaces (default 8). */
   maxRetries?: number;
