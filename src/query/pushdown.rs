@@ -123,10 +123,14 @@ fn absorb(out: &mut JobFilters, expr: &Expr) -> bool {
             },
             _ => None,
         },
-        Expr::Like(like) if !like.negated && !like.case_insensitive && like.escape_char.is_none() => {
+        // DataFusion also rewrites `starts_with(x, 'p')` into `x LIKE 'p%'`
+        // with `\` escaping any wildcard inside p.
+        Expr::Like(like)
+            if !like.negated && !like.case_insensitive && matches!(like.escape_char, None | Some('\\')) =>
+        {
             match (metadata_value(&like.expr), string_lit(&like.pattern)) {
                 (Some(key), Some(pattern)) => {
-                    like_prefix(&pattern).map(|prefix| Strategy::MetadataPrefix { key, prefix })
+                    like_prefix(&pattern, like.escape_char).map(|prefix| Strategy::MetadataPrefix { key, prefix })
                 }
                 _ => None,
             }
@@ -269,12 +273,37 @@ fn metadata_value(e: &Expr) -> Option<String> {
     }
 }
 
-/// The literal prefix of a LIKE pattern of the form `prefix%` (no other
-/// wildcard, no escape).
-fn like_prefix(pattern: &str) -> Option<String> {
-    let prefix = pattern.strip_suffix('%')?;
-    if prefix.contains(['%', '_', '\\']) {
-        return None;
+/// The literal prefix of a LIKE pattern of the form `prefix%`: no other
+/// unescaped wildcard; with an escape character, `<esc>c` is a literal c.
+fn like_prefix(pattern: &str, escape: Option<char>) -> Option<String> {
+    let mut prefix = String::new();
+    let mut chars = pattern.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            c if Some(c) == escape => prefix.push(chars.next()?),
+            '%' if chars.peek().is_none() => return Some(prefix),
+            '%' | '_' => return None,
+            // Without an ESCAPE clause DataFusion still treats `\` as one.
+            '\\' => return None,
+            c => prefix.push(c),
+        }
     }
-    Some(prefix.to_string())
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::like_prefix;
+
+    #[test]
+    fn like_patterns_give_a_prefix_only_when_they_are_one() {
+        assert_eq!(like_prefix("us-%", None), Some("us-".into()));
+        assert_eq!(like_prefix("%", None), Some(String::new()));
+        assert_eq!(like_prefix("us_%", None), None);
+        assert_eq!(like_prefix("us%x", None), None);
+        assert_eq!(like_prefix("us", None), None);
+        assert_eq!(like_prefix(r"a\%", None), None);
+        assert_eq!(like_prefix(r"50\%\_off%", Some('\\')), Some("50%_off".into()));
+        assert_eq!(like_prefix(r"a\", Some('\\')), None);
+    }
 }

@@ -104,10 +104,6 @@ async fn unsupported_admin_calls_are_unimplemented() {
     assert_eq!(r.unwrap_err().code(), Code::Unimplemented);
     let r = c.request_split(pb::RequestSplitRequest { shard_id: shard.clone(), split_point: "8".into() }).await;
     assert_eq!(r.unwrap_err().code(), Code::Unimplemented);
-    let r = c
-        .query(pb::QueryRequest { shard: shard.clone(), sql: "select 1".into(), tenant: None, parameters: vec![] })
-        .await;
-    assert_eq!(r.unwrap_err().code(), Code::Unimplemented);
     let dropped = c.drop_tenant_holders(pb::DropTenantHoldersRequest { shard: shard.clone(), tenant: None }).await;
     assert_eq!(dropped.unwrap().into_inner().holders_dropped, 0);
 }
