@@ -274,7 +274,15 @@ async fn sql_refusals_have_clear_statuses_and_change_nothing() {
     let slow = "SELECT COUNT(*) FROM generate_series(1, 1000000000000)";
     let mut slow_client = s.client().await;
     let slow_req = q(slow, vec![]);
-    let running = tokio::spawn(async move { slow_client.query(slow_req).await });
+    // The slow statement may find the slot taken by a probe below: it retries.
+    let running = tokio::spawn(async move {
+        loop {
+            match slow_client.query(slow_req.clone()).await {
+                Err(s) if s.code() == Code::ResourceExhausted => tokio::time::sleep(Duration::from_millis(5)).await,
+                other => return other,
+            }
+        }
+    });
 
     // (A wide window: on a loaded machine each probe may take a while.)
     let busy = wait_until("a second statement refused while one runs", Duration::from_secs(30), || {
