@@ -561,11 +561,6 @@ impl<K> fmt::Debug for KeyTable<K> {
     }
 }
 
-fn tenant_filter_values(filters: &[Expr]) -> Option<Vec<String>> {
-    let f = pushdown::analyze(filters);
-    f.tenants
-}
-
 fn is_tenant_filter(e: &Expr) -> bool {
     pushdown::analyze(std::slice::from_ref(e)).tenants.is_some()
 }
@@ -589,7 +584,7 @@ impl<K: Kv + Send + Sync + 'static> TableProvider for KeyTable<K> {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let named = if self.tenant_keyed { tenant_filter_values(filters) } else { None };
+        let named = if self.tenant_keyed { pushdown::analyze(filters).tenants } else { None };
         let mut ranges = Vec::new();
         for &tag in &self.tags {
             if self.tenant_keyed {

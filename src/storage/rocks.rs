@@ -119,7 +119,17 @@ pub fn prefix_iter_from<'a>(
     prefix: &[u8],
     from: &[u8],
 ) -> impl Iterator<Item = (Box<[u8]>, Box<[u8]>)> + 'a {
-    let mut ro = ReadOptions::default();
+    bounded_iter(db, name, prefix, from, ReadOptions::default())
+}
+
+/// [`prefix_iter_from`] with the caller's read options (e.g. a snapshot).
+fn bounded_iter<'a>(
+    db: &'a DB,
+    name: &str,
+    prefix: &[u8],
+    from: &[u8],
+    mut ro: ReadOptions,
+) -> impl Iterator<Item = (Box<[u8]>, Box<[u8]>)> + 'a {
     if let Some(end) = prefix_end(prefix) {
         ro.set_iterate_upper_bound(end);
     }
@@ -283,14 +293,7 @@ impl OwnedSnapshot {
     /// Up to `n` entries under `prefix` from key `from` on (`from` ≥ `prefix`
     /// or empty), in key order.
     pub fn scan_from_n(&self, prefix: &[u8], from: &[u8], n: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
-        let mut ro = self.read_options();
-        if let Some(end) = prefix_end(prefix) {
-            ro.set_iterate_upper_bound(end);
-        }
-        let start = if from > prefix { from } else { prefix };
-        self.db
-            .iterator_cf_opt(cf(&self.db, keys::CF_SM), ro, IteratorMode::From(start, Direction::Forward))
-            .map(|item| item.unwrap_or_else(|e| panic!("rocksdb iteration failed: {e}")))
+        bounded_iter(&self.db, keys::CF_SM, prefix, from, self.read_options())
             .take(n)
             .map(|(k, v)| (k.into_vec(), v.into_vec()))
             .collect()
