@@ -45,6 +45,24 @@ pub struct Config {
     pub storage: StorageConfig,
     /// SQL statement limits (`[query]`, issue #12).
     pub query: crate::query::QueryConfig,
+    /// The web console (`[webui]`, issue #13).
+    pub webui: WebUiConfig,
+}
+
+/// The console every node serves (`[webui]`; README "Web console").
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebUiConfig {
+    /// Address (`host:port`) the console's HTTP server binds; empty disables
+    /// it. Default `127.0.0.1:7460`: loopback only, since a reachable console
+    /// can cancel and delete jobs (with `auth.token` set it asks for the token).
+    pub listen: String,
+}
+
+impl Default for WebUiConfig {
+    fn default() -> Self {
+        WebUiConfig { listen: "127.0.0.1:7460".into() }
+    }
 }
 
 /// RocksDB sizing (`[storage]`). Defaults suit a 2-core, 24 GiB machine that
@@ -186,6 +204,7 @@ impl Default for Config {
             cluster: ClusterConfig::default(),
             storage: StorageConfig::default(),
             query: crate::query::QueryConfig::default(),
+            webui: WebUiConfig::default(),
         }
     }
 }
@@ -238,6 +257,9 @@ impl Config {
         }
         if let Err(e) = self.query.validate() {
             errors.push(e);
+        }
+        if !self.webui.listen.is_empty() && self.webui.listen.parse::<SocketAddr>().is_err() {
+            errors.push(format!("webui.listen must be host:port or empty, got {:?}", self.webui.listen));
         }
         // One reply (or one IPC message) must fit a gRPC message with room for framing.
         let result_max = limits::GRPC_MESSAGE_BYTES_MAX - (1 << 20);
@@ -328,8 +350,9 @@ mod tests {
     fn every_broken_rule_is_named() {
         let mut c = Config { node_id: 0, listen: "nope".into(), num_shards: 0, ..Config::default() };
         c.raft.election_timeout_max_ms = 1;
+        c.webui.listen = "localhost".into();
         let e = c.validate().unwrap_err();
-        for needle in ["node_id", "listen", "num_shards", "election_timeout_max_ms"] {
+        for needle in ["node_id", "listen", "num_shards", "election_timeout_max_ms", "webui.listen"] {
             assert!(e.contains(needle), "{e}");
         }
     }

@@ -14,6 +14,9 @@
 //! - [`raft`]: the only module that imports openraft.
 //! - [`broker`]: the leader's ready queues and lease deadlines.
 //! - [`grpc`]: request validation, the one error→status map, service impls.
+//! - [`query`]: SQL (DataFusion) over indexes the state machine keeps.
+//! - [`webui`]: the console each node serves (askama pages; writes through
+//!   the same gRPC methods).
 //! - [`server`]: wires a node together: `bind(config)` then `serve(shutdown)`.
 //! - [`client`]: a Rust client holding a server list (routing, redirects, retries).
 //! - [`ctl`], [`mod@bench`], [`chaos`]: the `silo ctl`, `silo bench` and
@@ -32,6 +35,7 @@ pub mod server;
 pub mod state_machine;
 pub mod storage;
 pub mod testkit;
+pub mod webui;
 
 /// Code generated from `proto/`.
 pub mod pb {

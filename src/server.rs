@@ -30,13 +30,19 @@ pub struct Bound {
     pub config: Config,
     pub listener: TcpListener,
     pub local_addr: SocketAddr,
+    /// The console's listener (`webui.listen`), unless turned off.
+    pub webui: Option<TcpListener>,
 }
 
 pub async fn bind(config: Config) -> anyhow::Result<Bound> {
     config.validate().map_err(anyhow::Error::msg)?;
     let listener = TcpListener::bind(&config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     let local_addr = listener.local_addr()?;
-    Ok(Bound { config, listener, local_addr })
+    let webui = match config.webui.listen.as_str() {
+        "" => None,
+        addr => Some(crate::webui::bind(addr).await?),
+    };
+    Ok(Bound { config, listener, local_addr, webui })
 }
 
 impl Bound {
@@ -47,7 +53,7 @@ impl Bound {
 
     pub async fn serve(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let advertise_addr = self.advertise_addr();
-        let Bound { config, listener, .. } = self;
+        let Bound { config, listener, webui, .. } = self;
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
         check_storage_format(&config.data_dir)?;
@@ -79,7 +85,8 @@ impl Bound {
             leadership_confirmation_max_age_ms: config.raft.election_timeout_min_ms / 2,
             query: config.query.clone(),
         };
-        let silo = SiloServer::new(SiloService::new(node.clone(), broker.clone(), peers.clone(), edge))
+        let service = Arc::new(SiloService::new(node.clone(), broker.clone(), peers.clone(), edge));
+        let silo = SiloServer::from_arc(service.clone())
             .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
             .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX);
         let auth = Auth::new(config.auth.token.clone());
@@ -149,6 +156,28 @@ impl Bound {
             retention_ms: config.retention_ms,
         };
         let duties_task = tokio::spawn(duties.run(stop_rx.clone()));
+
+        if let Some(listener) = webui {
+            let addr = listener.local_addr()?;
+            let console = crate::webui::Console {
+                silo: service,
+                node: node.clone(),
+                broker: broker.clone(),
+                peers: peers.clone(),
+                token: config.auth.token.clone(),
+                config_toml: crate::webui::masked_config(&config),
+                advertise_addr: advertise_addr.clone(),
+            };
+            let stop = stop_rx.clone();
+            tokio::spawn(async move {
+                if let Err(e) = crate::webui::serve(listener, console, stop).await {
+                    tracing::error!(error = %e, "the web console stopped");
+                }
+            });
+            tracing::info!(%addr, "web console serving");
+            // Machine-readable, like SILO_LISTENING (tests bind port 0).
+            println!("SILO_WEBUI http://{addr}");
+        }
 
         tracing::info!(addr = %advertise_addr, node_id = config.node_id, data_dir = %config.data_dir.display(), "silo serving");
         // A machine-readable line for scripts and tests that start on port 0.

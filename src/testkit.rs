@@ -182,7 +182,7 @@ impl LocalCluster {
     fn write_config(&self, node: &LocalNode) -> std::io::Result<PathBuf> {
         let o = &self.opts;
         let mut toml = format!(
-            "node_id = {}\nlisten = \"{}\"\ndata_dir = \"{}\"\ndev_mode = true\nlease_ms = {}\n{}\n",
+            "node_id = {}\nlisten = \"{}\"\ndata_dir = \"{}\"\ndev_mode = true\nlease_ms = {}\nwebui.listen = \"\"\n{}\n",
             node.id,
             node.addr,
             node.dir.join("data").display(),

@@ -175,6 +175,9 @@ struct ServeArgs {
     /// Prometheus endpoint host:port (empty disables).
     #[arg(long, env = "SILO_METRICS_LISTEN")]
     metrics_listen: Option<String>,
+    /// Web console host:port (empty disables; default 127.0.0.1:7460).
+    #[arg(long, env = "SILO_WEBUI_LISTEN")]
+    webui_listen: Option<String>,
     /// Log filter, e.g. `info` or `silo=debug,openraft=info`.
     #[arg(long, env = "SILO_LOG", default_value = "info,openraft=warn")]
     log: String,
@@ -202,6 +205,9 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
     }
     if let Some(v) = &args.metrics_listen {
         config.metrics_listen = v.clone();
+    }
+    if let Some(v) = &args.webui_listen {
+        config.webui.listen = v.clone();
     }
     if let Some(v) = &args.auth_token {
         config.auth.token = Some(v.clone());

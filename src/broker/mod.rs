@@ -73,6 +73,36 @@ struct GroupQueue {
     future: BTreeSet<FutureKey>,
     /// Floating-limit refresh tasks, by due time.
     refresh: BTreeSet<(Ms, Tid)>,
+    /// Pending attempts of this group waiting for a time before walking
+    /// their limits (their entries live in [`Inner::gates`]).
+    gated: usize,
+    /// Leases granted per minute of this process's monotonic clock, as
+    /// (minute, count) in a ring indexed by minute (the console's throughput).
+    granted: [(i64, u64); THROUGHPUT_MINUTES],
+}
+
+/// Minutes of lease-grant counts kept per task group (a fixed ring: 160 bytes
+/// a group, whatever the load).
+pub const THROUGHPUT_MINUTES: usize = 10;
+
+/// One task group as the console shows it ([`Broker::group_stats`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupStats {
+    pub task_group: String,
+    /// Attempts due now, waiting for a worker.
+    pub ready: usize,
+    /// Attempts whose start time is in the future.
+    pub future: usize,
+    /// Attempts waiting for a time before walking their concurrency or rate
+    /// limits (a rate limit's retry, SEMANTICS limits).
+    pub gated: usize,
+    /// Floating-limit refresh tasks queued.
+    pub refresh: usize,
+    /// Start time (wall-clock ms) of the longest-waiting ready attempt.
+    pub oldest_ready_start_ms: Option<Ms>,
+    /// Leases granted in each of the last [`THROUGHPUT_MINUTES`] minutes,
+    /// oldest first; the last entry is the current, partial minute.
+    pub granted_per_minute: Vec<u64>,
 }
 
 /// What the broker keeps per queued task: enough to find and remove its
@@ -157,18 +187,24 @@ impl Broker {
             return;
         }
         let mut inner = self.inner.lock();
+        // A grant dequeues a task and then starts its lease: the dequeued
+        // entry names the group the grant counts for.
+        let mut last_dequeued: Option<(Tid, u32)> = None;
         for effect in effects {
             match effect {
                 Effect::Queued(task) => inner.insert_task(task),
                 Effect::Dequeued { task_id } => {
                     if let Some(t) = tid(task_id) {
-                        inner.remove_task(t);
+                        last_dequeued = inner.remove_task(t).map(|e| (t, e.group));
                     }
                 }
                 Effect::LeaseStarted { task_id, lease_ms } => {
                     let deadline_ms = now_ms.saturating_add(*lease_ms).max(inner.lease_floor_ms);
                     if let Some(t) = tid(task_id) {
                         inner.leases.insert(t, LeaseClock { deadline_ms, expiring: None });
+                        if let Some((_, g)) = last_dequeued.filter(|(d, _)| *d == t) {
+                            inner.groups[g as usize].count_grant(now_ms);
+                        }
                     }
                 }
                 Effect::LeaseEnded { task_id } => {
@@ -210,6 +246,52 @@ impl Broker {
         (inner.tasks.len(), inner.leases.len())
     }
 
+    /// Every task group this node has seen, by name, at wall-clock `now_ms`
+    /// (due future attempts are counted as ready) and monotonic `mono_ms`
+    /// (for the throughput ring). Costs O(groups × distinct priorities), not
+    /// O(queued tasks).
+    pub fn group_stats(&self, now_ms: Ms, mono_ms: Ms) -> Vec<GroupStats> {
+        let mut inner = self.inner.lock();
+        let Inner { group_ids, groups, .. } = &mut *inner;
+        let mut out: Vec<GroupStats> = group_ids
+            .iter()
+            .map(|(name, &g)| {
+                let group = &mut groups[g as usize];
+                group.promote_due(now_ms);
+                GroupStats {
+                    task_group: name.clone(),
+                    ready: group.ready.len(),
+                    future: group.future.len(),
+                    gated: group.gated,
+                    refresh: group.refresh.len(),
+                    oldest_ready_start_ms: group.oldest_ready_start(),
+                    granted_per_minute: group.grants_per_minute(mono_ms),
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.task_group.cmp(&b.task_group));
+        out
+    }
+
+    /// The in-memory deadline (monotonic ms) of a running lease, if this
+    /// node's broker tracks it (the leader's is the one that counts).
+    pub fn lease_deadline(&self, task_id: &str) -> Option<Ms> {
+        let t = tid(task_id)?;
+        self.inner.lock().leases.get(&t).map(|c| c.deadline_ms)
+    }
+
+    /// The next up-to-`max` ready attempts of `task_group` in the order
+    /// workers get them (task ids), without reserving them.
+    pub fn peek_ready(&self, task_group: &str, max: usize, now_ms: Ms) -> Vec<String> {
+        let mut inner = self.inner.lock();
+        let Inner { group_ids, groups, .. } = &mut *inner;
+        let Some(group) = group_ids.get(task_group).and_then(|g| groups.get_mut(*g as usize)) else {
+            return Vec::new();
+        };
+        group.promote_due(now_ms);
+        group.ready.iter().take(max).map(|&(_, _, _, t)| tid_string(t)).collect()
+    }
+
     /// This node just became leader at `now_ms`: restart every lease clock so no
     /// lease is cut short by the change (see the module docs).
     pub fn on_leadership_gained(&self, now_ms: Ms, lease_ms: Ms) {
@@ -238,13 +320,7 @@ impl Broker {
         let Some(group) = group_ids.get(task_group).and_then(|g| groups.get_mut(*g as usize)) else {
             return Picked { task_ids, refresh_ids };
         };
-        while let Some(first) = group.future.first() {
-            if first.0 > now_ms {
-                break;
-            }
-            let (start, priority, seq, id) = group.future.pop_first().expect("first exists");
-            group.ready.insert((priority, start, seq, id));
-        }
+        group.promote_due(now_ms);
         // An unreserved task the filter accepts, as its id string.
         let mut take = |t: Tid| (!reserved.contains(&t)).then(|| tid_string(t)).filter(|id| accept(id));
         for &(_, _, _, t) in group.ready.iter() {
@@ -345,6 +421,60 @@ impl Broker {
     }
 }
 
+impl GroupQueue {
+    /// Moves attempts whose start time is ≤ `now_ms` to the ready set (each
+    /// task moves once, so this is amortised O(1) per task).
+    fn promote_due(&mut self, now_ms: Ms) {
+        while let Some(first) = self.future.first() {
+            if first.0 > now_ms {
+                break;
+            }
+            let (start, priority, seq, id) = self.future.pop_first().expect("first exists");
+            self.ready.insert((priority, start, seq, id));
+        }
+    }
+
+    /// The smallest start time among ready attempts: the first entry of each
+    /// priority present (at most 100 seeks, whatever the backlog).
+    fn oldest_ready_start(&self) -> Option<Ms> {
+        let mut oldest: Option<Ms> = None;
+        let mut cursor = self.ready.first().copied();
+        while let Some((priority, start, _, _)) = cursor {
+            oldest = Some(oldest.map_or(start, |o| o.min(start)));
+            cursor = match priority.checked_add(1) {
+                Some(next) => self.ready.range((next, Ms::MIN, 0, 0)..).next().copied(),
+                None => None,
+            };
+        }
+        oldest
+    }
+
+    fn count_grant(&mut self, mono_ms: Ms) {
+        let minute = mono_ms.div_euclid(60_000);
+        let slot = &mut self.granted[minute.rem_euclid(THROUGHPUT_MINUTES as i64) as usize];
+        if slot.0 != minute {
+            *slot = (minute, 0);
+        }
+        slot.1 += 1;
+    }
+
+    fn grants_per_minute(&self, mono_ms: Ms) -> Vec<u64> {
+        let now = mono_ms.div_euclid(60_000);
+        (0..THROUGHPUT_MINUTES as i64)
+            .rev()
+            .map(|ago| {
+                let minute = now - ago;
+                let slot = self.granted[minute.rem_euclid(THROUGHPUT_MINUTES as i64) as usize];
+                if slot.0 == minute {
+                    slot.1
+                } else {
+                    0
+                }
+            })
+            .collect()
+    }
+}
+
 impl Inner {
     fn group_id(&mut self, name: &str) -> u32 {
         if let Some(g) = self.group_ids.get(name) {
@@ -371,11 +501,12 @@ impl Inner {
             QueueKind::Attempt => EntryKind::Attempt,
             QueueKind::Refresh { .. } => EntryKind::Refresh,
         };
-        let group = if kind == EntryKind::Gate { 0 } else { self.group_id(&task.task_group) };
+        let group = self.group_id(&task.task_group);
         let entry = TaskEntry { group, kind, priority: task.priority, start_at_ms: task.start_at_ms, seq: task.seq };
         match kind {
             EntryKind::Gate => {
                 self.gates.insert((entry.start_at_ms, t));
+                self.groups[group as usize].gated += 1;
             }
             EntryKind::Attempt => {
                 self.groups[group as usize].future.insert((entry.start_at_ms, entry.priority, entry.seq, t));
@@ -387,12 +518,15 @@ impl Inner {
         self.tasks.insert(t, entry);
     }
 
-    fn remove_task(&mut self, t: Tid) {
+    /// Forgets a queued task; returns its entry if it was known.
+    fn remove_task(&mut self, t: Tid) -> Option<TaskEntry> {
         self.reserved.remove(&t);
-        let Some(e) = self.tasks.remove(&t) else { return };
+        let e = self.tasks.remove(&t)?;
         match e.kind {
             EntryKind::Gate => {
                 self.gates.remove(&(e.start_at_ms, t));
+                let group = &mut self.groups[e.group as usize];
+                group.gated = group.gated.saturating_sub(1);
             }
             EntryKind::Attempt => {
                 let group = &mut self.groups[e.group as usize];
@@ -404,6 +538,7 @@ impl Inner {
                 self.groups[e.group as usize].refresh.remove(&(e.start_at_ms, t));
             }
         }
+        Some(e)
     }
 }
 
@@ -459,6 +594,56 @@ mod tests {
         b.apply_effects(&[Effect::Dequeued { task_id: id("new-high") }], 0);
         b.release(&picked);
         assert_eq!(b.pick("g", 1, 2000, |_| true).task_ids, ids(&["future-high"]));
+    }
+
+    #[test]
+    fn group_stats_count_each_set_and_grants_per_minute() {
+        let b = Broker::new();
+        let mut gated = task("gated", "g", 0, 500, 5);
+        gated.kind = QueueKind::Gate;
+        b.apply_effects(
+            &[
+                Effect::Queued(task("low-old", "g", 50, 10, 1)),
+                Effect::Queued(task("high-new", "g", 0, 40, 2)),
+                Effect::Queued(task("future", "g", 0, 1000, 3)),
+                Effect::Queued(task("granted", "g", 0, 5, 4)),
+                Effect::Queued(gated),
+                Effect::Queued(task("other", "h", 0, 90, 6)),
+            ],
+            0,
+        );
+        // One grant in minute 0 of the monotonic clock, one in minute 2.
+        b.apply_effects(
+            &[
+                Effect::Dequeued { task_id: id("granted") },
+                Effect::LeaseStarted { task_id: id("granted"), lease_ms: 1 },
+            ],
+            59_999,
+        );
+        b.apply_effects(
+            &[Effect::Dequeued { task_id: id("other") }, Effect::LeaseStarted { task_id: id("other"), lease_ms: 1 }],
+            150_000,
+        );
+        let stats = b.group_stats(100, 150_000);
+        assert_eq!(stats.len(), 2);
+        let g = &stats[0];
+        assert_eq!((g.task_group.as_str(), g.ready, g.future, g.gated, g.refresh), ("g", 2, 1, 1, 0));
+        assert_eq!(g.oldest_ready_start_ms, Some(10), "the oldest start across priorities");
+        let mut expected = vec![0; THROUGHPUT_MINUTES];
+        expected[THROUGHPUT_MINUTES - 3] = 1;
+        assert_eq!(g.granted_per_minute, expected);
+        assert_eq!(stats[1].granted_per_minute[THROUGHPUT_MINUTES - 1], 1);
+        assert_eq!(stats[1].oldest_ready_start_ms, None);
+        // Ten minutes later the ring has forgotten both grants.
+        assert!(b.group_stats(100, 800_000).iter().all(|s| s.granted_per_minute.iter().all(|&n| n == 0)));
+        assert_eq!(b.peek_ready("g", 5, 100), ids(&["high-new", "low-old"]));
+        assert_eq!(
+            b.peek_ready("g", 5, 2000),
+            ids(&["high-new", "future", "low-old"]),
+            "due at 2000: priority, then start"
+        );
+        b.apply_effects(&[Effect::Dequeued { task_id: id("gated") }], 0);
+        assert_eq!(b.group_stats(100, 0)[0].gated, 0);
     }
 
     #[test]

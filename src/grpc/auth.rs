@@ -18,12 +18,18 @@ impl Auth {
             return Err(Status::unauthenticated("missing authorization header"));
         };
         let Ok(value) = value.to_str() else { return Err(Status::unauthenticated("invalid authorization header")) };
-        if value.as_bytes() == expected.as_bytes() {
+        if constant_time_eq(value.as_bytes(), expected.as_bytes()) {
             Ok(request)
         } else {
             Err(Status::unauthenticated("invalid auth token"))
         }
     }
+}
+
+/// Compares secrets in time that depends only on their lengths, so a
+/// caller cannot learn a token byte by byte from response times.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

@@ -80,6 +80,28 @@ impl SiloService {
         Some(self.shard_map.get_or_init(|| Arc::new(map)).clone())
     }
 
+    /// Every shard's id, in map order (empty before the cluster formed).
+    pub fn shard_ids(&self) -> Vec<String> {
+        self.shards().map(|m| m.iter().map(|s| s.id.clone()).collect()).unwrap_or_default()
+    }
+
+    /// The shard whose tenant-hash range holds `tenant` (SEMANTICS §2.2).
+    pub fn shard_of_tenant(&self, tenant: &str) -> Option<String> {
+        let h = tenant_hash(tenant);
+        self.shards()?
+            .iter()
+            .find(|s| {
+                (s.range_start.is_empty() || h.as_str() >= s.range_start.as_str())
+                    && (s.range_end.is_empty() || h.as_str() < s.range_end.as_str())
+            })
+            .map(|s| s.id.clone())
+    }
+
+    /// Whether job calls carry a tenant (`[tenancy] enabled`).
+    pub fn tenancy_enabled(&self) -> bool {
+        self.edge.tenancy_enabled
+    }
+
     fn shard_spec(&self, index: u32) -> ShardSpec {
         self.shards().and_then(|m| m.get(index as usize).cloned()).expect("resolved shards exist")
     }
@@ -210,10 +232,7 @@ impl SiloService {
 
     fn range_check(&self, tenant: &str, shard: ShardRef) -> Result<(), Status> {
         let spec = self.shard_spec(shard.index);
-        let h = tenant_hash(tenant);
-        let above_start = spec.range_start.is_empty() || h.as_str() >= spec.range_start.as_str();
-        let below_end = spec.range_end.is_empty() || h.as_str() < spec.range_end.as_str();
-        if above_start && below_end {
+        if self.shard_of_tenant(tenant).as_deref() == Some(spec.id.as_str()) {
             return Ok(());
         }
         let start = if spec.range_start.is_empty() { "-∞" } else { &spec.range_start };

@@ -1,5 +1,6 @@
 //! Connections from this node to other nodes' Admin service (read index,
-//! leadership transfer), cached per address and carrying the cluster token.
+//! leadership transfer) and public API (the console's forwarded writes),
+//! cached per address and carrying the cluster token.
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -35,6 +36,12 @@ impl Peers {
 
     pub fn admin(&self, addr: &str) -> Result<AdminClient<Channel>, tonic::Status> {
         Ok(AdminClient::new(self.channel(addr)?))
+    }
+
+    /// The public API of another node (the console forwards a follower's
+    /// writes to the leader through it).
+    pub fn silo(&self, addr: &str) -> Result<crate::pb::silo::silo_client::SiloClient<Channel>, tonic::Status> {
+        Ok(crate::pb::silo::silo_client::SiloClient::new(self.channel(addr)?))
     }
 
     /// Wraps `msg` with the cluster token when one is configured.

@@ -384,6 +384,12 @@ impl RaftNode {
             purged_index: m.purged.map(|l| l.index),
             voters,
             learners,
+            replication: m
+                .replication
+                .as_ref()
+                .map(|r| r.iter().map(|(id, matched)| (*id, matched.map(|l| l.index))).collect())
+                .unwrap_or_default(),
+            millis_since_quorum_ack: m.millis_since_quorum_ack,
         }
     }
 
@@ -416,6 +422,11 @@ pub struct NodeStatus {
     pub purged_index: Option<u64>,
     pub voters: Vec<(NodeId, NodeInfo)>,
     pub learners: Vec<(NodeId, NodeInfo)>,
+    /// Leader only: the last log index each member is known to hold
+    /// (None before its first successful append); empty on followers.
+    pub replication: Vec<(NodeId, Option<u64>)>,
+    /// Leader only: milliseconds since a quorum last acknowledged this leader.
+    pub millis_since_quorum_ack: Option<u64>,
 }
 
 /// The applied result of a client write, or why it failed.

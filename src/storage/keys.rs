@@ -410,6 +410,22 @@ pub fn parse_job_key(k: &[u8]) -> Option<JobKey> {
     Some(JobKey { shard, tenant, id })
 }
 
+/// (shard, tenant, key) of a floating limit's state key (`F`).
+pub fn parse_floating(k: &[u8]) -> Option<(u32, String, String)> {
+    let rest = k.strip_prefix(&[FLOATING])?;
+    let shard = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?);
+    let (tenant, rest) = read_str(&rest[4..])?;
+    let (key, rest) = read_str(rest)?;
+    rest.is_empty().then_some((shard, tenant, key))
+}
+
+/// (name, unique key) of a rate-limit bucket key (`B`).
+pub fn parse_bucket(k: &[u8]) -> Option<(String, String)> {
+    let (name, rest) = read_str(k.strip_prefix(&[BUCKET])?)?;
+    let (unique_key, rest) = read_str(rest)?;
+    rest.is_empty().then_some((name, unique_key))
+}
+
 pub fn bucket(name: &str, unique_key: &str) -> Vec<u8> {
     let mut out = vec![BUCKET];
     push_str(&mut out, name);
@@ -539,6 +555,9 @@ mod tests {
         assert_eq!(parse_queue_slot(&k, &prefix), Some((true, "my-key".to_string())));
         assert_eq!(parse_queue_slot(&queue(3, "other", false, "k"), &prefix), None);
         assert_eq!(parse_queue_key(&k), Some((3, "acme".to_string(), true, "my-key".to_string())));
+        assert_eq!(parse_floating(&floating(3, "acme", "fk")), Some((3, "acme".to_string(), "fk".to_string())));
+        assert_eq!(parse_bucket(&bucket("api", "u1")), Some(("api".to_string(), "u1".to_string())));
+        assert_eq!(parse_bucket(&floating(3, "acme", "fk")), None);
     }
 
     #[test]

@@ -12,6 +12,8 @@ export const SILO_BIN = process.env.SILO_BIN ?? resolve(__dirname, "../../../tar
 export interface Node {
   id: number;
   addr: string;
+  /** The node's web console, `http://127.0.0.1:<port>` (a free port each). */
+  console?: string;
   dir: string;
   proc?: ChildProcess;
   config: string;
@@ -37,6 +39,8 @@ function launch(node: Node): Promise<void> {
     let buf = "";
     proc.stdout!.on("data", (d: Buffer) => {
       buf += d.toString();
+      const web = buf.match(/SILO_WEBUI (\S+)/);
+      if (web) node.console = web[1];
       const m = buf.match(/SILO_LISTENING (\S+)/);
       if (m) {
         clearTimeout(timer);
@@ -55,15 +59,15 @@ function launch(node: Node): Promise<void> {
 export async function startServer(extraToml = ""): Promise<Node & { stop(): void }> {
   const dir = mkdtempSync(join(tmpdir(), "silo-ts-"));
   const config = join(dir, "silo.toml");
-  writeFileSync(config, `listen = "127.0.0.1:0"\ndata_dir = "${join(dir, "data")}"\ndev_mode = true\n${extraToml}\n`);
+  writeFileSync(config, `listen = "127.0.0.1:0"\ndata_dir = "${join(dir, "data")}"\ndev_mode = true\nwebui.listen = "127.0.0.1:0"\n${extraToml}\n`);
   const node: Node = { id: 1, addr: "", dir, config };
   await launch(node);
   await waitReady([node.addr]);
   return Object.assign(node, { stop: () => node.proc?.kill("SIGKILL") });
 }
 
-/** An N-node cluster on free ports. */
-export async function startCluster(n: number, extraToml = ""): Promise<{ nodes: Node[]; stop(): void; restart(node: Node): Promise<void> }> {
+/** An N-node cluster on free ports (`token`: the `auth.token` it runs with, if any). */
+export async function startCluster(n: number, extraToml = "", token?: string): Promise<{ nodes: Node[]; stop(): void; restart(node: Node): Promise<void> }> {
   const root = mkdtempSync(join(tmpdir(), "silo-ts-cluster-"));
   const ports = await Promise.all(Array.from({ length: n }, () => freePort()));
   const members = ports.map((p, i) => `[[cluster.initial_members]]\nid = ${i + 1}\naddr = "127.0.0.1:${p}"\n`).join("");
@@ -73,17 +77,18 @@ export async function startCluster(n: number, extraToml = ""): Promise<{ nodes: 
     const config = join(dir, "silo.toml");
     writeFileSync(
       config,
-      `node_id = ${i + 1}\nlisten = "127.0.0.1:${p}"\ndata_dir = "${join(dir, "data")}"\ndev_mode = true\n${extraToml}\n[cluster]\n${members}`,
+      `node_id = ${i + 1}\nlisten = "127.0.0.1:${p}"\ndata_dir = "${join(dir, "data")}"\ndev_mode = true\nwebui.listen = "127.0.0.1:0"\n${extraToml}\n[cluster]\n${members}`,
     );
     return { id: i + 1, addr: "", dir, config };
   });
   await Promise.all(nodes.map(launch));
-  await waitReady(nodes.map((x) => x.addr));
+  await waitReady(nodes.map((x) => x.addr), token);
   return {
     nodes,
     stop: () => nodes.forEach((x) => x.proc?.kill("SIGKILL")),
     restart: async (node: Node) => {
       node.addr = "";
+      node.console = undefined;
       await launch(node);
     },
   };
@@ -104,8 +109,8 @@ export async function waitFor<T>(what: string, f: () => Promise<T | undefined>, 
 }
 
 /** Waits until the servers name an owner for every shard (a leader and a shard map). */
-export async function waitReady(servers: string[]): Promise<void> {
-  const c = new SiloGRPCClient({ servers, useTls: false, topologyRefreshIntervalMs: 0 });
+export async function waitReady(servers: string[], token?: string): Promise<void> {
+  const c = new SiloGRPCClient({ servers, useTls: false, topologyRefreshIntervalMs: 0, token });
   try {
     await waitFor("cluster ready", async () => {
       await c.refreshTopology();

@@ -1,0 +1,151 @@
+//! What the console reads besides the API: this node's applied state and
+//! broker. Every read here is bounded by something other than the backlog:
+//! task groups, running leases (capped at [`LEASE_SCAN_MAX`]), the next N
+//! ready tasks, or a row cap on limit tables.
+use std::collections::BTreeMap;
+
+use crate::broker::Broker;
+use crate::state_machine::{Bucket, FloatingState, LeaseKind, Tables, View};
+use crate::storage::rocks::{prefix_iter, ReadKv};
+use crate::storage::{codec, keys};
+use rocksdb::DB;
+
+/// Most leases one page reads (a worker fleet's concurrency, not the backlog).
+pub const LEASE_SCAN_MAX: usize = 10_000;
+/// Most rows a limits table shows.
+pub const LIMIT_ROWS_MAX: usize = 500;
+
+/// One running attempt (or floating-limit refresh) and its worker.
+pub struct LeaseRow {
+    pub task_id: String,
+    pub job_id: String,
+    pub tenant: String,
+    pub attempt_number: u32,
+    pub worker_id: String,
+    pub granted_at_ms: i64,
+    /// Wall-clock deadline from this node's broker clock, if it tracks it.
+    pub deadline_ms: Option<i64>,
+    /// `Some(key)` for a floating-limit refresh lease.
+    pub refresh_key: Option<String>,
+}
+
+pub struct Leases {
+    /// Rows of the requested task group (all groups when none was given).
+    pub rows: Vec<LeaseRow>,
+    /// Running leases per task group.
+    pub per_group: BTreeMap<String, usize>,
+    /// More than [`LEASE_SCAN_MAX`] leases exist; counts are lower bounds.
+    pub truncated: bool,
+}
+
+/// Running leases, counted per task group; rows kept for `group` only.
+pub fn leases(db: &DB, broker: &Broker, group: Option<&str>, rows_max: usize) -> Leases {
+    let view = View(&ReadKv { db });
+    let wall_minus_mono = crate::wall_clock_ms() - crate::monotonic_ms();
+    let mut out = Leases { rows: Vec::new(), per_group: BTreeMap::new(), truncated: false };
+    for (i, (_, v)) in prefix_iter(db, keys::CF_SM, &keys::table(keys::LEASE)).enumerate() {
+        if i >= LEASE_SCAN_MAX {
+            out.truncated = true;
+            break;
+        }
+        let Ok(lease) = codec::decode::<crate::state_machine::Lease>(&v) else { continue };
+        let (task_group, refresh_key) = match &lease.kind {
+            LeaseKind::Attempt => (view.job(&lease.job).map(|j| j.task_group).unwrap_or_default(), None),
+            LeaseKind::Refresh { key } => {
+                let fk = keys::floating(lease.job.shard, &lease.job.tenant, key);
+                let state = view.kv_get(&fk).and_then(|b| codec::decode::<FloatingState>(&b).ok());
+                (state.map(|s| s.task_group).unwrap_or_default(), Some(key.clone()))
+            }
+        };
+        *out.per_group.entry(task_group.clone()).or_default() += 1;
+        if group.is_none_or(|g| g == task_group) && out.rows.len() < rows_max {
+            out.rows.push(LeaseRow {
+                deadline_ms: broker.lease_deadline(&lease.task_id).map(|d| d + wall_minus_mono),
+                task_id: lease.task_id,
+                job_id: lease.job.id,
+                tenant: lease.job.tenant,
+                attempt_number: lease.attempt_number,
+                worker_id: lease.worker_id,
+                granted_at_ms: lease.granted_at_ms,
+                refresh_key,
+            });
+        }
+    }
+    out
+}
+
+/// One queued attempt, in the order workers will get it.
+pub struct TaskRow {
+    pub task_id: String,
+    pub job_id: String,
+    pub tenant: String,
+    pub priority: u32,
+    pub start_at_ms: i64,
+    pub attempt_number: u32,
+}
+
+/// The next `max` ready tasks of `task_group` at wall-clock `now_ms`.
+pub fn next_tasks(db: &DB, broker: &Broker, task_group: &str, max: usize, now_ms: i64) -> Vec<TaskRow> {
+    let view = View(&ReadKv { db });
+    broker
+        .peek_ready(task_group, max, now_ms)
+        .into_iter()
+        .filter_map(|task_id| view.queued(&task_id))
+        .map(|q| TaskRow {
+            task_id: q.task_id,
+            job_id: q.job.id,
+            tenant: q.job.tenant,
+            priority: q.priority,
+            start_at_ms: q.start_at_ms,
+            attempt_number: q.attempt_number,
+        })
+        .collect()
+}
+
+/// The job id a task belongs to, from its queue entry or its lease.
+pub fn job_of_task(db: &DB, task_id: &str) -> Option<String> {
+    let view = View(&ReadKv { db });
+    view.queued(task_id).map(|q| q.job.id).or_else(|| view.lease(task_id).map(|l| l.job.id)).filter(|id| !id.is_empty())
+}
+
+/// A floating concurrency limit's current state.
+pub struct FloatingRow {
+    pub tenant: String,
+    pub key: String,
+    pub state: FloatingState,
+}
+
+pub fn floating_limits(db: &DB) -> (Vec<FloatingRow>, bool) {
+    let mut rows = Vec::new();
+    for (k, v) in prefix_iter(db, keys::CF_SM, &keys::table(keys::FLOATING)) {
+        if rows.len() == LIMIT_ROWS_MAX {
+            return (rows, true);
+        }
+        let (Some((_, tenant, key)), Ok(state)) = (keys::parse_floating(&k), codec::decode::<FloatingState>(&v)) else {
+            continue;
+        };
+        rows.push(FloatingRow { tenant, key, state });
+    }
+    (rows, false)
+}
+
+/// A rate-limit bucket (global across tenants).
+pub struct BucketRow {
+    pub name: String,
+    pub unique_key: String,
+    pub bucket: Bucket,
+}
+
+pub fn rate_buckets(db: &DB) -> (Vec<BucketRow>, bool) {
+    let mut rows = Vec::new();
+    for (k, v) in prefix_iter(db, keys::CF_SM, &keys::table(keys::BUCKET)) {
+        if rows.len() == LIMIT_ROWS_MAX {
+            return (rows, true);
+        }
+        let (Some((name, unique_key)), Ok(bucket)) = (keys::parse_bucket(&k), codec::decode::<Bucket>(&v)) else {
+            continue;
+        };
+        rows.push(BucketRow { name, unique_key, bucket });
+    }
+    (rows, false)
+}
