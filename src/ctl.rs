@@ -57,7 +57,7 @@ impl Ctl {
     }
 
     async fn node_status(&self, addr: &str) -> anyhow::Result<rpb::StatusReply> {
-        Ok(self.admin(addr).await?.status(self.req(rpb::StatusRequest {})).await?.into_inner())
+        Ok(self.admin(addr).await?.status(self.req(rpb::StatusRequest { skip_digest: false })).await?.into_inner())
     }
 
     /// Every member's own view, gathered through the member list of `--server`.

@@ -304,7 +304,7 @@ impl LocalCluster {
 
     pub async fn status(&self, id: u64) -> Result<rpb::StatusReply, tonic::Status> {
         let mut a = self.admin(id).await?;
-        Ok(a.status(rpb::StatusRequest {}).await?.into_inner())
+        Ok(a.status(rpb::StatusRequest { skip_digest: false }).await?.into_inner())
     }
 
     /// Waits until every running voter agrees on one leader that is running

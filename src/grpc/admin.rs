@@ -52,8 +52,10 @@ impl AdminService {
 
 #[tonic::async_trait]
 impl Admin for AdminService {
-    async fn status(&self, _r: Request<pb::StatusRequest>) -> Result<Response<pb::StatusReply>, Status> {
+    async fn status(&self, r: Request<pb::StatusRequest>) -> Result<Response<pb::StatusReply>, Status> {
+        let skip_digest = r.into_inner().skip_digest;
         let s = self.node.status();
+        let commit_index = s.commit_index();
         let state = if s.state == "Follower" && !s.voters.iter().any(|(id, _)| *id == s.id) {
             "Learner".to_string()
         } else {
@@ -71,8 +73,9 @@ impl Admin for AdminService {
             snapshot_index: s.snapshot_index,
             voters: members(&s.voters),
             learners: members(&s.learners),
-            state_digest: self.node.state_digest(),
+            state_digest: if skip_digest { 0 } else { self.node.state_digest() },
             purged_index: s.purged_index,
+            commit_index,
         }))
     }
 

@@ -429,6 +429,20 @@ pub struct NodeStatus {
     pub millis_since_quorum_ack: Option<u64>,
 }
 
+impl NodeStatus {
+    /// On the leader, the highest log index a majority of voters hold (the
+    /// commit index as replication last reported it); None on followers.
+    pub fn commit_index(&self) -> Option<u64> {
+        if self.replication.is_empty() {
+            return None;
+        }
+        let matched: BTreeMap<NodeId, u64> = self.replication.iter().map(|(id, m)| (*id, m.unwrap_or(0))).collect();
+        let mut held: Vec<u64> = self.voters.iter().map(|(id, _)| matched.get(id).copied().unwrap_or(0)).collect();
+        held.sort_unstable_by(|a, b| b.cmp(a));
+        held.get(held.len() / 2).copied()
+    }
+}
+
 /// The applied result of a client write, or why it failed.
 fn write_result(
     r: Result<openraft::raft::ClientWriteResponse<TypeConfig>, RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>>,

@@ -19,6 +19,9 @@ use crate::pb::silo::silo_server::Silo;
 const PEER_STATUS_TIMEOUT: Duration = Duration::from_secs(1);
 /// Rows a search or the SQL console shows at most (the statement's LIMIT).
 pub const ROWS_MAX: usize = 200;
+/// Rows the SQL console shows of a result (the statement's own size cap is
+/// `query.max_result_bytes`; a page is for reading, not for exports).
+const SQL_ROWS_SHOWN: usize = 1_000;
 /// Ready tasks and running leases listed on a queue's page.
 const QUEUE_ROWS: usize = 50;
 
@@ -141,8 +144,7 @@ pub struct ClusterPage {
     chrome: Chrome,
     nodes: Vec<NodeRow>,
     shards: Vec<ShardRow>,
-    /// The leader's commit index (a majority of voters hold the log up to it),
-    /// when this node leads.
+    /// The leader's commit index (a majority of voters hold the log up to it).
     commit_index: Option<u64>,
     quorum_ack: Option<String>,
 }
@@ -188,7 +190,7 @@ pub async fn cluster(State(console): State<Shared>) -> Response {
                 return Ok(None);
             }
             let mut admin = console.peers.admin(&addr).map_err(|e| e.message().to_string())?;
-            let call = admin.status(console.peers.request(crate::pb::raft::StatusRequest {}));
+            let call = admin.status(console.peers.request(crate::pb::raft::StatusRequest { skip_digest: true }));
             match tokio::time::timeout(PEER_STATUS_TIMEOUT, call).await {
                 Ok(Ok(r)) => Ok(Some(r.into_inner())),
                 Ok(Err(e)) => Err(status_text(&e)),
@@ -197,12 +199,16 @@ pub async fn cluster(State(console): State<Shared>) -> Response {
         }
     }))
     .await;
-    // The leader's log end, from whichever answer has it.
-    let leader_last_log = replies.iter().zip(&members).find_map(|(r, (id, _, _))| match r {
-        Ok(Some(s)) if Some(*id) == local.leader => s.last_log_index,
-        Ok(None) if Some(*id) == local.leader => local.last_log_index,
-        _ => None,
-    });
+    // The leader's log end and commit index, from its own answer.
+    let (leader_last_log, commit_index) = replies
+        .iter()
+        .zip(&members)
+        .find_map(|(r, (id, _, _))| match r {
+            Ok(Some(s)) if Some(*id) == local.leader => Some((s.last_log_index, s.commit_index)),
+            Ok(None) if Some(*id) == local.leader => Some((local.last_log_index, local.commit_index())),
+            _ => None,
+        })
+        .unwrap_or((None, None));
     let nodes = replies
         .into_iter()
         .zip(&members)
@@ -242,7 +248,6 @@ pub async fn cluster(State(console): State<Shared>) -> Response {
             }
         })
         .collect();
-    let commit_index = commit_index(&local);
     let shards = match console.silo.get_cluster_info(tonic::Request::new(pb::GetClusterInfoRequest {})).await {
         Ok(r) => r
             .into_inner()
@@ -267,17 +272,6 @@ pub async fn cluster(State(console): State<Shared>) -> Response {
         commit_index,
         quorum_ack: local.millis_since_quorum_ack.map(|ms| duration(ms as i64)),
     })
-}
-
-/// On the leader: the highest index a majority of voters hold.
-fn commit_index(s: &crate::raft::NodeStatus) -> Option<u64> {
-    if s.replication.is_empty() {
-        return None;
-    }
-    let matched: BTreeMap<u64, u64> = s.replication.iter().map(|(id, m)| (*id, m.unwrap_or(0))).collect();
-    let mut voters: Vec<u64> = s.voters.iter().map(|(id, _)| matched.get(id).copied().unwrap_or(0)).collect();
-    voters.sort_unstable_by(|a, b| b.cmp(a));
-    voters.get(voters.len() / 2).copied()
 }
 
 // ---------------------------------------------------------------- queues
@@ -801,7 +795,10 @@ pub struct SqlPage {
     form: SqlForm,
     /// (shard id, selected).
     shards: Vec<(String, bool)>,
+    /// The first [`SQL_ROWS_SHOWN`] rows of the result.
     table: Option<Table>,
+    /// Rows the statement returned.
+    total: usize,
     error: Option<String>,
     took: Option<String>,
 }
@@ -821,17 +818,21 @@ pub async fn sql(State(console): State<Shared>, Query(mut form): Query<SqlForm>)
     if form.shard.is_empty() {
         form.shard = shards.first().cloned().unwrap_or_default();
     }
-    let (mut table, mut error, mut took) = (None, None, None);
+    let (mut table, mut error, mut took, mut total) = (None, None, None, 0);
     if !form.sql.trim().is_empty() {
         let started = std::time::Instant::now();
         match run_sql(&console, &form.shard, Some(&form.tenant), &form.sql, vec![]).await {
-            Ok(t) => table = Some(t),
+            Ok(mut t) => {
+                total = t.rows.len();
+                t.rows.truncate(SQL_ROWS_SHOWN);
+                table = Some(t);
+            }
             Err(e) => error = Some(status_text(&e)),
         }
         took = Some(duration(started.elapsed().as_millis() as i64));
     }
     let shards = shards.into_iter().map(|s| (s.clone(), s == form.shard)).collect();
-    render(&SqlPage { chrome: Chrome::new(&console, "sql"), form, shards, table, error, took })
+    render(&SqlPage { chrome: Chrome::new(&console, "sql"), form, shards, table, total, error, took })
 }
 
 // ---------------------------------------------------------------- limits

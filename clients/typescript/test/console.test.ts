@@ -104,6 +104,7 @@ describe("web console", () => {
     expect(await text("#members tr.this")).toContain("follower");
     expect(await text("#node-info")).toContain(`leader node ${leaderId}`);
     expect(await page.locator("#shards tbody tr").count()).toBe(1);
+    expect(await text(".summary")).toMatch(/commit index \d+/);
     await shot("cluster");
   });
 
