@@ -16,7 +16,9 @@ use crate::pb::silo::silo_server::Silo;
 use crate::query::Format;
 use crate::raft::Leadership;
 use crate::state_machine::read::{self, HeartbeatError, JobResult, NotComplete};
-use crate::state_machine::{AttemptStatus, ImportedAttempt, JobKey, NewJob, Op, Output, RefreshOutcome, Tables, View};
+use crate::state_machine::{
+    AttemptStatus, ImportedAttempt, Job, JobKey, JobStatus, NewJob, Op, Output, RefreshOutcome, Rejection, Tables, View,
+};
 use crate::storage::rocks::ReadKv;
 
 /// Records count and latency per RPC and status code, and wraps the reply.
@@ -95,6 +97,13 @@ impl SiloService {
                     error_data: a.error_data.map(|b| convert::bytes(Some(b))),
                 });
             }
+            // Silo's rule: only the last attempt may have ended otherwise than FAILED.
+            if let Some(i) = attempts.iter().rev().skip(1).position(|a| a.status != AttemptStatus::Failed) {
+                let n = attempts.len() - 1 - i;
+                return Err(status::invalid(format!(
+                    "import attempt {n} must be Failed (only the last attempt may be non-Failed)"
+                )));
+            }
             self.write(Op::ImportJob { job, enqueue_time_ms: j.enqueue_time_ms, attempts }).await
         }
         .await;
@@ -115,6 +124,15 @@ impl SiloService {
                 status: pb::JobStatus::Failed as i32,
             },
         }
+    }
+
+    /// The job an import names, read from this node's applied state, when its
+    /// shard and tenant resolve (a request that does not resolve gets its
+    /// error from the import itself).
+    fn existing_job(&self, shard: &str, tenant: Option<&str>, id: &str) -> Option<Job> {
+        let s = self.locate(shard).ok()?;
+        let tenant = self.job_tenant(tenant, s).ok()?;
+        View(&ReadKv { db: self.node.db() }).job(&JobKey { shard: s.index, tenant, id: id.to_string() })
     }
 
     /// The job fields Enqueue and ImportJobs share, validated in the order of
@@ -668,6 +686,19 @@ impl Silo for SiloService {
             // A call that reached a follower is redirected as a whole.
             if let Some(first) = r.jobs.first() {
                 self.route_write(&first.shard)?;
+            }
+            // As Silo does, a batch naming a running job is refused as a whole
+            // (each job's apply checks again: this read is only the early answer).
+            for j in &r.jobs {
+                if let Some(job) = self.existing_job(&j.shard, j.tenant.as_deref(), &j.id) {
+                    if job.status == JobStatus::Running {
+                        return Err(status::rejection(&Rejection::CannotReimport {
+                            id: j.id.clone(),
+                            reason: "job is currently running".into(),
+                            status: job.status,
+                        }));
+                    }
+                }
             }
             let results = futures::future::join_all(r.jobs.into_iter().map(|j| self.import_one(j))).await;
             Ok(pb::ImportJobsResponse { results })

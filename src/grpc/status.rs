@@ -21,7 +21,8 @@ pub fn rejection(r: &Rejection) -> Status {
         | Rejection::AlreadyTerminal
         | Rejection::CannotRestart { .. }
         | Rejection::CannotExpedite { .. }
-        | Rejection::CannotLease { .. } => Code::FailedPrecondition,
+        | Rejection::CannotLease { .. }
+        | Rejection::CannotReimport { .. } => Code::FailedPrecondition,
         Rejection::DeleteInProgress { .. } | Rejection::ShardsAlreadyInitialised | Rejection::NestedBatch => {
             Code::Internal
         }

@@ -168,6 +168,19 @@ impl<K: Kv> Tx<'_, K> {
         }
     }
 
+    /// Takes a Scheduled job's pending attempt out of the queue index (or off
+    /// the concurrency queue it waits on) and gives back the slots it holds;
+    /// `job.pending` is None afterwards (cancel, reimport).
+    pub fn withdraw_pending(&mut self, job: &mut Job) {
+        let Some(pending) = job.pending.clone() else { return };
+        match pending.gate {
+            Gate::Waiting { .. } => self.unpark(job),
+            _ => self.dequeue(&pending.task_id),
+        }
+        self.release_slots(job, &pending.task_id);
+        job.pending = None;
+    }
+
     /// Gives back every slot `job` holds and queues grants for the freed queues.
     pub fn release_slots(&mut self, job: &mut Job, task_id: &str) {
         for slot in std::mem::take(&mut job.held_slots) {

@@ -81,6 +81,8 @@ pub enum Rejection {
     CannotExpedite { id: String, reason: String, status: JobStatus },
     #[error("cannot lease job {id}: {reason} (status: {})", status.name())]
     CannotLease { id: String, reason: String, status: JobStatus },
+    #[error("cannot reimport job {id}: {reason} (status: {})", status.name())]
+    CannotReimport { id: String, reason: String, status: JobStatus },
     #[error("cannot delete job {id}: job is currently running or has pending requests")]
     DeleteInProgress { id: String },
     #[error("shard map is already initialised")]

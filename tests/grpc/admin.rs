@@ -197,7 +197,7 @@ async fn import_jobs_with_history() {
         ]
     );
     assert!(results[4].error.as_deref().unwrap().contains("must be finished"));
-    assert!(results[5].error.as_deref().unwrap().contains("already exists"));
+    assert!(results[5].error.as_deref().unwrap().contains("at least one new attempt"), "{results:?}");
     assert!(results[6].error.as_deref().unwrap().contains("id is required"));
 
     let done = c.get_job(job_req(&shard, "done")).await.unwrap().into_inner();
@@ -208,4 +208,108 @@ async fn import_jobs_with_history() {
     let mut ids: Vec<_> = tasks.iter().map(|t| (t.job_id.clone(), t.attempt_number)).collect();
     ids.sort();
     assert_eq!(ids, vec![("fresh".to_string(), 1), ("retrying".to_string(), 2)]);
+}
+
+fn failed_at(started_at_ms: i64, code: &str) -> pb::ImportAttempt {
+    pb::ImportAttempt {
+        status: pb::AttemptStatus::Failed as i32,
+        started_at_ms,
+        finished_at_ms: started_at_ms + 10,
+        result: None,
+        error_code: Some(code.into()),
+        error_data: None,
+    }
+}
+
+async fn import_one(c: &mut Client, job: pb::ImportJobRequest) -> pb::ImportJobResult {
+    let mut results = c.import_jobs(pb::ImportJobsRequest { jobs: vec![job] }).await.unwrap().into_inner().results;
+    results.remove(0)
+}
+
+/// Silo's reimport: an existing id gets its new attempts appended when the
+/// stored ones come first unchanged; running and succeeded jobs are refused.
+#[tokio::test]
+async fn an_existing_id_is_reimported_as_silo_does() {
+    let s = Server::start_default().await;
+    let shard = s.shard(0).await;
+    let mut c = s.client().await;
+    let with = |attempts: Vec<pb::ImportAttempt>| {
+        let mut j = imported(&shard, "re", attempts);
+        j.retry_policy = retry_policy(3, 1, 1, 1.0);
+        j
+    };
+    let first = import_one(&mut c, with(vec![failed_at(1_000, "E1")])).await;
+    assert!(first.success && first.status == pb::JobStatus::Scheduled as i32, "{first:?}");
+
+    // The stored attempts must come first, unchanged, and one must be new.
+    let changed = import_one(&mut c, with(vec![failed_at(1_000, "OTHER"), failed_at(2_000, "E2")])).await;
+    assert!(!changed.success);
+    assert_eq!(
+        changed.error.as_deref(),
+        Some("cannot reimport job re: existing attempt 1 does not match reimport data (status: Scheduled)")
+    );
+    let same = import_one(&mut c, with(vec![failed_at(1_000, "E1")])).await;
+    assert!(same.error.as_deref().unwrap().contains("at least one new attempt"), "{same:?}");
+    let fewer = import_one(&mut c, with(vec![])).await;
+    assert!(fewer.error.as_deref().unwrap().contains("has 0 attempts but job has 1"), "{fewer:?}");
+
+    // A new failed attempt: still scheduled, its old queue entry replaced.
+    let more = import_one(&mut c, with(vec![failed_at(1_000, "E1"), failed_at(2_000, "E2")])).await;
+    assert!(more.success && more.status == pb::JobStatus::Scheduled as i32, "{more:?}");
+    let job = c.get_job(job_req(&shard, "re")).await.unwrap().into_inner();
+    assert_eq!(job.attempts.iter().map(|a| a.error_code.clone().unwrap()).collect::<Vec<_>>(), vec!["E1", "E2"]);
+    let tasks = lease_n(&mut c, "imported", "w", 1).await;
+    assert_eq!((tasks[0].job_id.as_str(), tasks[0].attempt_number), ("re", 3), "one queue entry, for attempt 3");
+
+    // A running job is refused, and the whole batch with it.
+    let running = c
+        .import_jobs(pb::ImportJobsRequest {
+            jobs: vec![
+                imported(&shard, "other", vec![]),
+                with(vec![failed_at(1_000, "E1"), failed_at(2_000, "E2"), failed_at(3_000, "E3")]),
+            ],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(running.code(), Code::FailedPrecondition);
+    assert_eq!(running.message(), "cannot reimport job re: job is currently running (status: Running)");
+    assert_eq!(c.get_job(job_req(&shard, "other")).await.unwrap_err().code(), Code::NotFound, "nothing imported");
+    c.report_outcome(failure_req(&tasks[0], "E3")).await.unwrap();
+
+    // Succeeded after the reimport; a succeeded job cannot be reimported.
+    let mut done_attempts = vec![failed_at(1_000, "E1"), failed_at(2_000, "E2")];
+    let stored = c.get_job(job_req(&shard, "re")).await.unwrap().into_inner();
+    let third = &stored.attempts[2];
+    done_attempts.push(pb::ImportAttempt {
+        status: pb::AttemptStatus::Failed as i32,
+        started_at_ms: third.started_at_ms,
+        finished_at_ms: third.finished_at_ms.unwrap(),
+        result: None,
+        error_code: third.error_code.clone(),
+        error_data: third.error_data.clone(),
+    });
+    done_attempts.push(attempt(pb::AttemptStatus::Succeeded));
+    let done = import_one(&mut c, with(done_attempts.clone())).await;
+    // (the success check comes before the attempt comparison, as in Silo)
+    assert!(done.success && done.status == pb::JobStatus::Succeeded as i32, "{done:?}");
+    let again = import_one(&mut c, with(done_attempts)).await;
+    assert_eq!(again.error.as_deref(), Some("cannot reimport job re: job already succeeded (status: Succeeded)"));
+
+    // Only the last attempt may be anything but FAILED.
+    let bad =
+        import_one(&mut c, imported(&shard, "bad", vec![attempt(pb::AttemptStatus::Cancelled), failed_at(1, "E")]))
+            .await;
+    assert_eq!(bad.error.as_deref(), Some("import attempt 1 must be Failed (only the last attempt may be non-Failed)"));
+
+    // A cancelled job comes back to life with its cancellation cleared.
+    let mut cancelled = enqueue_req(&shard, "cancelled");
+    cancelled.task_group = "imported".into();
+    c.enqueue(cancelled).await.unwrap();
+    c.cancel_job(pb::CancelJobRequest { shard: shard.clone(), id: "cancelled".into(), tenant: None }).await.unwrap();
+    let mut revived = imported(&shard, "cancelled", vec![failed_at(5_000, "BEFORE")]);
+    revived.retry_policy = retry_policy(1, 1, 1, 1.0);
+    let revived = import_one(&mut c, revived).await;
+    assert!(revived.success && revived.status == pb::JobStatus::Scheduled as i32, "{revived:?}");
+    let tasks = lease_n(&mut c, "imported", "w", 1).await;
+    assert_eq!((tasks[0].job_id.as_str(), tasks[0].attempt_number), ("cancelled", 2));
 }

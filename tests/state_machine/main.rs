@@ -17,20 +17,69 @@ use silo::storage::kv::MemKv;
 
 #[derive(Debug, Clone)]
 enum Action {
-    Enqueue { job: u8, tenant: u8, group: u8, priority: u32, delay_ms: i64, retries: Option<u32>, limits: u8 },
+    Enqueue {
+        job: u8,
+        tenant: u8,
+        group: u8,
+        priority: u32,
+        delay_ms: i64,
+        retries: Option<u32>,
+        limits: u8,
+    },
     AcquireLimits,
-    ReportRefresh { lease: usize, new_max: Option<u32> },
-    DropHolders { tenant: u8 },
-    Purge { age_ms: i64, max: u32 },
-    Import { job: u8, tenant: u8, history: Vec<u8>, retries: Option<u32>, limits: u8 },
-    Grant { group: u8, max: usize, stale: bool },
-    LeaseJob { job: u8, tenant: u8 },
-    Report { lease: usize, outcome: u8 },
-    Expire { lease: usize },
-    Cancel { job: u8, tenant: u8 },
-    Restart { job: u8, tenant: u8 },
-    Expedite { job: u8, tenant: u8 },
-    Delete { job: u8, tenant: u8 },
+    ReportRefresh {
+        lease: usize,
+        new_max: Option<u32>,
+    },
+    DropHolders {
+        tenant: u8,
+    },
+    Purge {
+        age_ms: i64,
+        max: u32,
+    },
+    /// `extend`: the history follows the job's stored attempts (a reimport
+    /// that may succeed); otherwise it is the whole history.
+    Import {
+        job: u8,
+        tenant: u8,
+        history: Vec<u8>,
+        retries: Option<u32>,
+        limits: u8,
+        extend: bool,
+    },
+    Grant {
+        group: u8,
+        max: usize,
+        stale: bool,
+    },
+    LeaseJob {
+        job: u8,
+        tenant: u8,
+    },
+    Report {
+        lease: usize,
+        outcome: u8,
+    },
+    Expire {
+        lease: usize,
+    },
+    Cancel {
+        job: u8,
+        tenant: u8,
+    },
+    Restart {
+        job: u8,
+        tenant: u8,
+    },
+    Expedite {
+        job: u8,
+        tenant: u8,
+    },
+    Delete {
+        job: u8,
+        tenant: u8,
+    },
     Reset,
 }
 
@@ -44,8 +93,8 @@ fn action() -> impl Strategy<Value = Action> {
         2 => (0usize..8, proptest::option::of(0u32..4)).prop_map(|(lease, new_max)| Action::ReportRefresh { lease, new_max }),
         1 => (0u8..2).prop_map(|tenant| Action::DropHolders { tenant }),
         1 => (0i64..500, 1u32..4).prop_map(|(age_ms, max)| Action::Purge { age_ms, max }),
-        1 => (job.clone(), tenant.clone(), proptest::collection::vec(0u8..3, 0..3), proptest::option::of(0u32..3), any::<u8>())
-            .prop_map(|(job, tenant, history, retries, limits)| Action::Import { job, tenant, history, retries, limits }),
+        2 => (job.clone(), tenant.clone(), proptest::collection::vec(0u8..3, 0..3), proptest::option::of(0u32..3), any::<u8>(), any::<bool>())
+            .prop_map(|(job, tenant, history, retries, limits, extend)| Action::Import { job, tenant, history, retries, limits, extend }),
         4 => (0u8..2, 0usize..4, any::<bool>()).prop_map(|(group, max, stale)| Action::Grant { group, max, stale }),
         1 => (job.clone(), tenant.clone()).prop_map(|(job, tenant)| Action::LeaseJob { job, tenant }),
         4 => (0usize..8, 0u8..3).prop_map(|(lease, outcome)| Action::Report { lease, outcome }),
@@ -137,7 +186,7 @@ fn resolve(kv: &MemKv, a: &Action, now: i64) -> Op {
         }
         Action::DropHolders { tenant } => Op::DropTenantHolders { shard: 0, tenant: key(0, tenant).tenant },
         Action::Purge { age_ms, max } => Op::PurgeTerminal { before_ms: now - age_ms, max },
-        Action::Import { job, tenant, history, retries, limits } => Op::ImportJob {
+        Action::Import { job, tenant, history, retries, limits, extend } => Op::ImportJob {
             job: NewJob {
                 key: key(job, tenant),
                 task_group: group(job % 2),
@@ -155,16 +204,28 @@ fn resolve(kv: &MemKv, a: &Action, now: i64) -> Op {
                 metadata: BTreeMap::new(),
             },
             enqueue_time_ms: 0,
-            attempts: history
-                .iter()
-                .map(|h| ImportedAttempt {
+            attempts: extend
+                .then(|| v.attempts(&key(job, tenant)))
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|a| {
+                    Some(ImportedAttempt {
+                        status: a.status,
+                        started_at_ms: a.started_at_ms,
+                        finished_at_ms: a.finished_at_ms?,
+                        result: a.result,
+                        error_code: a.error_code,
+                        error_data: a.error_data,
+                    })
+                })
+                .chain(history.iter().map(|h| ImportedAttempt {
                     status: [AttemptStatus::Succeeded, AttemptStatus::Failed, AttemptStatus::Cancelled][*h as usize],
                     started_at_ms: 1,
                     finished_at_ms: 2,
                     result: None,
                     error_code: None,
                     error_data: None,
-                })
+                }))
                 .collect(),
         },
         Action::Grant { group: g, max, stale } => {

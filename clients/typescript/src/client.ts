@@ -29,6 +29,11 @@ export interface TaskRef {
 }
 
 /** Status of a job, as the server reports it. */
+/** Most jobs {@link SiloGRPCClient.importJobs} sends in one ImportJobs call (the server takes 1,000). */
+export const IMPORT_BATCH_JOBS = 500;
+/** Bytes of requests {@link SiloGRPCClient.importJobs} puts in one call, about (gRPC messages stop at 4 MiB by default). */
+export const IMPORT_BATCH_BYTES = 2 * 1024 * 1024;
+
 export enum JobStatus {
   Scheduled = "Scheduled",
   Running = "Running",
@@ -941,7 +946,13 @@ export class SiloGRPCClient {
 
   /**
    * Bulk-creates jobs migrated from another system, each with its finished
-   * attempts. Returns one result per job, in order.
+   * attempts, or updates them: an id that already exists is reimported as
+   * Silo does (its stored attempts must come first, unchanged, followed by at
+   * least one new one; a running or succeeded job is refused). Every attempt
+   * but the last must be failed. Jobs are sent in batches per shard of at most
+   * {@link IMPORT_BATCH_JOBS} jobs and about {@link IMPORT_BATCH_BYTES} bytes.
+   * Returns one result per job, in the order given; a job the server refused
+   * has `success: false` and the server's reason in `error`.
    */
   async importJobs(jobs: ImportJobOptions[]): Promise<ImportJobResult[]> {
     const toPb: Record<string, pb.AttemptStatus> = {
@@ -949,40 +960,58 @@ export class SiloGRPCClient {
       [AttemptStatus.Failed]: pb.AttemptStatus.FAILED,
       [AttemptStatus.Cancelled]: pb.AttemptStatus.CANCELLED,
     };
-    const out = [];
-    for (const j of jobs) {
-      const r = await this.retryLoop({ tenant: j.tenant }, async (c, shard, o) =>
-        c.importJobs(
-          {
-            jobs: [
-              {
-                shard,
-                id: j.id,
-                priority: j.priority ?? 50,
-                enqueueTimeMs: BigInt(j.enqueueTimeMs ?? 0),
-                startAtMs: BigInt(j.startAtMs ?? 0),
-                retryPolicy: retryPolicyToPb(j.retryPolicy),
-                payload: serialized(j.payload),
-                limits: (j.limits ?? []).map(limitToPb),
-                tenant: j.tenant,
-                metadata: j.metadata ?? {},
-                taskGroup: j.taskGroup ?? "default",
-                attempts: (j.attempts ?? []).map((a) => ({
-                  status: toPb[a.status],
-                  startedAtMs: BigInt(a.startedAtMs),
-                  finishedAtMs: BigInt(a.finishedAtMs),
-                  result: a.result === undefined ? undefined : serialized(a.result),
-                  errorCode: a.errorCode,
-                  errorData: a.errorData === undefined ? undefined : serialized(a.errorData),
-                })),
-              },
-            ],
-          },
-          o,
-        ).response,
-      );
-      const res = r.results[0];
-      out.push({ id: res.id, success: res.success, error: res.error, status: JOB_STATUS[res.status] });
+    const toRequest = (j: ImportJobOptions, shard: string): pb.ImportJobRequest => ({
+      shard,
+      id: j.id,
+      priority: j.priority ?? 50,
+      enqueueTimeMs: BigInt(j.enqueueTimeMs ?? 0),
+      startAtMs: BigInt(j.startAtMs ?? 0),
+      retryPolicy: retryPolicyToPb(j.retryPolicy),
+      payload: serialized(j.payload),
+      limits: (j.limits ?? []).map(limitToPb),
+      tenant: j.tenant,
+      metadata: j.metadata ?? {},
+      taskGroup: j.taskGroup ?? "default",
+      attempts: (j.attempts ?? []).map((a) => ({
+        status: toPb[a.status],
+        startedAtMs: BigInt(a.startedAtMs),
+        finishedAtMs: BigInt(a.finishedAtMs),
+        result: a.result === undefined ? undefined : serialized(a.result),
+        errorCode: a.errorCode,
+        errorData: a.errorData === undefined ? undefined : serialized(a.errorData),
+      })),
+    });
+    // Group by shard (the tenant decides it), then cut each group into batches.
+    const byShard = new Map<string, { job: ImportJobOptions; index: number }[]>();
+    for (const [index, job] of jobs.entries()) {
+      const route = await this.routeTenant(job.tenant);
+      const group = byShard.get(route.shardId) ?? [];
+      group.push({ job, index });
+      byShard.set(route.shardId, group);
+    }
+    const out: ImportJobResult[] = new Array(jobs.length);
+    for (const group of byShard.values()) {
+      let batch: { job: ImportJobOptions; index: number; request?: pb.ImportJobRequest }[] = [];
+      let bytes = 0;
+      const flush = async () => {
+        if (batch.length === 0) return;
+        const sending = batch;
+        batch = [];
+        bytes = 0;
+        const reply = await this.retryLoop({ tenant: sending[0].job.tenant }, async (c, shard, o) =>
+          c.importJobs({ jobs: sending.map((b) => toRequest(b.job, shard)) }, o).response,
+        );
+        reply.results.forEach((res, i) => {
+          out[sending[i].index] = { id: res.id, success: res.success, error: res.error, status: JOB_STATUS[res.status] };
+        });
+      };
+      for (const entry of group) {
+        const size = pb.ImportJobRequest.toBinary(toRequest(entry.job, "")).length;
+        if (batch.length > 0 && (batch.length >= IMPORT_BATCH_JOBS || bytes + size > IMPORT_BATCH_BYTES)) await flush();
+        batch.push(entry);
+        bytes += size;
+      }
+      await flush();
     }
     return out;
   }

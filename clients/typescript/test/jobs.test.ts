@@ -223,6 +223,65 @@ describe("importJobs and resetShards", () => {
   });
 });
 
+describe("importJobs in batches, and reimport", () => {
+  it("imports thousands of jobs with attempts in every terminal status and reads them back", async () => {
+    const group = `import-${Date.now()}`;
+    const kinds = ["succeeded", "failed", "cancelled", "retrying", "fresh"] as const;
+    const at = (n: number) => ({ startedAtMs: 1_600_000_000_000 + n, finishedAtMs: 1_600_000_000_500 + n });
+    const jobs = Array.from({ length: 3000 }, (_, i) => {
+      const kind = kinds[i % kinds.length];
+      const failed = { status: AttemptStatus.Failed, errorCode: "OLD", errorData: { i }, ...at(i) };
+      const attempts = {
+        succeeded: [failed, { status: AttemptStatus.Succeeded, result: { i }, ...at(i + 1) }],
+        failed: [failed],
+        cancelled: [{ status: AttemptStatus.Cancelled, ...at(i) }],
+        retrying: [failed],
+        fresh: [],
+      }[kind];
+      return {
+        id: `${group}-${i}`,
+        taskGroup: group,
+        payload: { i, pad: "x".repeat(600) },
+        retryPolicy: kind === "retrying" ? { retryCount: 3, initialIntervalMs: 1_000, maxIntervalMs: 10_000 } : undefined,
+        attempts,
+      };
+    });
+    const results = await client.importJobs(jobs);
+    expect(results.length).toBe(jobs.length);
+    expect(results.filter((r) => !r.success)).toEqual([]);
+    expect(results.map((r) => r.id)).toEqual(jobs.map((j) => j.id));
+    const want = { succeeded: JobStatus.Succeeded, failed: JobStatus.Failed, cancelled: JobStatus.Cancelled, retrying: JobStatus.Scheduled, fresh: JobStatus.Scheduled };
+    results.forEach((r, i) => expect(r.status).toBe(want[kinds[i % kinds.length]]));
+    const counts = await client.query<{ status_kind: string; n: number }>(
+      "SELECT status_kind, count(*) AS n FROM jobs WHERE task_group = $1 GROUP BY status_kind ORDER BY status_kind",
+      undefined,
+      [group],
+    );
+    expect(counts.rows.map((r) => [r.status_kind, Number(r.n)])).toEqual([
+      ["Cancelled", 600],
+      ["Failed", 600],
+      ["Succeeded", 600],
+      ["Waiting", 1200], // retrying jobs are due at their start time, as in Silo
+    ]);
+    const done = await client.getJob(`${group}-0`, undefined, { includeAttempts: true });
+    expect(done.status).toBe(JobStatus.Succeeded);
+    expect(done.attempts?.map((a) => a.status)).toEqual([AttemptStatus.Failed, AttemptStatus.Succeeded]);
+
+    // Reimport: the stored attempt again plus a new one; the job is updated.
+    const retrying = jobs[3];
+    const [again] = await client.importJobs([
+      { ...retrying, attempts: [...retrying.attempts, { status: AttemptStatus.Failed, errorCode: "NEW", ...at(9) }] },
+    ]);
+    expect(again).toMatchObject({ id: retrying.id, success: true, status: JobStatus.Scheduled });
+    expect((await client.getJob(retrying.id, undefined, { includeAttempts: true })).attempts?.map((a) => a.errorCode)).toEqual(["OLD", "NEW"]);
+    const [stale] = await client.importJobs([{ ...retrying, attempts: [] }]);
+    expect(stale.success).toBe(false);
+    expect(stale.error).toContain("has 0 attempts but job has 2");
+    const [finished] = await client.importJobs([jobs[0]]);
+    expect(finished.error).toBe(`cannot reimport job ${jobs[0].id}: job already succeeded (status: Succeeded)`);
+  });
+});
+
 describe("query", () => {
   it("answers SQL over the jobs with typed rows, bind parameters and clear errors", async () => {
     const group = `sql-${Date.now()}`;

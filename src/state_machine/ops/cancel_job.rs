@@ -11,7 +11,7 @@
 //!   record only.
 use crate::storage::kv::Kv;
 
-use super::super::job::{Gate, JobKey, JobStatus};
+use super::super::job::{JobKey, JobStatus};
 use super::super::outcome::{ApplyResult, Output, Rejection};
 use super::super::tx::{Tables, Tx};
 
@@ -25,14 +25,7 @@ pub fn apply<K: Kv>(tx: &mut Tx<'_, K>, key: &JobKey) -> ApplyResult {
     }
     job.cancelled_at_ms = Some(tx.now_ms);
     if job.status == JobStatus::Scheduled {
-        if let Some(pending) = job.pending.clone() {
-            match pending.gate {
-                Gate::Waiting { .. } => tx.unpark(&job),
-                _ => tx.dequeue(&pending.task_id),
-            }
-            tx.release_slots(&mut job, &pending.task_id);
-            job.pending = None;
-        }
+        tx.withdraw_pending(&mut job);
         tx.set_status(&mut job, JobStatus::Cancelled);
     }
     tx.put_job(&job);
