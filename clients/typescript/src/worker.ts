@@ -201,19 +201,27 @@ export class SiloWorker<P = unknown, M extends Record<string, string> = Record<s
         });
         continue;
       }
+      const asked = Math.min(free, this.o.tasksPerPoll);
+      let full = false;
       try {
         const resp = await this.o.client.leaseTasks({
           workerId: this.o.workerId,
           taskGroup: this.o.taskGroup,
-          maxTasks: Math.min(free, this.o.tasksPerPoll),
+          maxTasks: asked,
           tenant: this.o.tenant,
         });
         for (const t of resp.tasks) this.launch(t);
         for (const r of resp.refreshTasks) this.launchRefresh(r);
+        full = resp.tasks.length >= asked;
       } catch (e) {
         this.onError(e);
       }
       if (!this.running) break;
+      // A full batch means more work is waiting: poll again at once (Silo's
+      // worker sleeps pollIntervalMs after every poll, which caps it near
+      // tasksPerPoll / pollIntervalMs). A short batch means the queue is
+      // drained: wait for the interval or a finished task.
+      if (full) continue;
       await new Promise<void>((r) => {
         this.wake = r;
         setTimeout(r, this.o.pollIntervalMs);

@@ -1,5 +1,5 @@
 // The seed page "Running Workers", against a real server.
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 
 import { credentials } from "@grpc/grpc-js";
 import { GrpcTransport } from "@protobuf-ts/grpc-transport";
@@ -210,6 +210,96 @@ describe("SiloWorker", () => {
     await worker.stop(5_000);
     expect(peak).toBeLessThanOrEqual(2);
     expect(worker.activeTasks).toBe(0);
+  });
+
+  it("polls again at once after a full batch instead of waiting pollIntervalMs", async () => {
+    // 40 handlers that all wait for each other: with a sleep after every
+    // poll (Silo's worker) the second batch would come a minute later.
+    let started = 0;
+    let release!: () => void;
+    const all = new Promise<void>((r) => (release = r));
+    const worker = new SiloWorker({
+      client,
+      workerId: "eager",
+      taskGroup: "eager",
+      maxConcurrentTasks: 40,
+      tasksPerPoll: 8,
+      pollIntervalMs: 60_000,
+      handler: async () => {
+        if (++started === 40) release();
+        await all;
+        return { type: "success" };
+      },
+    });
+    const handles = await Promise.all(Array.from({ length: 40 }, (_, i) => client.enqueue({ payload: i, taskGroup: "eager" })));
+    worker.start();
+    await waitFor("every job done", async () => {
+      const s = await Promise.all(handles.map((h) => h.getStatus()));
+      return s.every((x) => x === JobStatus.Succeeded) ? true : undefined;
+    }, 20_000);
+    await worker.stop(5_000);
+    expect(started).toBe(40);
+  });
+
+  it("runs a task delivered twice only once, and reports it once", async () => {
+    const errors: string[] = [];
+    let runs = 0;
+    const worker = new SiloWorker({
+      client,
+      workerId: "dup",
+      taskGroup: "dup",
+      handler: async () => {
+        runs++;
+        await new Promise((r) => setTimeout(r, 50));
+        return { type: "success" };
+      },
+      onError: (e) => errors.push(e.message),
+    });
+    const report = vi.spyOn(client, "reportOutcome");
+    const h = await client.enqueue({ payload: 1, taskGroup: "dup" });
+    const task = await client.leaseTask(h.id, "dup");
+    // The same task handed to the worker twice (a redelivery while it runs).
+    const launch = (worker as unknown as { launch(t: unknown): void }).launch.bind(worker);
+    launch(task);
+    launch(task);
+    await waitFor("succeeded", async () => ((await h.getStatus()) === JobStatus.Succeeded ? true : undefined));
+    expect(runs).toBe(1);
+    expect(report.mock.calls.filter(([t]) => (t as { id: string }).id === task.id)).toHaveLength(1);
+    expect(errors).toEqual([`duplicate delivery of task ${task.id}`]);
+    report.mockRestore();
+  });
+
+  it("a lost lease aborts the handler's signal and reports nothing", async () => {
+    const short = await startServer("lease_ms = 500");
+    const c = new SiloGRPCClient({ servers: short.addr, useTls: false });
+    try {
+      let reason = "";
+      const worker = new SiloWorker({
+        client: c,
+        workerId: "slow",
+        taskGroup: "slow",
+        pollIntervalMs: 50,
+        heartbeatIntervalMs: 1_500, // the 500 ms lease expires before the first heartbeat
+        handler: async (ctx) => {
+          await new Promise<void>((r) => ctx.cancellationSignal.addEventListener("abort", () => r()));
+          reason = String((ctx.cancellationSignal.reason as Error).message);
+          return { type: "success" };
+        },
+      });
+      const report = vi.spyOn(c, "reportOutcome");
+      const h = await c.enqueue({ payload: 1, taskGroup: "slow" });
+      worker.start();
+      await waitFor("the signal aborted", async () => (reason ? true : undefined), 20_000);
+      await worker.stop(5_000);
+      expect(reason).toBe("lease lost");
+      expect(report).not.toHaveBeenCalled();
+      const job = await c.getJob(h.id, undefined, { includeAttempts: true });
+      expect(job.status).toBe(JobStatus.Failed);
+      expect(job.attempts?.[0].errorCode).toBeTruthy();
+    } finally {
+      c.close();
+      short.stop();
+    }
   });
 
   it("answers floating-limit refresh tasks with refreshHandler, passing a context", async () => {
