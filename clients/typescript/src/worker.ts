@@ -4,7 +4,7 @@ import { decodeStrict, limitFromPb, serialized, type Limit, type SiloGRPCClient 
 import type * as pb from "./pb/silo";
 
 /** A task as a handler sees it. */
-export interface Task<P = unknown, M extends Record<string, string> = Record<string, string>> {
+export interface Task<P = any, M extends object = Record<string, string>> {
   id: string;
   jobId: string;
   payload: P;
@@ -21,7 +21,7 @@ export interface Task<P = unknown, M extends Record<string, string> = Record<str
 }
 
 /** What a handler gets: the task, its cancellation signal and `cancel()`. */
-export interface TaskContext<P = unknown, M extends Record<string, string> = Record<string, string>> {
+export interface TaskContext<P = any, M extends object = Record<string, string>> {
   task: Task<P, M>;
   /** Aborted when the job is cancelled (seen on a heartbeat, or `cancel()`), or the lease is lost. */
   cancellationSignal: AbortSignal;
@@ -51,7 +51,7 @@ export interface CancelledOutcome {
 export type TaskOutcome<R = unknown> = SuccessOutcome<R> | FailureOutcome | CancelledOutcome;
 
 /** Runs one task and says how it ended; a throw reports failure `HANDLER_ERROR`. */
-export type TaskHandler<P = unknown, M extends Record<string, string> = Record<string, string>, R = unknown> = (
+export type TaskHandler<P = any, M extends object = Record<string, string>, R = unknown> = (
   ctx: TaskContext<P, M>,
 ) => Promise<TaskOutcome<R>>;
 
@@ -102,7 +102,7 @@ export interface RefreshTaskContext extends RefreshTask {
 export type RefreshHandler = (ctx: RefreshTaskContext) => Promise<number>;
 
 /** Options of {@link SiloWorker}; see the README for the defaults. */
-export interface SiloWorkerOptions<P = unknown, M extends Record<string, string> = Record<string, string>, R = unknown> {
+export interface SiloWorkerOptions<P = any, M extends object = Record<string, string>, R = unknown> {
   client: SiloGRPCClient;
   workerId: string;
   taskGroup: string;
@@ -135,7 +135,7 @@ function serializeError(e: unknown): unknown {
 }
 
 /** Polls a task group, runs the handler per task, heartbeats and reports outcomes. */
-export class SiloWorker<P = unknown, M extends Record<string, string> = Record<string, string>, R = unknown> {
+export class SiloWorker<P = any, M extends object = Record<string, string>, R = unknown> {
   private readonly o: Required<Omit<SiloWorkerOptions<P, M, R>, "tenant" | "refreshHandler" | "onError">> &
     SiloWorkerOptions<P, M, R>;
   private running = false;
