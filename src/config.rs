@@ -57,11 +57,16 @@ pub struct WebUiConfig {
     /// it. Default `127.0.0.1:7460`: loopback only, since a reachable console
     /// can cancel and delete jobs (with `auth.token` set it asks for the token).
     pub listen: String,
+    /// Host names (no port) the console answers to besides IP addresses and
+    /// `localhost`, e.g. `["silo-1.internal"]`. Requests naming any other host
+    /// are refused, so a page that rebinds its own DNS name to this address
+    /// cannot use the console.
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for WebUiConfig {
     fn default() -> Self {
-        WebUiConfig { listen: "127.0.0.1:7460".into() }
+        WebUiConfig { listen: "127.0.0.1:7460".into(), allowed_hosts: Vec::new() }
     }
 }
 
@@ -260,6 +265,9 @@ impl Config {
         }
         if !self.webui.listen.is_empty() && self.webui.listen.parse::<SocketAddr>().is_err() {
             errors.push(format!("webui.listen must be host:port or empty, got {:?}", self.webui.listen));
+        }
+        if let Some(h) = self.webui.allowed_hosts.iter().find(|h| h.is_empty() || h.contains([':', '/', ' '])) {
+            errors.push(format!("webui.allowed_hosts entries are host names without a port, got {h:?}"));
         }
         // One reply (or one IPC message) must fit a gRPC message with room for framing.
         let result_max = limits::GRPC_MESSAGE_BYTES_MAX - (1 << 20);

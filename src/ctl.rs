@@ -81,7 +81,7 @@ impl Ctl {
                     snapshot_index: s.snapshot_index,
                     purged_index: s.purged_index,
                     term: Some(s.term),
-                    state_digest: Some(format!("{:016x}", s.state_digest)),
+                    state_digest: s.state_digest.map(|d| format!("{d:016x}")),
                 },
                 Err(_) => NodeView {
                     id,

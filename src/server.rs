@@ -165,6 +165,8 @@ impl Bound {
                 broker: broker.clone(),
                 peers: peers.clone(),
                 token: config.auth.token.clone(),
+                allowed_hosts: config.webui.allowed_hosts.clone(),
+                sessions: Default::default(),
                 config_toml: crate::webui::masked_config(&config),
                 advertise_addr: advertise_addr.clone(),
             };
@@ -175,6 +177,12 @@ impl Bound {
                 }
             });
             tracing::info!(%addr, "web console serving");
+            if !addr.ip().is_loopback() && config.auth.token.is_none() {
+                tracing::warn!(
+                    %addr,
+                    "the web console listens beyond loopback without auth.token: anyone who reaches it can cancel and delete jobs"
+                );
+            }
             // Machine-readable, like SILO_LISTENING (tests bind port 0).
             println!("SILO_WEBUI http://{addr}");
         }

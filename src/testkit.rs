@@ -359,7 +359,7 @@ impl LocalCluster {
             let views: Vec<(u64, u64)> = statuses
                 .iter()
                 .filter_map(|s| s.as_ref().ok())
-                .map(|s| (s.applied_index.unwrap_or(0), s.state_digest))
+                .filter_map(|s| Some((s.applied_index.unwrap_or(0), s.state_digest?)))
                 .collect();
             if views.len() == statuses.len() && !views.is_empty() {
                 let first = views[0];

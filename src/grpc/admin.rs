@@ -73,7 +73,7 @@ impl Admin for AdminService {
             snapshot_index: s.snapshot_index,
             voters: members(&s.voters),
             learners: members(&s.learners),
-            state_digest: if skip_digest { 0 } else { self.node.state_digest() },
+            state_digest: (!skip_digest).then(|| self.node.state_digest()),
             purged_index: s.purged_index,
             commit_index,
         }))

@@ -10,14 +10,17 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use tonic::Status;
 
-use super::pages::{encode, find_job, job_link, status_text};
-use super::{Console, Shared};
+use super::pages::{find_job, link_tenant, status_text};
+use super::{links, Console, Shared};
 use crate::grpc::status::{OWNER_ADDR_HEADER, OWNER_NODE_HEADER};
 use crate::pb::silo as pb;
 use crate::pb::silo::silo_server::Silo;
 
+/// The job an action names (the form's hidden fields).
 #[derive(Deserialize)]
 pub struct ActionForm {
+    #[serde(default)]
+    id: String,
     #[serde(default)]
     tenant: String,
 }
@@ -58,41 +61,31 @@ struct Target {
     tenant: Option<String>,
 }
 
-/// Calls the action on this node's service.
-async fn local(console: &Console, action: Action, t: &Target) -> Result<(), Status> {
-    let (shard, id, tenant) = (t.shard.clone(), t.id.clone(), t.tenant.clone());
-    let silo = &console.silo;
-    match action {
-        Action::Cancel => {
-            silo.cancel_job(tonic::Request::new(pb::CancelJobRequest { shard, id, tenant })).await.map(drop)
+/// Calls `action` on `$service` (this node's service or a gRPC client of the
+/// leader), wrapping each request with `$wrap`.
+macro_rules! call {
+    ($service:expr, $wrap:expr, $action:expr, $t:expr) => {{
+        let (shard, id, tenant) = ($t.shard.clone(), $t.id.clone(), $t.tenant.clone());
+        match $action {
+            Action::Cancel => $service.cancel_job($wrap(pb::CancelJobRequest { shard, id, tenant })).await.map(drop),
+            Action::Restart => $service.restart_job($wrap(pb::RestartJobRequest { shard, id, tenant })).await.map(drop),
+            Action::Expedite => {
+                $service.expedite_job($wrap(pb::ExpediteJobRequest { shard, id, tenant })).await.map(drop)
+            }
+            Action::Delete => $service.delete_job($wrap(pb::DeleteJobRequest { shard, id, tenant })).await.map(drop),
         }
-        Action::Restart => {
-            silo.restart_job(tonic::Request::new(pb::RestartJobRequest { shard, id, tenant })).await.map(drop)
-        }
-        Action::Expedite => {
-            silo.expedite_job(tonic::Request::new(pb::ExpediteJobRequest { shard, id, tenant })).await.map(drop)
-        }
-        Action::Delete => {
-            silo.delete_job(tonic::Request::new(pb::DeleteJobRequest { shard, id, tenant })).await.map(drop)
-        }
-    }
+    }};
 }
 
-/// Sends the action to the leader at `addr`.
+/// Calls the action on this node's service.
+async fn local(console: &Console, action: Action, t: &Target) -> Result<(), Status> {
+    call!(console.silo, tonic::Request::new, action, t)
+}
+
+/// Sends the action to the leader at `addr`, with the cluster token.
 async fn forward(console: &Console, addr: &str, action: Action, t: &Target) -> Result<(), Status> {
     let mut client = console.peers.silo(addr)?;
-    let (shard, id, tenant) = (t.shard.clone(), t.id.clone(), t.tenant.clone());
-    let peers = &console.peers;
-    match action {
-        Action::Cancel => client.cancel_job(peers.request(pb::CancelJobRequest { shard, id, tenant })).await.map(drop),
-        Action::Restart => {
-            client.restart_job(peers.request(pb::RestartJobRequest { shard, id, tenant })).await.map(drop)
-        }
-        Action::Expedite => {
-            client.expedite_job(peers.request(pb::ExpediteJobRequest { shard, id, tenant })).await.map(drop)
-        }
-        Action::Delete => client.delete_job(peers.request(pb::DeleteJobRequest { shard, id, tenant })).await.map(drop),
-    }
+    call!(client, |m| console.peers.request(m), action, t)
 }
 
 /// The leader a follower's refusal names, as (node id, address).
@@ -102,21 +95,24 @@ fn named_leader(s: &Status) -> Option<(String, String)> {
     Some((node, addr))
 }
 
+/// `POST /job/<action>` with the job's id and tenant: runs the action and
+/// returns to the job's page (or, after a delete, the search) with the
+/// outcome.
 pub async fn job_action(
     State(console): State<Shared>,
-    Path((id, action)): Path<(String, String)>,
+    Path(action): Path<String>,
     form: axum::Form<ActionForm>,
 ) -> Response {
-    let back = job_link(&id, &form.tenant);
-    let sep = if back.contains('?') { '&' } else { '?' };
+    let id = form.id.clone();
+    let back = links::job(&id, link_tenant(&console, &form.tenant).filter(|t| !t.is_empty()));
     let Some(action) = Action::parse(&action) else {
         let msg = format!("unknown action {action:?}: use cancel, restart, expedite or delete");
-        return Redirect::to(&format!("{back}{sep}error={}", encode(&msg))).into_response();
+        return Redirect::to(&links::with_param(&back, "error", &msg)).into_response();
     };
     // The shard the job lives on (GetJob answers on any node).
     let shard = match find_job(&console, &id, &form.tenant).await {
         Ok((_, shard)) => shard,
-        Err(e) => return Redirect::to(&format!("{back}{sep}error={}", encode(&status_text(&e)))).into_response(),
+        Err(e) => return Redirect::to(&links::with_param(&back, "error", &status_text(&e))).into_response(),
     };
     let target = Target { shard, id: id.clone(), tenant: Some(form.tenant.clone()).filter(|t| !t.is_empty()) };
     let mut via = String::new();
@@ -127,18 +123,10 @@ pub async fn job_action(
             result = forward(&console, &addr, action, &target).await;
         }
     }
-    match (result, action) {
-        (Ok(()), Action::Delete) => {
-            let notice = format!("{} job {id}{via}", action.done());
-            Redirect::to(&format!("/jobs?notice={}", encode(&notice))).into_response()
-        }
-        (Ok(()), _) => {
-            let notice = format!("{}{via}", action.done());
-            Redirect::to(&format!("{back}{sep}notice={}", encode(&notice))).into_response()
-        }
-        (Err(e), _) => {
-            let error = format!("{}{via}", status_text(&e));
-            Redirect::to(&format!("{back}{sep}error={}", encode(&error))).into_response()
-        }
-    }
+    let to = match (result, action) {
+        (Ok(()), Action::Delete) => links::with_param("/jobs", "notice", &format!("{} job {id}{via}", action.done())),
+        (Ok(()), _) => links::with_param(&back, "notice", &format!("{}{via}", action.done())),
+        (Err(e), _) => links::with_param(&back, "error", &format!("{}{via}", status_text(&e))),
+    };
+    Redirect::to(&to).into_response()
 }

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use crate::broker::Broker;
+use crate::state_machine::limits::WaiterRecord;
 use crate::state_machine::{Bucket, FloatingState, LeaseKind, Tables, View};
 use crate::storage::rocks::{prefix_iter, ReadKv};
 use crate::storage::{codec, keys};
@@ -29,6 +30,7 @@ pub struct LeaseRow {
     pub refresh_key: Option<String>,
 }
 
+/// The running leases [`leases`] read.
 pub struct Leases {
     /// Rows of the requested task group (all groups when none was given).
     pub rows: Vec<LeaseRow>,
@@ -108,6 +110,57 @@ pub fn job_of_task(db: &DB, task_id: &str) -> Option<String> {
     view.queued(task_id).map(|q| q.job.id).or_else(|| view.lease(task_id).map(|l| l.job.id)).filter(|id| !id.is_empty())
 }
 
+/// One holder or waiter of a concurrency queue.
+pub struct EntryRow {
+    /// "holder" or "requester" (the `queues` table's names).
+    pub entry_type: &'static str,
+    pub floating: bool,
+    pub task_id: String,
+    pub job_id: Option<String>,
+    /// A waiter's priority.
+    pub priority: Option<u32>,
+    /// A holder's grant time or a waiter's start time (wall-clock ms).
+    pub at_ms: i64,
+}
+
+/// The holders, then the waiters in grant order, of one tenant's queue `key`
+/// on `shard` (fixed and floating), at most `max` of each kind: prefix
+/// reads, whatever else is queued.
+pub fn queue_entries(db: &DB, shard: u32, tenant: &str, key: &str, max: usize) -> Vec<EntryRow> {
+    let mut out = Vec::new();
+    for floating in [false, true] {
+        for (k, v) in prefix_iter(db, keys::CF_SM, &keys::holders_of(shard, tenant, floating, key)).take(max) {
+            let Some(entry) = keys::parse_limit_entry(&k) else { continue };
+            out.push(EntryRow {
+                entry_type: "holder",
+                floating,
+                job_id: job_of_task(db, &entry.task_id),
+                task_id: entry.task_id,
+                priority: None,
+                // Holders written before grant times were kept hold a 1-byte marker.
+                at_ms: codec::decode::<i64>(&v).unwrap_or(0),
+            });
+        }
+    }
+    for floating in [false, true] {
+        for (k, v) in prefix_iter(db, keys::CF_SM, &keys::waiters_of(shard, tenant, floating, key)).take(max) {
+            let (Some(entry), Ok(rec)) = (keys::parse_limit_entry(&k), codec::decode::<WaiterRecord>(&v)) else {
+                continue;
+            };
+            let (priority, start_ms, _) = entry.waiter_order.unwrap_or_default();
+            out.push(EntryRow {
+                entry_type: "requester",
+                floating,
+                task_id: rec.task_id,
+                job_id: Some(rec.job.id),
+                priority: Some(priority),
+                at_ms: start_ms,
+            });
+        }
+    }
+    out
+}
+
 /// A floating concurrency limit's current state.
 pub struct FloatingRow {
     pub tenant: String,
@@ -115,6 +168,8 @@ pub struct FloatingRow {
     pub state: FloatingState,
 }
 
+/// Floating limits of every shard and tenant, at most [`LIMIT_ROWS_MAX`];
+/// true when there are more.
 pub fn floating_limits(db: &DB) -> (Vec<FloatingRow>, bool) {
     let mut rows = Vec::new();
     for (k, v) in prefix_iter(db, keys::CF_SM, &keys::table(keys::FLOATING)) {
@@ -136,6 +191,7 @@ pub struct BucketRow {
     pub bucket: Bucket,
 }
 
+/// Rate-limit buckets, at most [`LIMIT_ROWS_MAX`]; true when there are more.
 pub fn rate_buckets(db: &DB) -> (Vec<BucketRow>, bool) {
     let mut rows = Vec::new();
     for (k, v) in prefix_iter(db, keys::CF_SM, &keys::table(keys::BUCKET)) {

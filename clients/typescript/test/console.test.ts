@@ -5,6 +5,7 @@
 // through the gRPC client. Screenshots of every page go to
 // test-output/console/ (or $CONSOLE_SCREENSHOTS).
 import { existsSync, mkdirSync } from "node:fs";
+import { request as httpRequest } from "node:http";
 import { join, resolve } from "node:path";
 
 import { chromium, type Browser, type Page } from "playwright-core";
@@ -124,6 +125,10 @@ describe("web console", () => {
     expect(await text("#leases")).toContain(jobs.running);
     expect(await text("#leases")).toContain("console-worker");
     await shot("queue");
+    // A job link from the queue page opens the job (no tenant with tenancy off).
+    await page.locator("#next-tasks a", { hasText: jobs.ready }).click();
+    expect(await text("#job-id")).toBe(jobs.ready);
+    expect(await text("#job-status")).toBe("scheduled");
   });
 
   it("finds jobs by metadata, status and id", async () => {
@@ -187,6 +192,48 @@ describe("web console", () => {
 
     await open(`/jobs/${jobs.later}`);
     expect(await text("#error")).toContain("NOT_FOUND");
+  });
+
+  it("acts on the job it shows, whatever its id ('/', '..', '?')", async () => {
+    const victim = `victim-${Date.now()}`;
+    const odd = `x/../${victim}`;
+    const later = Date.now() + 3_600_000;
+    await client.enqueue({ id: victim, payload: 1, taskGroup: "odd", startAtMs: later });
+    await client.enqueue({ id: odd, payload: 2, taskGroup: "odd", startAtMs: later });
+    await client.enqueue({ id: "q?a=1&b", payload: 3, taskGroup: "odd/group", startAtMs: later });
+    await open(`/jobs?id=${encodeURIComponent(odd)}`);
+    await page.locator("#jobs a").first().click();
+    expect(await text("#job-id")).toBe(odd);
+    await page.click("#action-cancel");
+    expect(await text("#notice")).toContain("Cancelled");
+    expect(await text("#job-id")).toBe(odd);
+    expect((await client.getJob(odd)).status).toBe(JobStatus.Cancelled);
+    expect((await client.getJob(victim)).status).toBe(JobStatus.Scheduled);
+    await open(`/jobs?id=${encodeURIComponent("q?a=1&b")}`);
+    await page.locator("#jobs a").first().click();
+    expect(await text("#job-id")).toBe("q?a=1&b");
+    await page.locator("a", { hasText: "odd/group" }).click();
+    expect(page.url()).toContain("/queue?task_group=odd%2Fgroup");
+    expect(await text("h1")).toContain("odd/group");
+  });
+
+  it("refuses framing, other host names and other sites' requests", async () => {
+    const response = await page.request.get(consoleUrl + "/");
+    expect(response.headers()["x-frame-options"]).toBe("DENY");
+    expect(response.headers()["content-security-policy"]).toContain("frame-ancestors 'none'");
+    const url = new URL(consoleUrl);
+    const status = (host: string, headers: Record<string, string> = {}, path = "/login") =>
+      new Promise<number>((resolve, reject) => {
+        const req = httpRequest({ host: url.hostname, port: url.port, path, headers: { host, ...headers } }, (res) => {
+          res.resume();
+          resolve(res.statusCode ?? 0);
+        });
+        req.on("error", reject);
+        req.end();
+      });
+    expect(await status("attacker.example:80")).toBe(421); // a DNS-rebinding page's name
+    expect(await status(`localhost:${url.port}`)).toBe(200);
+    expect(await status(url.host, { "sec-fetch-site": "cross-site", "sec-fetch-mode": "no-cors" }, "/sql?sql=SELECT%201")).toBe(403);
   });
 
   it("runs SQL and shows its errors", async () => {
