@@ -168,20 +168,26 @@ pub struct FloatingRow {
     pub state: FloatingState,
 }
 
-/// Floating limits of every shard and tenant, at most [`LIMIT_ROWS_MAX`];
-/// true when there are more.
-pub fn floating_limits(db: &DB) -> (Vec<FloatingRow>, bool) {
+/// The first [`LIMIT_ROWS_MAX`] entries of the table `tag` that `row`
+/// makes sense of (key, value → row); true when there are more.
+fn limit_table<T>(db: &DB, tag: u8, row: impl Fn(&[u8], &[u8]) -> Option<T>) -> (Vec<T>, bool) {
     let mut rows = Vec::new();
-    for (k, v) in prefix_iter(db, keys::CF_SM, &keys::table(keys::FLOATING)) {
+    for (k, v) in prefix_iter(db, keys::CF_SM, &keys::table(tag)) {
         if rows.len() == LIMIT_ROWS_MAX {
             return (rows, true);
         }
-        let (Some((_, tenant, key)), Ok(state)) = (keys::parse_floating(&k), codec::decode::<FloatingState>(&v)) else {
-            continue;
-        };
-        rows.push(FloatingRow { tenant, key, state });
+        rows.extend(row(&k, &v));
     }
     (rows, false)
+}
+
+/// Floating limits of every shard and tenant, at most [`LIMIT_ROWS_MAX`];
+/// true when there are more.
+pub fn floating_limits(db: &DB) -> (Vec<FloatingRow>, bool) {
+    limit_table(db, keys::FLOATING, |k, v| {
+        let (_, tenant, key) = keys::parse_floating(k)?;
+        Some(FloatingRow { tenant, key, state: codec::decode::<FloatingState>(v).ok()? })
+    })
 }
 
 /// A rate-limit bucket (global across tenants).
@@ -193,15 +199,8 @@ pub struct BucketRow {
 
 /// Rate-limit buckets, at most [`LIMIT_ROWS_MAX`]; true when there are more.
 pub fn rate_buckets(db: &DB) -> (Vec<BucketRow>, bool) {
-    let mut rows = Vec::new();
-    for (k, v) in prefix_iter(db, keys::CF_SM, &keys::table(keys::BUCKET)) {
-        if rows.len() == LIMIT_ROWS_MAX {
-            return (rows, true);
-        }
-        let (Some((name, unique_key)), Ok(bucket)) = (keys::parse_bucket(&k), codec::decode::<Bucket>(&v)) else {
-            continue;
-        };
-        rows.push(BucketRow { name, unique_key, bucket });
-    }
-    (rows, false)
+    limit_table(db, keys::BUCKET, |k, v| {
+        let (name, unique_key) = keys::parse_bucket(k)?;
+        Some(BucketRow { name, unique_key, bucket: codec::decode::<Bucket>(v).ok()? })
+    })
 }

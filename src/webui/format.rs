@@ -1,22 +1,6 @@
 //! How values read on a page: relative times with the exact UTC time beside
 //! them, counts with thousands separators, payloads as indented JSON.
 
-/// HTML-escapes text for the few places that build markup without a template.
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 /// A wall-clock time in milliseconds as `2026-12-01 03:04:05 UTC`.
 pub fn utc(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
@@ -97,7 +81,6 @@ mod tests {
         assert_eq!(relative(6_000, 1_000), "in 5.0 s");
         assert_eq!(bytes(3_300), "3.2 KiB");
         assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
-        assert_eq!(escape("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
         let packed = rmp_serde::to_vec_named(&serde_json::json!({"user": 7})).unwrap();
         assert_eq!(msgpack_json(&packed), "{\n  \"user\": 7\n}");
         assert_eq!(msgpack_json(&[0xc1]), "(1 B of bytes that are not MessagePack)");

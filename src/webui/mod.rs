@@ -297,14 +297,13 @@ async fn logout(State(console): State<Shared>, headers: HeaderMap) -> Response {
     ([(header::SET_COOKIE, cookie)], Redirect::to("/login")).into_response()
 }
 
-/// A page that could not be built: the reason, in the console's frame.
+/// A page that could not be built: the reason, in the console's style.
 pub(crate) fn error_page(status: StatusCode, message: impl Into<String>) -> Response {
-    let mut r = Html(format!(
-        "<!doctype html><html><head><link rel=stylesheet href=/static/console.css><title>silo · error</title></head>\
-         <body><main><p class=\"flash error\">{}</p><p><a href=\"/\">Back to the cluster</a></p></main></body></html>",
-        format::escape(&message.into())
-    ))
-    .into_response();
+    let page = pages::ErrorPage { message: message.into() };
+    let mut r = match askama::Template::render(&page) {
+        Ok(html) => Html(html).into_response(),
+        Err(_) => page.message.into_response(),
+    };
     *r.status_mut() = status;
     r
 }

@@ -156,6 +156,7 @@ pub async fn run_sql(
 
 // ---------------------------------------------------------------- cluster
 
+/// The cluster page (`cluster.html`).
 #[derive(Template)]
 #[template(path = "cluster.html")]
 pub struct ClusterPage {
@@ -191,6 +192,7 @@ struct ShardRow {
 fn opt(n: Option<u64>) -> String {
     n.map_or("–".into(), |n| count(n))
 }
+/// `/`: members with their Raft positions and reachability, and the shards.
 
 pub async fn cluster(State(console): State<Shared>) -> Response {
     let local = console.node.status();
@@ -294,6 +296,7 @@ pub async fn cluster(State(console): State<Shared>) -> Response {
 
 // ---------------------------------------------------------------- queues
 
+/// The queues page (`queues.html`).
 #[derive(Template)]
 #[template(path = "queues.html")]
 pub struct QueuesPage {
@@ -356,6 +359,7 @@ fn group_rows(console: &Console, per_group_running: &BTreeMap<String, usize>) ->
         })
         .collect()
 }
+/// `/queues`: every task group's counts and throughput.
 
 pub async fn queues(State(console): State<Shared>) -> Response {
     let leases = data::leases(console.node.db(), &console.broker, None, 0);
@@ -381,6 +385,7 @@ pub async fn queues(State(console): State<Shared>) -> Response {
     })
 }
 
+/// One task group's page (`queue.html`).
 #[derive(Template)]
 #[template(path = "queue.html")]
 pub struct QueuePage {
@@ -475,6 +480,7 @@ pub async fn queue(State(console): State<Shared>, Query(q): Query<QueueQuery>) -
 
 // ---------------------------------------------------------------- tenants
 
+/// The tenants page (`tenants.html`).
 #[derive(Template)]
 #[template(path = "tenants.html")]
 pub struct TenantsPage {
@@ -504,6 +510,7 @@ impl TenantRow {
 }
 
 const STATUSES: [&str; 5] = ["Scheduled", "Running", "Succeeded", "Failed", "Cancelled"];
+/// `/tenants`: job counts per tenant and status, from the state machine's counters.
 
 pub async fn tenants(State(console): State<Shared>) -> Response {
     let mut rows: BTreeMap<(String, String), TenantRow> = BTreeMap::new();
@@ -535,6 +542,7 @@ pub async fn tenants(State(console): State<Shared>) -> Response {
 
 // ---------------------------------------------------------------- job
 
+/// A job's page (`job.html`).
 #[derive(Template)]
 #[template(path = "job.html")]
 pub struct JobPage {
@@ -722,6 +730,7 @@ pub async fn job(State(console): State<Shared>, Query(q): Query<JobQuery>) -> Re
 
 // ---------------------------------------------------------------- search
 
+/// The job search (`search.html`).
 #[derive(Template)]
 #[template(path = "search.html")]
 pub struct SearchPage {
@@ -735,6 +744,7 @@ pub struct SearchPage {
     rows_max: usize,
 }
 
+/// The search's filters (query parameters); empty ones are left out.
 #[derive(Deserialize, Default)]
 pub struct SearchForm {
     #[serde(default)]
@@ -797,6 +807,7 @@ impl SearchForm {
         [&self.id, &self.tenant, &self.status, &self.task_group, &self.meta_key].iter().all(|f| f.trim().is_empty())
     }
 }
+/// `/jobs`: the job search (one indexed statement with bound parameters).
 
 pub async fn search(State(console): State<Shared>, Query(form): Query<SearchForm>) -> Response {
     let (statement, params) = form.statement();
@@ -838,6 +849,7 @@ pub async fn search(State(console): State<Shared>, Query(form): Query<SearchForm
 
 // ---------------------------------------------------------------- SQL
 
+/// The SQL console (`sql.html`).
 #[derive(Template)]
 #[template(path = "sql.html")]
 pub struct SqlPage {
@@ -853,6 +865,7 @@ pub struct SqlPage {
     took: Option<String>,
 }
 
+/// The statement, the tenant it runs as and the shard (query parameters).
 #[derive(Deserialize, Default)]
 pub struct SqlForm {
     #[serde(default)]
@@ -862,6 +875,7 @@ pub struct SqlForm {
     #[serde(default)]
     shard: String,
 }
+/// `/sql`: runs a statement with the node's query limits and shows its rows.
 
 pub async fn sql(State(console): State<Shared>, Query(mut form): Query<SqlForm>) -> Response {
     let shards = console.silo.shard_ids();
@@ -886,6 +900,7 @@ pub async fn sql(State(console): State<Shared>, Query(mut form): Query<SqlForm>)
 
 // ---------------------------------------------------------------- limits
 
+/// The limits page (`limits.html`).
 #[derive(Template)]
 #[template(path = "limits.html")]
 pub struct LimitsPage {
@@ -903,6 +918,7 @@ pub struct LimitsPage {
     buckets_truncated: bool,
 }
 
+/// `/limits?tenant=…&key=…`: the key whose holders and waiters to list.
 #[derive(Deserialize, Default)]
 pub struct LimitsQuery {
     #[serde(default)]
@@ -1028,6 +1044,7 @@ pub async fn limits(State(console): State<Shared>, Query(q): Query<LimitsQuery>)
 
 // ---------------------------------------------------------------- config, login
 
+/// The configuration page (`config.html`).
 #[derive(Template)]
 #[template(path = "config.html")]
 pub struct ConfigPage {
@@ -1035,6 +1052,7 @@ pub struct ConfigPage {
     toml: String,
     advertise_addr: String,
 }
+/// `/config`: the node's effective settings, secrets masked.
 
 pub async fn config(State(console): State<Shared>) -> Response {
     render(&ConfigPage {
@@ -1044,6 +1062,14 @@ pub async fn config(State(console): State<Shared>) -> Response {
     })
 }
 
+/// A page that failed to build (the reason only; no node state).
+#[derive(Template)]
+#[template(path = "error.html")]
+pub struct ErrorPage {
+    pub message: String,
+}
+
+/// The login form (`login.html`).
 #[derive(Template)]
 #[template(path = "login.html")]
 pub struct LoginPage {
