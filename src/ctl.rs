@@ -219,3 +219,250 @@ impl Ctl {
         Ok(format!("{table}\n({rows} row{})\n", if rows == 1 { "" } else { "s" }))
     }
 }
+
+/// A gRPC refusal as the CLI prints it, with what to do where that is clear.
+pub fn explain(s: &tonic::Status, servers: &str) -> anyhow::Error {
+    use tonic::Code;
+    let hint = match s.code() {
+        Code::NotFound if s.message().contains("job not found") => " (with tenancy on, pass --tenant)",
+        Code::Unauthenticated => " (pass --token or set SILO_AUTH_TOKEN)",
+        Code::Unavailable => " (is `silo serve` running there? list more nodes with --server a,b,c)",
+        Code::InvalidArgument if s.message().contains("tenant") => {
+            " (check --tenant against the server's tenancy setting)"
+        }
+        _ => "",
+    };
+    let code = format!("{:?}", s.code());
+    anyhow::anyhow!("{code} from {servers}: {}{hint}", s.message())
+}
+
+/// What `silo ctl job get` prints (MessagePack payload and results as JSON).
+#[derive(serde::Serialize)]
+pub struct JobView {
+    pub id: String,
+    pub status: String,
+    pub task_group: String,
+    pub priority: u32,
+    pub enqueue_time_ms: i64,
+    pub status_changed_at_ms: i64,
+    pub next_attempt_starts_after_ms: Option<i64>,
+    pub metadata: std::collections::BTreeMap<String, String>,
+    pub payload: serde_json::Value,
+    pub result: Option<serde_json::Value>,
+    pub attempts: Vec<AttemptView>,
+}
+
+/// One attempt of [`JobView`].
+#[derive(serde::Serialize)]
+pub struct AttemptView {
+    pub attempt_number: u32,
+    pub status: String,
+    pub started_at_ms: i64,
+    pub finished_at_ms: Option<i64>,
+    pub result: Option<serde_json::Value>,
+    pub error_code: Option<String>,
+    pub error_data: Option<serde_json::Value>,
+}
+
+fn msgpack_value(b: &Option<crate::pb::silo::SerializedBytes>) -> Option<serde_json::Value> {
+    use crate::pb::silo::serialized_bytes::Encoding;
+    let Some(Encoding::Msgpack(bytes)) = b.as_ref()?.encoding.as_ref() else { return None };
+    Some(rmp_serde::from_slice(bytes).unwrap_or_else(|_| serde_json::Value::String(format!("({} bytes)", bytes.len()))))
+}
+
+fn status_name(code: i32) -> String {
+    crate::pb::silo::JobStatus::try_from(code)
+        .map_or(format!("status {code}"), |s| s.as_str_name().trim_start_matches("JOB_STATUS_").to_string())
+}
+
+impl JobView {
+    fn of(j: crate::pb::silo::GetJobResponse) -> JobView {
+        JobView {
+            status: status_name(j.status),
+            payload: msgpack_value(&j.payload).unwrap_or(serde_json::Value::Null),
+            result: msgpack_value(&j.result),
+            attempts: j
+                .attempts
+                .iter()
+                .map(|a| AttemptView {
+                    attempt_number: a.attempt_number,
+                    status: crate::pb::silo::AttemptStatus::try_from(a.status)
+                        .map_or(format!("status {}", a.status), |s| {
+                            s.as_str_name().trim_start_matches("ATTEMPT_STATUS_").to_string()
+                        }),
+                    started_at_ms: a.started_at_ms,
+                    finished_at_ms: a.finished_at_ms,
+                    result: msgpack_value(&a.result),
+                    error_code: a.error_code.clone(),
+                    error_data: msgpack_value(&a.error_data),
+                })
+                .collect(),
+            id: j.id,
+            task_group: j.task_group,
+            priority: j.priority,
+            enqueue_time_ms: j.enqueue_time_ms,
+            status_changed_at_ms: j.status_changed_at_ms,
+            next_attempt_starts_after_ms: j.next_attempt_starts_after_ms,
+            metadata: j.metadata.into_iter().collect(),
+        }
+    }
+
+    /// `key: value` lines for a terminal.
+    pub fn text(&self) -> String {
+        let mut out = format!(
+            "id:          {}\nstatus:      {}\ntask group:  {}\npriority:    {}\nenqueued:    {} ms\nchanged:     {} ms\n",
+            self.id, self.status, self.task_group, self.priority, self.enqueue_time_ms, self.status_changed_at_ms
+        );
+        if let Some(t) = self.next_attempt_starts_after_ms {
+            out.push_str(&format!("next at:     {t} ms\n"));
+        }
+        for (k, v) in &self.metadata {
+            out.push_str(&format!("metadata:    {k} = {v}\n"));
+        }
+        out.push_str(&format!("payload:     {}\n", self.payload));
+        if let Some(r) = &self.result {
+            out.push_str(&format!("result:      {r}\n"));
+        }
+        for a in &self.attempts {
+            let outcome = match (&a.result, &a.error_code) {
+                (Some(r), _) => r.to_string(),
+                (None, Some(code)) => format!("{code} {}", a.error_data.clone().unwrap_or_default()),
+                _ => String::new(),
+            };
+            out.push_str(&format!("attempt {}:   {} {}\n", a.attempt_number, a.status, outcome));
+        }
+        out
+    }
+}
+
+/// A job write `silo ctl job` can send.
+#[derive(Debug, Clone, Copy)]
+pub enum JobWrite {
+    Cancel,
+    Restart,
+    Expedite,
+    Delete,
+}
+
+impl Ctl {
+    /// The servers `--server` names (comma-separated).
+    fn servers(&self) -> Vec<String> {
+        self.server.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
+    }
+
+    /// A client holding every `--server`, with the token.
+    pub async fn client(&self) -> anyhow::Result<crate::client::Client> {
+        let mut opts = crate::client::ClientOptions::new(self.servers());
+        opts.token = self.token.clone();
+        opts.retry_budget = Duration::from_secs(10);
+        crate::client::Client::connect(opts).await.map_err(|s| explain(&s, &self.server))
+    }
+
+    /// `silo ctl job get`.
+    pub async fn job_get(&self, id: &str, tenant: Option<&str>, attempts: bool) -> anyhow::Result<JobView> {
+        let c = self.client().await?;
+        let j = c.get_job(id, tenant, attempts).await.map_err(|s| explain(&s, &self.server))?;
+        Ok(JobView::of(j))
+    }
+
+    /// `silo ctl job cancel|restart|expedite|delete`.
+    pub async fn job_write(&self, what: JobWrite, id: &str, tenant: Option<&str>) -> anyhow::Result<()> {
+        let c = self.client().await?;
+        let r = match what {
+            JobWrite::Cancel => c.cancel_job(id, tenant).await,
+            JobWrite::Restart => c.restart_job(id, tenant).await,
+            JobWrite::Expedite => c.expedite_job(id, tenant).await,
+            JobWrite::Delete => c.delete_job(id, tenant).await,
+        };
+        r.map_err(|s| explain(&s, &self.server))
+    }
+
+    /// `silo ctl job result`: the outcome of a finished job, as JSON
+    /// (`{"id", "status", "finished_at_ms", "result" | "error_code" and "error_data"}`).
+    /// An unfinished job is an error naming its status.
+    pub async fn job_result(&self, id: &str, tenant: Option<&str>) -> anyhow::Result<serde_json::Value> {
+        use crate::pb::silo::get_job_result_response::Result as R;
+        let c = self.client().await?;
+        let r = c.get_job_result(id, tenant).await.map_err(|s| explain(&s, &self.server))?;
+        let mut out =
+            serde_json::json!({ "id": r.id, "status": status_name(r.status), "finished_at_ms": r.finished_at_ms });
+        match r.result {
+            Some(R::SuccessData(b)) => out["result"] = msgpack_value(&Some(b)).unwrap_or_default(),
+            Some(R::Failure(f)) => {
+                out["error_code"] = f.error_code.into();
+                out["error_data"] = msgpack_value(&f.error_data).unwrap_or_default();
+            }
+            Some(R::Cancelled(_)) | None => {}
+        }
+        Ok(out)
+    }
+
+    /// `silo ctl job await`: polls GetJobResult until the job finished or
+    /// `timeout` passed (then an error naming the job's status).
+    pub async fn job_await(
+        &self,
+        id: &str,
+        tenant: Option<&str>,
+        timeout: Duration,
+    ) -> anyhow::Result<serde_json::Value> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match self.job_result(id, tenant).await {
+                Ok(v) => return Ok(v),
+                Err(e) if e.to_string().starts_with("FailedPrecondition") && tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) if e.to_string().starts_with("FailedPrecondition") => {
+                    anyhow::bail!("job {id} did not finish within {} ms ({e})", timeout.as_millis())
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// `silo ctl job enqueue`: `payload` is JSON, stored as MessagePack.
+    pub async fn job_enqueue(&self, mut req: crate::pb::silo::EnqueueRequest, payload: &str) -> anyhow::Result<String> {
+        let value: serde_json::Value =
+            serde_json::from_str(payload).map_err(|e| anyhow::anyhow!("--payload must be JSON: {e}"))?;
+        req.payload = crate::client::msgpack(rmp_serde::to_vec_named(&value)?);
+        let c = self.client().await?;
+        c.enqueue(req).await.map_err(|s| explain(&s, &self.server))
+    }
+
+    /// `silo ctl cluster info`: shards with their ranges and owners, and the members.
+    pub async fn cluster_info(&self) -> anyhow::Result<crate::pb::silo::GetClusterInfoResponse> {
+        let c = self.client().await?;
+        c.call(None, None, |mut g, _| {
+            let r = c.request(crate::pb::silo::GetClusterInfoRequest {});
+            async move { g.get_cluster_info(r).await }
+        })
+        .await
+        .map_err(|s| explain(&s, &self.server))
+    }
+}
+
+/// `silo ctl tenant hash`: XXH64 of the tenant, as the server and clients route by it.
+pub fn tenant_hash(tenant: &str) -> String {
+    crate::grpc::tenant_hash(tenant)
+}
+
+/// The shard of `info` whose tenant-hash range holds `tenant`.
+pub fn locate<'a>(
+    info: &'a crate::pb::silo::GetClusterInfoResponse,
+    tenant: &str,
+) -> Option<&'a crate::pb::silo::ShardOwner> {
+    let h = tenant_hash(tenant);
+    info.shard_owners.iter().find(|s| {
+        (s.range_start.is_empty() || h.as_str() >= s.range_start.as_str())
+            && (s.range_end.is_empty() || h.as_str() < s.range_end.as_str())
+    })
+}
+
+/// `silo ctl validate-config`: parses and validates a node's config file,
+/// naming every broken setting; Ok with the effective settings as TOML.
+pub fn validate_config(path: &std::path::Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+    let config = crate::config::Config::from_toml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    config.validate().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Ok(crate::webui::masked_config(&config))
+}

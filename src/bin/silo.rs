@@ -79,24 +79,28 @@ struct BenchArgs {
 
 #[derive(clap::Args)]
 struct CtlArgs {
-    /// Any node of the cluster.
-    #[arg(long, env = "SILO_SERVER", default_value = "127.0.0.1:7450")]
+    /// Nodes of the cluster, comma-separated (any one will do; job commands
+    /// use them all to find shard owners).
+    #[arg(long, env = "SILO_SERVER", default_value = "127.0.0.1:7450", global = true)]
     server: String,
     /// Cluster token (when auth is on).
-    #[arg(long, env = "SILO_AUTH_TOKEN")]
+    #[arg(long, env = "SILO_AUTH_TOKEN", global = true)]
     token: Option<String>,
+    /// Tenant of the job (with tenancy on) or of the statement.
+    #[arg(long, short = 't', global = true)]
+    tenant: Option<String>,
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: CtlCommand,
 }
 
 #[derive(Subcommand)]
 enum CtlCommand {
-    /// Members, leader, and applied index per node.
-    Status {
-        /// Print JSON: {"leader": id, "nodes": [{"id", "addr", "role", "applied_index", ...}]}.
-        #[arg(long)]
-        json: bool,
-    },
+    /// Members, leader, and applied index per node (--json: {"leader": id,
+    /// "nodes": [{"id", "addr", "role", "applied_index", ...}]}).
+    Status,
     /// Add a node (started with `cluster.join = true`) as a learner; waits until it caught up.
     AddLearner { id: u64, addr: String },
     /// Promote learners to voters.
@@ -110,11 +114,9 @@ enum CtlCommand {
     /// Run read-only SQL over one shard's jobs (tables jobs, tasks, queues,
     /// tenant_counts, queue_counts; see README "Querying jobs with SQL").
     Query {
-        /// The statement, e.g. "SELECT id, status_kind FROM jobs LIMIT 10".
+        /// The statement, e.g. "SELECT id, status_kind FROM jobs LIMIT 10"
+        /// (--tenant: the tenant whose jobs it sees, which also picks the shard).
         sql: String,
-        /// Tenant whose jobs the statement sees (routes to its shard).
-        #[arg(long, short = 't')]
-        tenant: Option<String>,
         /// Shard id to query (default: the shard of --tenant, or of the default tenant).
         #[arg(long)]
         shard: Option<String>,
@@ -122,10 +124,88 @@ enum CtlCommand {
         /// null are typed; anything else (or a value prefixed `str:`) is text.
         #[arg(long = "param", short = 'p')]
         params: Vec<String>,
-        /// Print one JSON object per row instead of a table.
-        #[arg(long)]
-        json: bool,
     },
+    /// Read and change jobs (writes go to the leader; --tenant with tenancy on).
+    Job {
+        #[command(subcommand)]
+        command: JobCommand,
+    },
+    /// Shards, their tenant-hash ranges and owners, and the members.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+    /// How a tenant is routed.
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCommand,
+    },
+    /// Check a node's config file without starting it: names every broken
+    /// setting, or prints the effective settings.
+    ValidateConfig {
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum JobCommand {
+    /// A job's status, payload, metadata and (with --attempts) its attempts.
+    Get {
+        id: String,
+        #[arg(long)]
+        attempts: bool,
+    },
+    /// A finished job's result or error (an unfinished job is an error).
+    Result { id: String },
+    /// Cancel a job (a running one stops at its next heartbeat).
+    Cancel { id: String },
+    /// Run a cancelled or failed job again.
+    Restart { id: String },
+    /// Make a future-scheduled job due now.
+    Expedite { id: String },
+    /// Erase a finished job.
+    Delete { id: String },
+    /// Enqueue a job; prints its id.
+    Enqueue {
+        /// The payload as JSON (stored as MessagePack), e.g. '{"to":"a@b.c"}'.
+        #[arg(long, default_value = "null")]
+        payload: String,
+        /// Job id (default: a new UUID).
+        #[arg(long)]
+        id: Option<String>,
+        #[arg(long, default_value = "default")]
+        task_group: String,
+        /// 0 (first) to 99.
+        #[arg(long, default_value_t = 50)]
+        priority: u32,
+        /// Metadata entries, `key=value`, repeatable.
+        #[arg(long = "metadata", short = 'm')]
+        metadata: Vec<String>,
+        /// Start this many milliseconds from now (default: now).
+        #[arg(long)]
+        delay_ms: Option<i64>,
+    },
+    /// Wait for a job to finish and print its result.
+    Await {
+        id: String,
+        #[arg(long, default_value_t = 60_000)]
+        timeout_ms: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Shards with ranges and owners, and the members (GetClusterInfo).
+    Info,
+}
+
+#[derive(Subcommand)]
+enum TenantCommand {
+    /// The tenant's XXH64 routing hash.
+    Hash { tenant: String },
+    /// The shard (and its owner) a tenant's jobs live on.
+    Locate { tenant: String },
 }
 
 #[derive(clap::Args)]
@@ -218,6 +298,74 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
     Ok(config)
 }
 
+fn or_inf<'a>(s: &'a str, inf: &'a str) -> &'a str {
+    if s.is_empty() {
+        inf
+    } else {
+        s
+    }
+}
+
+async fn job_command(
+    ctl: &silo::ctl::Ctl,
+    command: JobCommand,
+    tenant: Option<&str>,
+    json: bool,
+) -> anyhow::Result<()> {
+    use silo::ctl::JobWrite;
+    let write = |what: JobWrite, id: String| async move {
+        ctl.job_write(what, &id, tenant).await?;
+        if json {
+            println!("{}", serde_json::json!({"id": id, "done": format!("{what:?}").to_lowercase()}));
+        } else {
+            println!("{what:?} job {id}: done");
+        }
+        anyhow::Ok(())
+    };
+    match command {
+        JobCommand::Get { id, attempts } => {
+            let view = ctl.job_get(&id, tenant, attempts).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&view)?);
+            } else {
+                print!("{}", view.text());
+            }
+        }
+        JobCommand::Result { id } => println!("{}", ctl.job_result(&id, tenant).await?),
+        JobCommand::Await { id, timeout_ms } => {
+            println!("{}", ctl.job_await(&id, tenant, std::time::Duration::from_millis(timeout_ms)).await?)
+        }
+        JobCommand::Cancel { id } => write(JobWrite::Cancel, id).await?,
+        JobCommand::Restart { id } => write(JobWrite::Restart, id).await?,
+        JobCommand::Expedite { id } => write(JobWrite::Expedite, id).await?,
+        JobCommand::Delete { id } => write(JobWrite::Delete, id).await?,
+        JobCommand::Enqueue { payload, id, task_group, priority, metadata, delay_ms } => {
+            let mut meta = std::collections::HashMap::new();
+            for m in metadata {
+                let (k, v) =
+                    m.split_once('=').ok_or_else(|| anyhow::anyhow!("--metadata takes key=value, got {m:?}"))?;
+                meta.insert(k.to_string(), v.to_string());
+            }
+            let req = silo::pb::silo::EnqueueRequest {
+                id: id.unwrap_or_default(),
+                task_group,
+                priority,
+                metadata: meta,
+                tenant: tenant.map(String::from),
+                start_at_ms: delay_ms.map_or(0, |d| silo::wall_clock_ms() + d),
+                ..Default::default()
+            };
+            let id = ctl.job_enqueue(req, &payload).await?;
+            if json {
+                println!("{}", serde_json::json!({"id": id}));
+            } else {
+                println!("{id}");
+            }
+        }
+    }
+    Ok(())
+}
+
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
@@ -238,8 +386,9 @@ fn init_cli_logging() {
 
 async fn run_ctl(args: CtlArgs) -> anyhow::Result<()> {
     let ctl = silo::ctl::Ctl { server: args.server, token: args.token };
+    let (tenant, json) = (args.tenant, args.json);
     match args.command {
-        CtlCommand::Status { json } => {
+        CtlCommand::Status => {
             let view = ctl.cluster().await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&view)?);
@@ -267,9 +416,70 @@ async fn run_ctl(args: CtlArgs) -> anyhow::Result<()> {
             ctl.snapshot().await?;
             println!("snapshot triggered");
         }
-        CtlCommand::Query { sql, tenant, shard, params, json } => {
+        CtlCommand::Query { sql, shard, params } => {
             let params = params.iter().map(|p| silo::ctl::query_parameter(p)).collect();
             print!("{}", ctl.query(&sql, tenant.as_deref(), shard.as_deref(), params, json).await?);
+        }
+        CtlCommand::Job { command } => job_command(&ctl, command, tenant.as_deref(), json).await?,
+        CtlCommand::Cluster { command: ClusterCommand::Info } => {
+            let info = ctl.cluster_info().await?;
+            if json {
+                let shards: Vec<_> = info
+                    .shard_owners
+                    .iter()
+                    .map(|s| serde_json::json!({"shard": s.shard_id, "range_start": s.range_start, "range_end": s.range_end, "owner_node": s.node_id, "owner_addr": s.grpc_addr}))
+                    .collect();
+                let members: Vec<_> =
+                    info.members.iter().map(|m| serde_json::json!({"node": m.node_id, "addr": m.grpc_addr})).collect();
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &serde_json::json!({"num_shards": info.num_shards, "shards": shards, "members": members})
+                    )?
+                );
+            } else {
+                println!("{:<38} {:<35} owner", "shard", "tenant-hash range");
+                for s in &info.shard_owners {
+                    let range = format!("[{}, {})", or_inf(&s.range_start, "-∞"), or_inf(&s.range_end, "+∞"));
+                    println!("{:<38} {:<35} node {} at {}", s.shard_id, range, s.node_id, s.grpc_addr);
+                }
+                for m in &info.members {
+                    println!("member node {} at {}", m.node_id, m.grpc_addr);
+                }
+            }
+        }
+        CtlCommand::Tenant { command: TenantCommand::Hash { tenant } } => {
+            let hash = silo::ctl::tenant_hash(&tenant);
+            if json {
+                println!("{}", serde_json::json!({"tenant": tenant, "hash": hash}));
+            } else {
+                println!("{hash}");
+            }
+        }
+        CtlCommand::Tenant { command: TenantCommand::Locate { tenant } } => {
+            let info = ctl.cluster_info().await?;
+            let shard = silo::ctl::locate(&info, &tenant)
+                .ok_or_else(|| anyhow::anyhow!("no shard covers tenant {tenant:?} (is the shard map formed?)"))?;
+            let hash = silo::ctl::tenant_hash(&tenant);
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"tenant": tenant, "hash": hash, "shard": shard.shard_id, "owner_node": shard.node_id, "owner_addr": shard.grpc_addr})
+                );
+            } else {
+                println!(
+                    "tenant {tenant:?} (hash {hash}) → shard {} owned by node {} at {}",
+                    shard.shard_id, shard.node_id, shard.grpc_addr
+                );
+            }
+        }
+        CtlCommand::ValidateConfig { config } => {
+            let effective = silo::ctl::validate_config(&config)?;
+            if json {
+                println!("{}", serde_json::json!({"valid": true, "config": config.display().to_string()}));
+            } else {
+                print!("{} is valid; effective settings:\n{effective}", config.display());
+            }
         }
     }
     Ok(())

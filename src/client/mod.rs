@@ -69,6 +69,46 @@ struct Inner {
     channels: Mutex<HashMap<String, Channel>>,
 }
 
+/// `msg` as a request carrying `authorization: Bearer <token>` when given.
+fn with_token<T>(msg: T, token: Option<&str>) -> Request<T> {
+    let mut r = Request::new(msg);
+    if let Some(v) = token.and_then(|t| format!("Bearer {t}").parse().ok()) {
+        r.metadata_mut().insert("authorization", v);
+    }
+    r
+}
+
+/// The (shard, id, tenant) a job write names, turned into its request with
+/// the client's token.
+pub struct JobRef {
+    shard: String,
+    id: String,
+    tenant: Option<String>,
+    token: Option<String>,
+}
+
+impl JobRef {
+    fn wrap<T>(&self, msg: T) -> Request<T> {
+        with_token(msg, self.token.as_deref())
+    }
+    fn cancel(self) -> Request<pb::CancelJobRequest> {
+        self.wrap(pb::CancelJobRequest { shard: self.shard.clone(), id: self.id.clone(), tenant: self.tenant.clone() })
+    }
+    fn restart(self) -> Request<pb::RestartJobRequest> {
+        self.wrap(pb::RestartJobRequest { shard: self.shard.clone(), id: self.id.clone(), tenant: self.tenant.clone() })
+    }
+    fn expedite(self) -> Request<pb::ExpediteJobRequest> {
+        self.wrap(pb::ExpediteJobRequest {
+            shard: self.shard.clone(),
+            id: self.id.clone(),
+            tenant: self.tenant.clone(),
+        })
+    }
+    fn delete(self) -> Request<pb::DeleteJobRequest> {
+        self.wrap(pb::DeleteJobRequest { shard: self.shard.clone(), id: self.id.clone(), tenant: self.tenant.clone() })
+    }
+}
+
 /// True for errors after which the same call may succeed elsewhere or later.
 fn retryable(s: &Status) -> bool {
     match s.code() {
@@ -136,13 +176,7 @@ impl Client {
 
     /// Wraps `msg` in a request carrying the token, if any.
     pub fn request<T>(&self, msg: T) -> Request<T> {
-        let mut r = Request::new(msg);
-        if let Some(t) = &self.inner.opts.token {
-            if let Ok(v) = format!("Bearer {t}").parse() {
-                r.metadata_mut().insert("authorization", v);
-            }
-        }
-        r
+        with_token(msg, self.inner.opts.token.as_deref())
     }
 
     /// Re-reads the topology from the first server that answers (seeds first,
@@ -325,13 +359,43 @@ impl Client {
         .await
     }
 
+    /// CancelJob (SEMANTICS: a running job learns of it on its next heartbeat).
     pub async fn cancel_job(&self, id: &str, tenant: Option<&str>) -> Result<(), Status> {
-        self.call(tenant, None, |mut c, shard| {
-            let r = self.request(pb::CancelJobRequest { shard, id: id.to_string(), tenant: tenant.map(String::from) });
-            async move { c.cancel_job(r).await }
+        self.job_call(id, tenant, |mut c, r| async move { c.cancel_job(r.cancel()).await.map(drop) }).await
+    }
+
+    /// RestartJob: a cancelled or failed job runs again with a fresh retry count.
+    pub async fn restart_job(&self, id: &str, tenant: Option<&str>) -> Result<(), Status> {
+        self.job_call(id, tenant, |mut c, r| async move { c.restart_job(r.restart()).await.map(drop) }).await
+    }
+
+    /// ExpediteJob: a future-scheduled attempt becomes due now.
+    pub async fn expedite_job(&self, id: &str, tenant: Option<&str>) -> Result<(), Status> {
+        self.job_call(id, tenant, |mut c, r| async move { c.expedite_job(r.expedite()).await.map(drop) }).await
+    }
+
+    /// DeleteJob: erases a finished job (a scheduled or running one is refused).
+    pub async fn delete_job(&self, id: &str, tenant: Option<&str>) -> Result<(), Status> {
+        self.job_call(id, tenant, |mut c, r| async move { c.delete_job(r.delete()).await.map(drop) }).await
+    }
+
+    /// One of the four job writes that take (shard, id, tenant).
+    async fn job_call<F, Fut>(&self, id: &str, tenant: Option<&str>, mut f: F) -> Result<(), Status>
+    where
+        F: FnMut(Grpc<Channel>, JobRef) -> Fut,
+        Fut: Future<Output = Result<(), Status>>,
+    {
+        self.call(tenant, None, |c, shard| {
+            let r = JobRef {
+                shard,
+                id: id.to_string(),
+                tenant: tenant.map(String::from),
+                token: self.inner.opts.token.clone(),
+            };
+            let fut = f(c, r);
+            async move { fut.await.map(Response::new) }
         })
         .await
-        .map(|_| ())
     }
 
     /// Polls every owner once for up to `max_tasks` tasks of `task_group`.

@@ -126,6 +126,25 @@ impl SiloService {
         }
     }
 
+    /// Whether a committed lease grant proposed while leading term
+    /// `proposed_in` may be handed out: this node still leads that term and a
+    /// quorum confirmed it recently (see LeaseTasks). Otherwise UNAVAILABLE;
+    /// the grant stays committed and its leases run out on the real leader.
+    async fn grant_still_ours(&self, proposed_in: Option<u64>) -> Result<(), Status> {
+        let max_age = std::time::Duration::from_millis(self.edge.leadership_confirmation_max_age_ms);
+        let still_leads = proposed_in.is_some()
+            && self.node.leader_term() == proposed_in
+            && self.node.confirm_leadership(max_age).await.is_ok()
+            && self.node.leader_term() == proposed_in;
+        if still_leads {
+            return Ok(());
+        }
+        metrics::counter!("silo_grants_withheld_total").increment(1);
+        Err(Status::unavailable(
+            "this node lost leadership while the lease grant was committing; poll the current leader",
+        ))
+    }
+
     /// The job an import names, read from this node's applied state, when its
     /// shard and tenant resolve (a request that does not resolve gets its
     /// error from the import itself).
@@ -449,7 +468,10 @@ impl Silo for SiloService {
                 worker_id: r.worker_id,
                 lease_ms: self.edge.lease_ms,
             };
-            match self.write(op).await? {
+            let proposed_in = self.node.leader_term();
+            let result = self.write(op).await?;
+            self.grant_still_ours(proposed_in).await?;
+            match result {
                 Output::Granted { mut tasks, .. } if tasks.len() == 1 => {
                     let task = tasks.pop().expect("one task");
                     let shard = self.shard_id(task.job.shard);
@@ -516,12 +538,15 @@ impl Silo for SiloService {
             // delivered lease has its whole length. A withheld grant stays
             // committed: its leases run out on the current leader and the
             // attempts count as crashed (the retry policy applies).
-            if proposed_in.is_none() || self.node.leader_term() != proposed_in {
-                metrics::counter!("silo_grants_withheld_total").increment(1);
-                return Err(Status::unavailable(
-                    "this node lost leadership while the lease grant was committing; poll the current leader",
-                ));
-            }
+            // Still leading the same term is not enough: a leader frozen (SIGSTOP,
+            // a long GC-like stall) while its grant was replicated wakes up
+            // still believing it leads, learns the commit from acks that
+            // waited in its sockets, and would deliver leases whose clocks the
+            // next leader started seconds ago (Jepsen: lease-dead-on-arrival).
+            // A quorum confirmation after the commit, recent enough that no
+            // other leader can exist yet, closes that: the frozen node's last
+            // confirmation is as old as its stall.
+            self.grant_still_ours(proposed_in).await?;
             match result {
                 Output::Granted { tasks, refresh_tasks } => {
                     metrics::counter!("silo_tasks_leased_total").increment(tasks.len() as u64);

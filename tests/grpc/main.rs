@@ -5,6 +5,7 @@ mod support;
 
 mod admin;
 mod crash;
+mod ctl;
 mod fuzz;
 mod jobs;
 mod limits;

@@ -1,0 +1,132 @@
+//! `silo ctl` job, cluster, tenant and config commands, run as the real
+//! binary against a real server: what an operator types and reads.
+use std::process::Command;
+
+use crate::support::*;
+
+/// Runs `silo ctl <args>` against `server`; (exit ok, stdout, stderr).
+fn ctl(server: &Server, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_silo"))
+        .args(["ctl", "--server", &server.addr])
+        .args(args)
+        .env_remove("SILO_AUTH_TOKEN")
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .expect("silo runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+}
+
+#[tokio::test]
+async fn job_commands_enqueue_read_change_and_explain_refusals() {
+    let s = Server::start_default().await;
+    let (ok, out, err) = ctl(
+        &s,
+        &[
+            "job",
+            "enqueue",
+            "--id",
+            "cli-1",
+            "--payload",
+            r#"{"to":"a@b.c"}"#,
+            "-m",
+            "user=7",
+            "--delay-ms",
+            "3600000",
+            "--json",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(json(&out)["id"], "cli-1");
+
+    let (ok, out, _) = ctl(&s, &["job", "get", "cli-1", "--json"]);
+    assert!(ok);
+    let job = json(&out);
+    assert_eq!((job["status"].as_str(), job["payload"]["to"].as_str()), (Some("SCHEDULED"), Some("a@b.c")));
+    assert_eq!(job["metadata"]["user"], "7");
+    let (ok, text, _) = ctl(&s, &["job", "get", "cli-1"]);
+    assert!(ok && text.contains("status:      SCHEDULED") && text.contains("metadata:    user = 7"), "{text}");
+
+    // Expedite, cancel, a refused second cancel, restart, a refused delete.
+    for (args, expect_ok) in [
+        (vec!["job", "expedite", "cli-1"], true),
+        (vec!["job", "cancel", "cli-1"], true),
+        (vec!["job", "cancel", "cli-1"], false),
+        (vec!["job", "restart", "cli-1"], true),
+        (vec!["job", "delete", "cli-1"], false),
+    ] {
+        let (ok, out, err) = ctl(&s, &args);
+        assert_eq!(ok, expect_ok, "{args:?}: {out} {err}");
+        if !ok {
+            assert!(err.contains("FailedPrecondition") || err.contains("Internal"), "{args:?}: {err}");
+        }
+    }
+
+    // A worker finishes it; `result` and `await` print the outcome.
+    let mut c = s.client().await;
+    let tasks = lease_n(&mut c, "default", "w", 1).await;
+    c.report_outcome(success_req(&tasks[0], &[0x81, 0xa2, b'o', b'k', 0xc3])).await.unwrap();
+    let (ok, out, err) = ctl(&s, &["job", "await", "cli-1", "--timeout-ms", "10000"]);
+    assert!(ok, "{err}");
+    let result = json(&out);
+    assert_eq!((result["status"].as_str(), result["result"]["ok"].as_bool()), (Some("SUCCEEDED"), Some(true)));
+    let (ok, _, _) = ctl(&s, &["job", "delete", "cli-1"]);
+    assert!(ok);
+
+    // Refusals say what went wrong and what to do.
+    let (ok, _, err) = ctl(&s, &["job", "get", "nope"]);
+    assert!(!ok && err.contains("NotFound") && err.contains("pass --tenant"), "{err}");
+    let (ok, _, err) = ctl(&s, &["job", "enqueue", "--payload", "{not json"]);
+    assert!(!ok && err.contains("--payload must be JSON"), "{err}");
+    let (ok, _, err) = ctl(&s, &["job", "enqueue", "-m", "novalue"]);
+    assert!(!ok && err.contains("--metadata takes key=value"), "{err}");
+    let (ok, _, err) = ctl(&s, &["job", "enqueue", "--priority", "100"]);
+    assert!(!ok && err.contains("InvalidArgument"), "{err}");
+}
+
+#[tokio::test]
+async fn cluster_tenant_and_config_commands() {
+    let s = Server::start(Opts { num_shards: 4, ..Opts::default() }).await;
+    let (ok, out, err) = ctl(&s, &["cluster", "info", "--json"]);
+    assert!(ok, "{err}");
+    let info = json(&out);
+    assert_eq!(info["num_shards"], 4);
+    assert_eq!(info["shards"].as_array().unwrap().len(), 4);
+
+    let (ok, out, _) = ctl(&s, &["tenant", "hash", "acme"]);
+    assert!(ok);
+    assert_eq!(out.trim(), silo::grpc::tenant_hash("acme"));
+    let (ok, out, _) = ctl(&s, &["tenant", "locate", "acme", "--json"]);
+    assert!(ok);
+    let located = json(&out);
+    let hash = located["hash"].as_str().unwrap().to_string();
+    let shard = info["shards"].as_array().unwrap().iter().find(|sh| sh["shard"] == located["shard"]).unwrap().clone();
+    let (start, end) = (shard["range_start"].as_str().unwrap(), shard["range_end"].as_str().unwrap());
+    assert!(
+        (start.is_empty() || hash.as_str() >= start) && (end.is_empty() || hash.as_str() < end),
+        "{located} in {shard}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, "node_id = 2\n[auth]\ntoken = \"s3cret\"\n").unwrap();
+    let (ok, out, err) = ctl(&s, &["validate-config", "--config", good.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(out.contains("is valid") && out.contains("node_id = 2") && !out.contains("s3cret"), "{out}");
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "node_id = 0\nlease_ms = 5\n[webui]\nlisten = \"nowhere\"\n").unwrap();
+    let (ok, _, err) = ctl(&s, &["validate-config", "--config", bad.to_str().unwrap()]);
+    assert!(!ok);
+    for setting in ["node_id", "lease_ms", "webui.listen"] {
+        assert!(err.contains(setting), "{setting} missing from: {err}");
+    }
+    let (ok, _, err) = ctl(&s, &["validate-config", "--config", dir.path().join("absent.toml").to_str().unwrap()]);
+    assert!(!ok && err.contains("reading"), "{err}");
+}
