@@ -60,9 +60,21 @@ impl Ctl {
         Ok(self.admin(addr).await?.status(self.req(rpb::StatusRequest { skip_digest: false })).await?.into_inner())
     }
 
+    /// The status of the first `--server` that answers, and its address.
+    async fn first_status(&self) -> anyhow::Result<(String, rpb::StatusReply)> {
+        let mut last = anyhow::anyhow!("no server given (--server a,b,c)");
+        for addr in self.servers() {
+            match self.node_status(&addr).await {
+                Ok(s) => return Ok((addr, s)),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
     /// Every member's own view, gathered through the member list of `--server`.
     pub async fn cluster(&self) -> anyhow::Result<ClusterView> {
-        let first = self.node_status(&self.server).await?;
+        let (_, first) = self.first_status().await?;
         let mut members: Vec<(u64, String)> =
             first.voters.iter().chain(first.learners.iter()).map(|m| (m.id, m.addr.clone())).collect();
         if members.is_empty() {
@@ -102,7 +114,7 @@ impl Ctl {
     }
 
     async fn leader_admin(&self) -> anyhow::Result<AdminClient<Channel>> {
-        let s = self.node_status(&self.server).await?;
+        let (_, s) = self.first_status().await?;
         let addr = if s.state == "Leader" {
             s.grpc_addr
         } else if !s.leader_addr.is_empty() {
@@ -129,7 +141,8 @@ impl Ctl {
     }
 
     pub async fn snapshot(&self) -> anyhow::Result<()> {
-        let mut a = self.admin(&self.server).await?;
+        let (addr, _) = self.first_status().await?;
+        let mut a = self.admin(&addr).await?;
         a.trigger_snapshot(self.req(rpb::TriggerSnapshotRequest {})).await?;
         Ok(())
     }
@@ -193,10 +206,8 @@ impl Ctl {
         params: Vec<crate::pb::silo::QueryParameter>,
         json: bool,
     ) -> anyhow::Result<String> {
-        let mut opts = crate::client::ClientOptions::new([self.server.clone()]);
-        opts.token = self.token.clone();
-        let client = crate::client::Client::connect(opts).await.map_err(|s| anyhow::anyhow!("{}", s.message()))?;
-        let failed = |s: tonic::Status| anyhow::anyhow!("{:?}: {}", s.code(), s.message());
+        let client = self.client().await?;
+        let failed = |s: tonic::Status| explain(&s, &self.server);
         if json {
             let reply = client.query(sql, tenant, shard, params).await.map_err(failed)?;
             let mut out = String::new();
@@ -381,24 +392,14 @@ impl Ctl {
     /// (`{"id", "status", "finished_at_ms", "result" | "error_code" and "error_data"}`).
     /// An unfinished job is an error naming its status.
     pub async fn job_result(&self, id: &str, tenant: Option<&str>) -> anyhow::Result<serde_json::Value> {
-        use crate::pb::silo::get_job_result_response::Result as R;
         let c = self.client().await?;
         let r = c.get_job_result(id, tenant).await.map_err(|s| explain(&s, &self.server))?;
-        let mut out =
-            serde_json::json!({ "id": r.id, "status": status_name(r.status), "finished_at_ms": r.finished_at_ms });
-        match r.result {
-            Some(R::SuccessData(b)) => out["result"] = msgpack_value(&Some(b)).unwrap_or_default(),
-            Some(R::Failure(f)) => {
-                out["error_code"] = f.error_code.into();
-                out["error_data"] = msgpack_value(&f.error_data).unwrap_or_default();
-            }
-            Some(R::Cancelled(_)) | None => {}
-        }
-        Ok(out)
+        Ok(result_json(r))
     }
 
     /// `silo ctl job await`: polls GetJobResult until the job finished or
-    /// `timeout` passed (then an error naming the job's status).
+    /// `timeout` passed (then an error naming the job's status). Any other
+    /// refusal (unknown job, wrong tenant) ends the wait at once.
     pub async fn job_await(
         &self,
         id: &str,
@@ -406,16 +407,20 @@ impl Ctl {
         timeout: Duration,
     ) -> anyhow::Result<serde_json::Value> {
         let deadline = tokio::time::Instant::now() + timeout;
+        let c = self.client().await?;
         loop {
-            match self.job_result(id, tenant).await {
-                Ok(v) => return Ok(v),
-                Err(e) if e.to_string().starts_with("FailedPrecondition") && tokio::time::Instant::now() < deadline => {
+            match c.get_job_result(id, tenant).await {
+                Ok(r) => return Ok(result_json(r)),
+                Err(s)
+                    if s.code() == tonic::Code::FailedPrecondition
+                        && s.message().starts_with("job is not complete") =>
+                {
+                    if tokio::time::Instant::now() >= deadline {
+                        anyhow::bail!("job {id} did not finish within {} ms ({})", timeout.as_millis(), s.message());
+                    }
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
-                Err(e) if e.to_string().starts_with("FailedPrecondition") => {
-                    anyhow::bail!("job {id} did not finish within {} ms ({e})", timeout.as_millis())
-                }
-                Err(e) => return Err(e),
+                Err(s) => return Err(explain(&s, &self.server)),
             }
         }
     }
@@ -439,6 +444,22 @@ impl Ctl {
         .await
         .map_err(|s| explain(&s, &self.server))
     }
+}
+
+/// A GetJobResult reply as `silo ctl job result` prints it.
+fn result_json(r: crate::pb::silo::GetJobResultResponse) -> serde_json::Value {
+    use crate::pb::silo::get_job_result_response::Result as R;
+    let mut out =
+        serde_json::json!({ "id": r.id, "status": status_name(r.status), "finished_at_ms": r.finished_at_ms });
+    match r.result {
+        Some(R::SuccessData(b)) => out["result"] = msgpack_value(&Some(b)).unwrap_or_default(),
+        Some(R::Failure(f)) => {
+            out["error_code"] = f.error_code.into();
+            out["error_data"] = msgpack_value(&f.error_data).unwrap_or_default();
+        }
+        Some(R::Cancelled(_)) | None => {}
+    }
+    out
 }
 
 /// `silo ctl tenant hash`: XXH64 of the tenant, as the server and clients route by it.

@@ -182,8 +182,8 @@ enum JobCommand {
         /// Metadata entries, `key=value`, repeatable.
         #[arg(long = "metadata", short = 'm')]
         metadata: Vec<String>,
-        /// Start this many milliseconds from now (default: now).
-        #[arg(long)]
+        /// Start this many milliseconds from now (default: now; at most a year).
+        #[arg(long, value_parser = clap::value_parser!(i64).range(0..=31_536_000_000))]
         delay_ms: Option<i64>,
     },
     /// Wait for a job to finish and print its result.
@@ -203,9 +203,15 @@ enum ClusterCommand {
 #[derive(Subcommand)]
 enum TenantCommand {
     /// The tenant's XXH64 routing hash.
-    Hash { tenant: String },
-    /// The shard (and its owner) a tenant's jobs live on.
-    Locate { tenant: String },
+    Hash {
+        #[arg(value_name = "TENANT")]
+        name: String,
+    },
+    /// The shard (and its owner) a tenant's jobs live on (with tenancy on).
+    Locate {
+        #[arg(value_name = "TENANT")]
+        name: String,
+    },
 }
 
 #[derive(clap::Args)]
@@ -448,7 +454,7 @@ async fn run_ctl(args: CtlArgs) -> anyhow::Result<()> {
                 }
             }
         }
-        CtlCommand::Tenant { command: TenantCommand::Hash { tenant } } => {
+        CtlCommand::Tenant { command: TenantCommand::Hash { name: tenant } } => {
             let hash = silo::ctl::tenant_hash(&tenant);
             if json {
                 println!("{}", serde_json::json!({"tenant": tenant, "hash": hash}));
@@ -456,7 +462,7 @@ async fn run_ctl(args: CtlArgs) -> anyhow::Result<()> {
                 println!("{hash}");
             }
         }
-        CtlCommand::Tenant { command: TenantCommand::Locate { tenant } } => {
+        CtlCommand::Tenant { command: TenantCommand::Locate { name: tenant } } => {
             let info = ctl.cluster_info().await?;
             let shard = silo::ctl::locate(&info, &tenant)
                 .ok_or_else(|| anyhow::anyhow!("no shard covers tenant {tenant:?} (is the shard map formed?)"))?;

@@ -16,7 +16,7 @@ pub fn rejection(r: &Rejection) -> Status {
     let code = match r {
         Rejection::JobNotFound | Rejection::LeaseNotFound => Code::NotFound,
         Rejection::JobAlreadyExists { .. } => Code::AlreadyExists,
-        Rejection::Unstorable { .. } => Code::InvalidArgument,
+        Rejection::Unstorable { .. } | Rejection::InvalidImport { .. } => Code::InvalidArgument,
         Rejection::AlreadyCancelled
         | Rejection::AlreadyTerminal
         | Rejection::CannotRestart { .. }

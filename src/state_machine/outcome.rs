@@ -81,6 +81,9 @@ pub enum Rejection {
     CannotExpedite { id: String, reason: String, status: JobStatus },
     #[error("cannot lease job {id}: {reason} (status: {})", status.name())]
     CannotLease { id: String, reason: String, status: JobStatus },
+    /// An import's attempts break Silo's rule (INVALID_ARGUMENT).
+    #[error("{reason}")]
+    InvalidImport { reason: String },
     #[error("cannot reimport job {id}: {reason} (status: {})", status.name())]
     CannotReimport { id: String, reason: String, status: JobStatus },
     #[error("cannot delete job {id}: job is currently running or has pending requests")]

@@ -301,6 +301,16 @@ async fn an_existing_id_is_reimported_as_silo_does() {
             .await;
     assert_eq!(bad.error.as_deref(), Some("import attempt 1 must be Failed (only the last attempt may be non-Failed)"));
 
+    // Silo checks the rule on the added attempts only: a stored CANCELLED
+    // attempt before them is fine.
+    let mut was_cancelled = imported(&shard, "was-cancelled", vec![attempt(pb::AttemptStatus::Cancelled)]);
+    was_cancelled.retry_policy = retry_policy(3, 1, 1, 1.0);
+    was_cancelled.task_group = "imported-elsewhere".into();
+    assert!(import_one(&mut c, was_cancelled.clone()).await.success);
+    was_cancelled.attempts.push(failed_at(7_000, "AFTER"));
+    let extended = import_one(&mut c, was_cancelled).await;
+    assert!(extended.success && extended.status == pb::JobStatus::Scheduled as i32, "{extended:?}");
+
     // A cancelled job comes back to life with its cancellation cleared.
     let mut cancelled = enqueue_req(&shard, "cancelled");
     cancelled.task_group = "imported".into();

@@ -89,6 +89,48 @@ async fn job_commands_enqueue_read_change_and_explain_refusals() {
     assert!(!ok && err.contains("--metadata takes key=value"), "{err}");
     let (ok, _, err) = ctl(&s, &["job", "enqueue", "--priority", "100"]);
     assert!(!ok && err.contains("InvalidArgument"), "{err}");
+    // Waiting on a request that can never succeed ends at once.
+    let started = std::time::Instant::now();
+    let (ok, _, err) = ctl(&s, &["job", "await", "nope", "--timeout-ms", "60000"]);
+    assert!(!ok && err.contains("NotFound") && started.elapsed() < std::time::Duration::from_secs(30), "{err}");
+}
+
+#[tokio::test]
+async fn a_server_list_works_for_every_command_and_flags_go_anywhere() {
+    let s = Server::start_default().await;
+    let list = format!("127.0.0.1:1,{}", s.addr);
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_silo"))
+            .args(["ctl", "--server", &list])
+            .args(args)
+            .env_remove("SILO_AUTH_TOKEN")
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .expect("silo runs");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    for args in [
+        vec!["status", "--json"],
+        vec!["--json", "status"],
+        vec!["query", "SELECT 1 AS one", "--json"],
+        vec!["tenant", "locate", "acme", "--json"],
+    ] {
+        let (ok, out, err) = run(&args);
+        assert!(ok, "{args:?}: {err}");
+        // One JSON document (status, locate) or one per line (query).
+        if serde_json::from_str::<serde_json::Value>(&out).is_err() {
+            json(out.lines().next().unwrap_or_default());
+        }
+    }
+    let (ok, out, err) = run(&["job", "enqueue", "--delay-ms", "5", "--json"]);
+    assert!(ok, "{err}");
+    assert!(json(&out)["id"].is_string());
+    let (ok, _, err) = run(&["job", "enqueue", "--delay-ms=-5"]);
+    assert!(!ok && err.contains("delay-ms"), "{err}");
 }
 
 #[tokio::test]

@@ -2,6 +2,9 @@
 //! its finished attempts (numbered 1..n in the given order; every attempt but
 //! the last is FAILED, checked at the edge).
 //!
+//! Every attempt an import adds but the last must be FAILED
+//! (`InvalidImport`, as Silo's `validate_import_attempts`).
+//!
 //! A new id creates the job. The status follows the last attempt: SUCCEEDED →
 //! Succeeded, CANCELLED → Cancelled, FAILED → Scheduled for attempt n+1 at
 //! `start_at_ms` while the retry policy allows another attempt, else Failed;
@@ -16,8 +19,9 @@
 //! - the new attempts are appended, the retry policy is replaced (payload,
 //!   metadata, limits, priority and task group stay), a scheduled attempt is
 //!   taken out of its queue and gives back its slots, a cancellation is
-//!   cleared, and the status is decided as for a new import over all attempts
-//!   (a fresh run: the retry count starts again from attempt 1).
+//!   cleared, and the status is decided as for a new import over all attempts,
+//!   counted from the job's first attempt (as Silo counts failed attempts; a
+//!   budget an earlier RestartJob granted does not carry over).
 use crate::storage::kv::Kv;
 
 use super::super::command::{ImportedAttempt, NewJob};
@@ -35,6 +39,7 @@ pub fn apply<K: Kv>(
     if let Some(existing) = tx.job(&new.key) {
         return reimport(tx, existing, new, attempts);
     }
+    only_last_may_differ(attempts, 0)?;
     let mut job = new_job(tx, new);
     if enqueue_time_ms > 0 {
         job.enqueue_time_ms = enqueue_time_ms;
@@ -67,6 +72,7 @@ fn reimport<K: Kv>(tx: &mut Tx<'_, K>, mut job: Job, new: &NewJob, attempts: &[I
     if attempts.len() == stored.len() {
         return refuse(&job, "reimport must include at least one new attempt".into());
     }
+    only_last_may_differ(&attempts[stored.len()..], stored.len())?;
     tx.withdraw_pending(&mut job);
     job.retry_policy = new.retry_policy.clone();
     job.cancelled_at_ms = None;
@@ -75,6 +81,20 @@ fn reimport<K: Kv>(tx: &mut Tx<'_, K>, mut job: Job, new: &NewJob, attempts: &[I
     let start = if new.start_at_ms > 0 { new.start_at_ms } else { tx.now_ms };
     settle(tx, &mut job, attempts.len() as u32, attempts.last(), start);
     Ok(Output::Imported { status: job.status, id: job.key.id })
+}
+
+/// Silo's rule for the attempts an import adds (numbered from `after + 1`):
+/// every one but the last ended FAILED.
+fn only_last_may_differ(added: &[ImportedAttempt], after: usize) -> Result<(), Rejection> {
+    match added.iter().rev().skip(1).position(|a| a.status != AttemptStatus::Failed) {
+        None => Ok(()),
+        Some(i) => Err(Rejection::InvalidImport {
+            reason: format!(
+                "import attempt {} must be Failed (only the last attempt may be non-Failed)",
+                after + added.len() - 1 - i
+            ),
+        }),
+    }
 }
 
 /// Whether a stored attempt is the given one (status, times, outcome).
