@@ -1,5 +1,9 @@
 //! `silo ctl`: cluster status and online membership changes over the Admin
-//! service. Commands that need the leader find it first through `--server`.
+//! service (commands that need the leader find it first through `--server`),
+//! and, through the public API with the Rust client, job commands, cluster
+//! info, tenant routing and SQL; `validate-config` reads a file only. Errors
+//! are explained by [`explain`]: the gRPC code, the server's message, and what
+//! to try.
 use std::time::Duration;
 
 use serde::Serialize;

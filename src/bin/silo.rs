@@ -15,7 +15,7 @@ struct Cli {
 enum Command {
     /// Start a node (a single-node cluster unless configured otherwise).
     Serve(ServeArgs),
-    /// Cluster status and membership changes.
+    /// Operate a cluster: status, membership, jobs, routing, SQL, config checks.
     Ctl(CtlArgs),
     /// Fault-injection measurements on a local cluster of real processes.
     Chaos(ChaosArgs),
