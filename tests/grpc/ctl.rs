@@ -6,8 +6,13 @@ use crate::support::*;
 
 /// Runs `silo ctl <args>` against `server`; (exit ok, stdout, stderr).
 fn ctl(server: &Server, args: &[&str]) -> (bool, String, String) {
+    ctl_at(&server.addr, args)
+}
+
+/// Runs `silo ctl --server <servers> <args>`.
+fn ctl_at(servers: &str, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_silo"))
-        .args(["ctl", "--server", &server.addr])
+        .args(["ctl", "--server", servers])
         .args(args)
         .env_remove("SILO_AUTH_TOKEN")
         .env("RUST_BACKTRACE", "0")
@@ -99,20 +104,7 @@ async fn job_commands_enqueue_read_change_and_explain_refusals() {
 async fn a_server_list_works_for_every_command_and_flags_go_anywhere() {
     let s = Server::start_default().await;
     let list = format!("127.0.0.1:1,{}", s.addr);
-    let run = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_silo"))
-            .args(["ctl", "--server", &list])
-            .args(args)
-            .env_remove("SILO_AUTH_TOKEN")
-            .env("RUST_BACKTRACE", "0")
-            .output()
-            .expect("silo runs");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let run = |args: &[&str]| ctl_at(&list, args);
     for args in [
         vec!["status", "--json"],
         vec!["--json", "status"],
