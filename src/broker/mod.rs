@@ -105,6 +105,22 @@ pub struct GroupStats {
     pub granted_per_minute: Vec<u64>,
 }
 
+impl GroupStats {
+    /// A group with nothing queued and no grants counted (one that has only
+    /// running leases since this node rebuilt its broker).
+    pub fn idle(task_group: &str) -> GroupStats {
+        GroupStats {
+            task_group: task_group.to_string(),
+            ready: 0,
+            future: 0,
+            gated: 0,
+            refresh: 0,
+            oldest_ready_start_ms: None,
+            granted_per_minute: vec![0; THROUGHPUT_MINUTES],
+        }
+    }
+}
+
 /// What the broker keeps per queued task: enough to find and remove its
 /// ordering entry. The job it belongs to is read from the store when the
 /// task is picked (the `Q` record), not kept here.

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use tonic::Status;
 
-use super::pages::{find_job, link_tenant, status_text};
+use super::pages::{find_job, job_shards, link_tenant, status_text};
 use super::{links, Console, Shared};
 use crate::grpc::status::{OWNER_ADDR_HEADER, OWNER_NODE_HEADER};
 use crate::pb::silo as pb;
@@ -109,10 +109,14 @@ pub async fn job_action(
         let msg = format!("unknown action {action:?}: use cancel, restart, expedite or delete");
         return Redirect::to(&links::with_param(&back, "error", &msg)).into_response();
     };
-    // The shard the job lives on (GetJob answers on any node).
-    let shard = match find_job(&console, &id, &form.tenant).await {
-        Ok((_, shard)) => shard,
-        Err(e) => return Redirect::to(&links::with_param(&back, "error", &status_text(&e))).into_response(),
+    // The shard the job lives on: the only candidate, or the one whose
+    // GetJob finds it (the action itself checks the job again).
+    let shard = match job_shards(&console, &form.tenant).as_slice() {
+        [only] => only.clone(),
+        _ => match find_job(&console, &id, &form.tenant).await {
+            Ok((_, shard)) => shard,
+            Err(e) => return Redirect::to(&links::with_param(&back, "error", &status_text(&e))).into_response(),
+        },
     };
     let target = Target { shard, id: id.clone(), tenant: Some(form.tenant.clone()).filter(|t| !t.is_empty()) };
     let mut via = String::new();

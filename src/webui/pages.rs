@@ -315,6 +315,8 @@ pub struct GroupRow {
     ready: String,
     future: String,
     gated: String,
+    /// Floating-limit refresh tasks queued in this group.
+    refresh: String,
     running: String,
     oldest_ready: String,
     /// Leases granted per minute, oldest first, and each as a bar height (%).
@@ -328,15 +330,7 @@ fn group_rows(console: &Console, per_group_running: &BTreeMap<String, usize>) ->
     // Groups with running leases but nothing queued still get a row.
     for name in per_group_running.keys() {
         if !stats.iter().any(|s| &s.task_group == name) {
-            stats.push(crate::broker::GroupStats {
-                task_group: name.clone(),
-                ready: 0,
-                future: 0,
-                gated: 0,
-                refresh: 0,
-                oldest_ready_start_ms: None,
-                granted_per_minute: vec![0; crate::broker::THROUGHPUT_MINUTES],
-            });
+            stats.push(crate::broker::GroupStats::idle(name));
         }
     }
     stats.sort_by(|a, b| a.task_group.cmp(&b.task_group));
@@ -350,6 +344,7 @@ fn group_rows(console: &Console, per_group_running: &BTreeMap<String, usize>) ->
                 ready: count(s.ready as u64),
                 future: count(s.future as u64),
                 gated: count(s.gated as u64),
+                refresh: count(s.refresh as u64),
                 oldest_ready: s.oldest_ready_start_ms.map_or("–".into(), |t| duration(now - t)),
                 last_minute: complete.last().map_or("–".into(), |n| format!("{}/min", count(*n))),
                 per_minute: s.granted_per_minute.iter().map(|&n| (n, (n * 100 / peak) as u32)).collect(),
@@ -677,17 +672,22 @@ fn job_view(j: pb::GetJobResponse, now: i64) -> JobView {
 
 /// GetJob on the tenant's shard (or, with tenancy off, each shard until one
 /// has it): the job and the shard it lives on.
+/// The shards a job of `tenant` may live on: the tenant's with tenancy on,
+/// any of them with it off (every job then belongs to the default tenant).
+pub(crate) fn job_shards(console: &Console, tenant: &str) -> Vec<String> {
+    match console.silo.tenancy_enabled() {
+        true => console.silo.shard_of_tenant(tenant).into_iter().collect(),
+        false => console.silo.shard_ids(),
+    }
+}
+
 pub(crate) async fn find_job(
     console: &Console,
     id: &str,
     tenant: &str,
 ) -> Result<(pb::GetJobResponse, String), Status> {
-    let shards = match console.silo.tenancy_enabled() {
-        true => console.silo.shard_of_tenant(tenant).into_iter().collect(),
-        false => console.silo.shard_ids(),
-    };
     let mut last = Status::not_found(format!("job not found: {id}"));
-    for shard in shards {
+    for shard in job_shards(console, tenant) {
         let request = pb::GetJobRequest {
             shard: shard.clone(),
             id: id.to_string(),
