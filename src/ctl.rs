@@ -477,10 +477,7 @@ pub fn locate<'a>(
     tenant: &str,
 ) -> Option<&'a crate::pb::silo::ShardOwner> {
     let h = tenant_hash(tenant);
-    info.shard_owners.iter().find(|s| {
-        (s.range_start.is_empty() || h.as_str() >= s.range_start.as_str())
-            && (s.range_end.is_empty() || h.as_str() < s.range_end.as_str())
-    })
+    info.shard_owners.iter().find(|s| crate::grpc::hash_in_range(&h, &s.range_start, &s.range_end))
 }
 
 /// `silo ctl validate-config`: parses and validates a node's config file,

@@ -88,13 +88,7 @@ impl SiloService {
     /// The shard whose tenant-hash range holds `tenant` (SEMANTICS §2.2).
     pub fn shard_of_tenant(&self, tenant: &str) -> Option<String> {
         let h = tenant_hash(tenant);
-        self.shards()?
-            .iter()
-            .find(|s| {
-                (s.range_start.is_empty() || h.as_str() >= s.range_start.as_str())
-                    && (s.range_end.is_empty() || h.as_str() < s.range_end.as_str())
-            })
-            .map(|s| s.id.clone())
+        self.shards()?.iter().find(|s| hash_in_range(&h, &s.range_start, &s.range_end)).map(|s| s.id.clone())
     }
 
     /// Whether job calls carry a tenant (`[tenancy] enabled`).
@@ -242,6 +236,12 @@ impl SiloService {
             spec.id
         )))
     }
+}
+
+/// Whether a tenant hash lies in a shard's range `[start, end)`; an empty
+/// bound is unbounded (SEMANTICS §2.2).
+pub fn hash_in_range(hash: &str, start: &str, end: &str) -> bool {
+    (start.is_empty() || hash >= start) && (end.is_empty() || hash < end)
 }
 
 /// XXH64 (seed 0) of the tenant as 16 lowercase hex digits (SEMANTICS §2.2).
