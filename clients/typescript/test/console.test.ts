@@ -76,7 +76,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await browser?.close();
   client?.close();
-  cluster?.stop();
+  await cluster?.stop();
 });
 
 describe("web console", () => {

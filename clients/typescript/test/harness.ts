@@ -1,6 +1,6 @@
 // Real `silo` server processes for the tests (built by scripts/test).
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdirSync, mkdtempSync, writeFileSync, openSync } from "node:fs";
+import { mkdirSync, mkdtempSync, writeFileSync, openSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -55,19 +55,42 @@ function launch(node: Node): Promise<void> {
   });
 }
 
-/** A single-node server on a free port with its own data directory. */
-export async function startServer(extraToml = ""): Promise<Node & { stop(): void }> {
+/**
+ * Kills the nodes (SIGKILL), waits for each process to exit and then removes
+ * `dir`, the test's temporary directory (a node's RocksDB preallocates a
+ * ~70 MB WAL, so leaked directories fill a disk within a few runs). Set
+ * `SILO_KEEP_TEST_DIRS=1` to keep them for a post-mortem.
+ */
+async function stopAndRemove(nodes: Node[], dir: string): Promise<void> {
+  await Promise.all(
+    nodes.map((x) => {
+      const p = x.proc;
+      if (!p || p.exitCode !== null || p.signalCode !== null) return Promise.resolve();
+      return new Promise<void>((res) => {
+        p.once("exit", () => res());
+        p.kill("SIGKILL");
+      });
+    }),
+  );
+  if (!process.env.SILO_KEEP_TEST_DIRS) rmSync(dir, { recursive: true, force: true });
+}
+
+/** A single-node server on a free port with its own data directory; `stop()` kills it and removes the directory. */
+export async function startServer(extraToml = ""): Promise<Node & { stop(): Promise<void> }> {
   const dir = mkdtempSync(join(tmpdir(), "silo-ts-"));
   const config = join(dir, "silo.toml");
   writeFileSync(config, `listen = "127.0.0.1:0"\ndata_dir = "${join(dir, "data")}"\ndev_mode = true\nwebui.listen = "127.0.0.1:0"\n${extraToml}\n`);
   const node: Node = { id: 1, addr: "", dir, config };
   await launch(node);
   await waitReady([node.addr]);
-  return Object.assign(node, { stop: () => node.proc?.kill("SIGKILL") });
+  return Object.assign(node, { stop: () => stopAndRemove([node], dir) });
 }
 
-/** An N-node cluster on free ports (`token`: the `auth.token` it runs with, if any). */
-export async function startCluster(n: number, extraToml = "", token?: string): Promise<{ nodes: Node[]; stop(): void; restart(node: Node): Promise<void> }> {
+/**
+ * An N-node cluster on free ports (`token`: the `auth.token` it runs with, if
+ * any); `stop()` kills every node and removes the cluster's directory.
+ */
+export async function startCluster(n: number, extraToml = "", token?: string): Promise<{ nodes: Node[]; stop(): Promise<void>; restart(node: Node): Promise<void> }> {
   const root = mkdtempSync(join(tmpdir(), "silo-ts-cluster-"));
   const ports = await Promise.all(Array.from({ length: n }, () => freePort()));
   const members = ports.map((p, i) => `[[cluster.initial_members]]\nid = ${i + 1}\naddr = "127.0.0.1:${p}"\n`).join("");
@@ -85,7 +108,7 @@ export async function startCluster(n: number, extraToml = "", token?: string): P
   await waitReady(nodes.map((x) => x.addr), token);
   return {
     nodes,
-    stop: () => nodes.forEach((x) => x.proc?.kill("SIGKILL")),
+    stop: () => stopAndRemove(nodes, root),
     restart: async (node: Node) => {
       node.addr = "";
       node.console = undefined;

@@ -21,9 +21,9 @@ beforeAll(async () => {
   server = await startServer();
   client = new SiloGRPCClient({ servers: [server.addr], useTls: false });
 });
-afterAll(() => {
+afterAll(async () => {
   client?.close();
-  server?.stop();
+  await server?.stop();
 });
 
 async function expectRpcError(p: Promise<unknown>, code: string, message?: string) {

@@ -33,9 +33,9 @@ beforeAll(async () => {
   // No useTls: a loopback server gets plaintext by default (item 3).
   client = new SiloGRPCClient({ servers: [server.addr] });
 });
-afterAll(() => {
+afterAll(async () => {
   client?.close();
-  server?.stop();
+  await server?.stop();
 });
 
 /** The rejection of `p` (fails the test if it resolves). */
@@ -91,7 +91,7 @@ describe("topology", () => {
       expect(seen.size).toBeGreaterThan(1);
     } finally {
       c.close();
-      multi.stop();
+      await multi.stop();
     }
   });
 });
@@ -116,7 +116,7 @@ describe("getJobStatus", () => {
       expect(await rejection(c.getJobStatus(h.id, "customer-789"))).toBeInstanceOf(JobNotFoundError);
     } finally {
       c.close();
-      tenanted.stop();
+      await tenanted.stop();
     }
   });
 });

@@ -15,9 +15,9 @@ beforeAll(async () => {
   server = await startServer();
   client = new SiloGRPCClient({ servers: server.addr, useTls: false });
 });
-afterAll(() => {
+afterAll(async () => {
   client?.close();
-  server?.stop();
+  await server?.stop();
 });
 
 interface EmailPayload {
@@ -298,7 +298,7 @@ describe("SiloWorker", () => {
       expect(job.attempts?.[0].errorCode).toBeTruthy();
     } finally {
       c.close();
-      short.stop();
+      await short.stop();
     }
   });
 
@@ -407,7 +407,7 @@ describe("tenancy", () => {
       expect(await c.handle(other.id, "customer-789").getStatus()).toBe(JobStatus.Cancelled);
     } finally {
       c.close();
-      tenantServer.stop();
+      await tenantServer.stop();
     }
   });
 });
