@@ -47,6 +47,49 @@ pub struct Config {
     pub query: crate::query::QueryConfig,
     /// The web console (`[webui]`, issue #13).
     pub webui: WebUiConfig,
+    /// TLS on the gRPC listener and mutual TLS between nodes (`[tls]`, issue #14).
+    pub tls: TlsConfig,
+}
+
+/// TLS for the one gRPC listener (public API, Raft, Admin) and for this
+/// node's connections to its peers (`[tls]`; README "TLS"). Off unless
+/// `cert_file` is set; then `key_file` and `ca_file` are required too. The
+/// files are read again on SIGHUP and when their modification time changes
+/// (a broken new file keeps the previous certificates and is logged).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// This node's certificate chain, PEM (leaf first). It is both the server
+    /// certificate clients see and the client certificate this node shows its
+    /// peers, so its SANs must name the address peers and clients dial.
+    pub cert_file: Option<PathBuf>,
+    /// The private key of `cert_file`, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: Option<PathBuf>,
+    /// The cluster CA, PEM: peers' certificates must chain to it, both when
+    /// this node dials them and when they call its Raft service.
+    pub ca_file: Option<PathBuf>,
+    /// Which connections must show a certificate signed by `ca_file`:
+    /// `peers` (default): Raft traffic only, so a machine without a node
+    /// certificate can neither join nor read the log, while API clients
+    /// authenticate with the token; `all`: every connection (mutual TLS for
+    /// clients too).
+    pub client_auth: ClientAuth,
+}
+
+/// `tls.client_auth`: see [`TlsConfig::client_auth`].
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    #[default]
+    Peers,
+    All,
+}
+
+impl TlsConfig {
+    /// Whether TLS is on (`cert_file` set).
+    pub fn enabled(&self) -> bool {
+        self.cert_file.is_some()
+    }
 }
 
 /// The console every node serves (`[webui]`; README "Web console").
@@ -210,6 +253,7 @@ impl Default for Config {
             storage: StorageConfig::default(),
             query: crate::query::QueryConfig::default(),
             webui: WebUiConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -268,6 +312,18 @@ impl Config {
         }
         if let Some(h) = self.webui.allowed_hosts.iter().find(|h| h.is_empty() || h.contains([':', '/', ' '])) {
             errors.push(format!("webui.allowed_hosts entries are host names without a port, got {h:?}"));
+        }
+        let tls = &self.tls;
+        if tls.enabled() || tls.key_file.is_some() || tls.ca_file.is_some() {
+            for (name, file) in [("cert_file", &tls.cert_file), ("key_file", &tls.key_file), ("ca_file", &tls.ca_file)] {
+                match file {
+                    None => errors.push(format!(
+                        "tls.{name} is missing: TLS needs cert_file, key_file and ca_file together (`silo ctl cert` makes a dev set)"
+                    )),
+                    Some(f) if !f.is_file() => errors.push(format!("tls.{name} {} is not a readable file", f.display())),
+                    Some(_) => {}
+                }
+            }
         }
         // One reply (or one IPC message) must fit a gRPC message with room for framing.
         let result_max = limits::GRPC_MESSAGE_BYTES_MAX - (1 << 20);

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use serde::Serialize;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig};
 
 use crate::pb::raft::admin_client::AdminClient;
 use crate::pb::raft::{self as rpb};
@@ -15,6 +15,8 @@ use crate::pb::raft::{self as rpb};
 pub struct Ctl {
     pub server: String,
     pub token: Option<String>,
+    /// TLS towards the nodes (`--ca-cert`, `--cert`, `--key`); `None` = plaintext.
+    pub tls: Option<ClientTlsConfig>,
 }
 
 #[derive(Debug, Serialize)]
@@ -41,7 +43,7 @@ pub struct ClusterView {
 
 impl Ctl {
     async fn admin(&self, addr: &str) -> anyhow::Result<AdminClient<Channel>> {
-        let ch = Endpoint::from_shared(format!("http://{addr}"))?
+        let ch = crate::tls::client_endpoint(addr, self.tls.as_ref())?
             .connect_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(60))
             .connect()
@@ -369,6 +371,7 @@ impl Ctl {
     pub async fn client(&self) -> anyhow::Result<crate::client::Client> {
         let mut opts = crate::client::ClientOptions::new(self.servers());
         opts.token = self.token.clone();
+        opts.tls = self.tls.clone();
         opts.retry_budget = Duration::from_secs(10);
         crate::client::Client::connect(opts).await.map_err(|s| explain(&s, &self.server))
     }
@@ -486,5 +489,9 @@ pub fn validate_config(path: &std::path::Path) -> anyhow::Result<String> {
     let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
     let config = crate::config::Config::from_toml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     config.validate().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    if config.tls.enabled() {
+        // The files exist (validate checked); do they parse and match?
+        crate::tls::NodeTls::load(&config.tls).map_err(|e| anyhow::anyhow!("{}: tls: {e:#}", path.display()))?;
+    }
     Ok(crate::webui::masked_config(&config))
 }

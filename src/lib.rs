@@ -35,6 +35,7 @@ pub mod server;
 pub mod state_machine;
 pub mod storage;
 pub mod testkit;
+pub mod tls;
 pub mod webui;
 
 /// Code generated from `proto/`.

@@ -60,18 +60,23 @@ impl Bound {
         let db = crate::storage::rocks::open(&config.data_dir.join("db"), &config.storage)
             .with_context(|| format!("opening RocksDB in {}", config.data_dir.display()))?;
         let broker = Arc::new(Broker::new());
+        let tls = match config.tls.enabled() {
+            true => Some(crate::tls::NodeTls::load(&config.tls)?),
+            false => None,
+        };
         let node = Arc::new(
             RaftNode::open(
                 config.node_id,
                 &config.raft,
                 config.auth.token.clone(),
+                tls.clone(),
                 db,
                 broker.clone(),
                 &config.data_dir,
             )
             .await?,
         );
-        let peers = Arc::new(Peers::new(config.auth.token.clone()));
+        let peers = Arc::new(Peers::new(config.auth.token.clone(), tls.clone()));
 
         let (stop_tx, stop_rx) = watch::channel(false);
         let edge = EdgeConfig {
@@ -92,8 +97,14 @@ impl Bound {
         let auth = Auth::new(config.auth.token.clone());
         let with_auth = |auth: Auth| move |r| auth.check(r);
         let silo = InterceptedService::new(silo, with_auth(auth.clone()));
-        // Node-to-node and admin traffic share the listener and the token.
-        let raft_service = InterceptedService::new(node.raft_service(), with_auth(auth.clone()));
+        // Node-to-node and admin traffic share the listener and the token;
+        // with TLS, Raft traffic must also come from a node certificate.
+        let tls_on = tls.is_some();
+        let raft_auth = auth.clone();
+        let raft_service = InterceptedService::new(node.raft_service(), move |r: tonic::Request<()>| {
+            crate::tls::require_peer_certificate(tls_on, &r)?;
+            raft_auth.check(r)
+        });
         let admin = AdminServer::new(AdminService {
             node: node.clone(),
             peers: peers.clone(),
@@ -115,23 +126,32 @@ impl Bound {
             .add_service(raft_service)
             .add_service(admin)
             .add_service(silo);
-        // serve_with_incoming does not apply the builder's TCP options: set
-        // TCP_NODELAY on each accepted socket ourselves, or small replies wait
-        // for the peer's delayed ACK (~40 ms).
-        let incoming = TcpListenerStream::new(listener).map(|conn| {
-            if let Ok(stream) = &conn {
-                let _ = stream.set_nodelay(true);
-            }
-            conn
-        });
         let mut server_stop = stop_rx.clone();
-        let serving = tokio::spawn(async move {
-            server
-                .serve_with_incoming_shutdown(incoming, async move {
-                    let _ = server_stop.changed().await;
-                })
-                .await
-        });
+        let until_stopped = async move {
+            let _ = server_stop.changed().await;
+        };
+        let serving = match &tls {
+            Some(tls) => {
+                tokio::spawn(tls.clone().watch(stop_rx.clone()));
+                let incoming = crate::tls::incoming(listener, tls.clone(), stop_rx.clone());
+                tokio::spawn(server.serve_with_incoming_shutdown(incoming, until_stopped))
+            }
+            None => {
+                // SIGHUP reloads certificates; without TLS it must still not
+                // end the process (its default action).
+                tokio::spawn(crate::tls::ignore_hangups(stop_rx.clone()));
+                // serve_with_incoming does not apply the builder's TCP options: set
+                // TCP_NODELAY on each accepted socket ourselves, or small replies wait
+                // for the peer's delayed ACK (~40 ms).
+                let incoming = TcpListenerStream::new(listener).map(|conn| {
+                    if let Ok(stream) = &conn {
+                        let _ = stream.set_nodelay(true);
+                    }
+                    conn
+                });
+                tokio::spawn(server.serve_with_incoming_shutdown(incoming, until_stopped))
+            }
+        };
 
         if config.cluster.join {
             tracing::info!("waiting to be added to an existing cluster");

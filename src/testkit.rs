@@ -39,6 +39,10 @@ pub struct ClusterOpts {
     /// Extra environment for every node, `{id}` replaced in values (e.g.
     /// `LD_PRELOAD` of libfaketime with a per-node clock file).
     pub env: Vec<(String, String)>,
+    /// Run every node with `[tls]`: a dev CA in `<root>/certs/ca.pem` and a
+    /// certificate `<root>/certs/node<id>.pem` for 127.0.0.1, each made on
+    /// first use (a test may place its own `node<id>.pem`/`.key` first).
+    pub tls: bool,
 }
 
 impl Default for ClusterOpts {
@@ -60,6 +64,7 @@ impl Default for ClusterOpts {
             addrs: Vec::new(),
             launcher: Vec::new(),
             env: Vec::new(),
+            tls: false,
         }
     }
 }
@@ -179,6 +184,43 @@ impl LocalCluster {
         self.nodes[&id].addr.clone()
     }
 
+    /// Where the TLS material lives (`ClusterOpts::tls`).
+    pub fn certs_dir(&self) -> PathBuf {
+        self.root.join("certs")
+    }
+
+    /// The dev CA of a TLS cluster, made on first use.
+    pub fn ca(&self) -> std::io::Result<crate::tls::certs::Pem> {
+        let dir = self.certs_dir();
+        if !dir.join("ca.pem").exists() {
+            let ca = crate::tls::certs::new_ca("silo test CA", 30).map_err(std::io::Error::other)?;
+            crate::tls::certs::write(&ca, &dir, "ca").map_err(std::io::Error::other)?;
+        }
+        crate::tls::certs::read(&dir, "ca").map_err(std::io::Error::other)
+    }
+
+    /// Client-side TLS trusting the cluster's CA (no client certificate);
+    /// `None` for a plaintext cluster.
+    pub fn client_tls(&self) -> Option<tonic::transport::ClientTlsConfig> {
+        self.opts.tls.then(|| crate::tls::client_files(&self.certs_dir().join("ca.pem"), None).expect("the test CA"))
+    }
+
+    /// The `[tls]` section for node `id`, issuing its certificate if missing.
+    fn tls_toml(&self, id: u64) -> std::io::Result<String> {
+        let ca = self.ca()?;
+        let dir = self.certs_dir();
+        let stem = format!("node{id}");
+        if !dir.join(format!("{stem}.pem")).exists() {
+            let pem = crate::tls::certs::issue_for_days(&ca, &stem, &["127.0.0.1".into(), "localhost".into()], 30)
+                .map_err(std::io::Error::other)?;
+            crate::tls::certs::write(&pem, &dir, &stem).map_err(std::io::Error::other)?;
+        }
+        Ok(format!(
+            "[tls]\ncert_file = \"{0}/{stem}.pem\"\nkey_file = \"{0}/{stem}.key\"\nca_file = \"{0}/ca.pem\"\n",
+            dir.display()
+        ))
+    }
+
     fn write_config(&self, node: &LocalNode) -> std::io::Result<PathBuf> {
         let o = &self.opts;
         let mut toml = format!(
@@ -202,6 +244,9 @@ impl LocalCluster {
             o.proposal_timeout_ms,
             o.snapshot_chunk_kb
         ));
+        if o.tls {
+            toml.push_str(&self.tls_toml(node.id)?);
+        }
         toml.push_str(&format!("[cluster]\njoin = {}\n", node.joined));
         if !node.joined {
             for (id, addr) in &self.initial {
@@ -292,7 +337,7 @@ impl LocalCluster {
     }
 
     pub async fn admin(&self, id: u64) -> Result<AdminClient<Channel>, tonic::Status> {
-        let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr(id)))
+        let ch = crate::tls::client_endpoint(&self.addr(id), self.client_tls().as_ref())
             .map_err(|e| tonic::Status::internal(e.to_string()))?
             .connect_timeout(Duration::from_secs(1))
             .timeout(Duration::from_secs(30))
@@ -377,12 +422,8 @@ impl LocalCluster {
     /// Starts a new node in join mode, adds it as a learner through the leader
     /// and promotes it to voter. Returns its id.
     pub async fn add_node(&mut self) -> Result<u64, String> {
-        let id = self.nodes.keys().max().copied().unwrap_or(0) + 1;
-        let addr = format!("127.0.0.1:{}", free_port());
-        let dir = self.root.join(format!("node{id}"));
-        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        self.nodes.insert(id, LocalNode { id, addr: addr.clone(), dir, child: None, joined: true });
-        self.spawn(id).map_err(|e| e.to_string())?;
+        let id = self.spawn_joining().map_err(|e| e.to_string())?;
+        let addr = self.addr(id);
         let leader = self.wait_for_leader(Duration::from_secs(30)).await?;
         let mut admin = self.admin(leader).await.map_err(|e| e.to_string())?;
         admin.add_learner(rpb::AddLearnerRequest { node_id: id, addr }).await.map_err(|e| e.to_string())?;
@@ -390,6 +431,17 @@ impl LocalCluster {
             .change_membership(rpb::ChangeMembershipRequest { add_voters: vec![id], remove: vec![] })
             .await
             .map_err(|e| e.to_string())?;
+        Ok(id)
+    }
+
+    /// Starts a new node in join mode (not yet a member); returns its id.
+    pub fn spawn_joining(&mut self) -> std::io::Result<u64> {
+        let id = self.nodes.keys().max().copied().unwrap_or(0) + 1;
+        let addr = format!("127.0.0.1:{}", free_port());
+        let dir = self.root.join(format!("node{id}"));
+        std::fs::create_dir_all(&dir)?;
+        self.nodes.insert(id, LocalNode { id, addr, dir, child: None, joined: true });
+        self.spawn(id)?;
         Ok(id)
     }
 

@@ -89,6 +89,15 @@ struct CtlArgs {
     /// Tenant of the job (with tenancy on) or of the statement.
     #[arg(long, short = 't', global = true)]
     tenant: Option<String>,
+    /// Connect with TLS, trusting this CA certificate (PEM; the nodes' `tls.ca_file`).
+    #[arg(long, env = "SILO_CA_CERT", global = true)]
+    ca_cert: Option<PathBuf>,
+    /// Client certificate (PEM) to show, for nodes with `tls.client_auth = "all"`; needs --key.
+    #[arg(long, env = "SILO_CLIENT_CERT", global = true, requires = "key")]
+    cert: Option<PathBuf>,
+    /// Private key (PEM) of --cert.
+    #[arg(long, env = "SILO_CLIENT_KEY", global = true, requires = "cert")]
+    key: Option<PathBuf>,
     /// Print JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
@@ -145,6 +154,39 @@ enum CtlCommand {
     ValidateConfig {
         #[arg(long)]
         config: PathBuf,
+    },
+    /// Make a development CA and node certificates for `[tls]` (README "TLS").
+    Cert {
+        #[command(subcommand)]
+        command: CertCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CertCommand {
+    /// A new self-signed CA: <dir>/ca.pem and <dir>/ca.key (refuses to overwrite).
+    Ca {
+        /// Directory to write into (created if missing).
+        #[arg(long, default_value = "certs")]
+        dir: PathBuf,
+        /// Days the CA is valid.
+        #[arg(long, default_value_t = 3650)]
+        days: i64,
+    },
+    /// A node or client certificate signed by <dir>/ca.pem: <dir>/<name>.pem and <dir>/<name>.key.
+    Issue {
+        /// File stem and common name, e.g. node1.
+        name: String,
+        /// Addresses clients and peers dial, comma-separated IPs or DNS names
+        /// (e.g. 127.0.0.1,localhost,silo-1.internal).
+        #[arg(long, value_delimiter = ',', required = true)]
+        san: Vec<String>,
+        /// Directory holding ca.pem and ca.key; the new files go there too.
+        #[arg(long, default_value = "certs")]
+        dir: PathBuf,
+        /// Days the certificate is valid.
+        #[arg(long, default_value_t = 365)]
+        days: i64,
     },
 }
 
@@ -390,8 +432,47 @@ fn init_cli_logging() {
         .init();
 }
 
+/// `silo ctl cert ca|issue`.
+fn cert_command(command: CertCommand, json: bool) -> anyhow::Result<()> {
+    use silo::tls::certs;
+    let (dir, written) = match command {
+        CertCommand::Ca { dir, days } => {
+            anyhow::ensure!(days > 0, "--days must be positive");
+            anyhow::ensure!(
+                !dir.join("ca.key").exists(),
+                "{} already exists: a new CA would invalidate every certificate it signed (remove it first if that is what you want)",
+                dir.join("ca.key").display()
+            );
+            let ca = certs::new_ca("silo dev CA", days)?;
+            (dir.clone(), certs::write(&ca, &dir, "ca")?)
+        }
+        CertCommand::Issue { name, san, dir, days } => {
+            anyhow::ensure!(days > 0, "--days must be positive");
+            anyhow::ensure!(
+                !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) && name != "ca",
+                "the name must be letters, digits, '-', '_' or '.' (and not \"ca\"), got {name:?}"
+            );
+            let ca = certs::read(&dir, "ca")?;
+            let pem = certs::issue_for_days(&ca, &name, &san, days)?;
+            (dir.clone(), certs::write(&pem, &dir, &name)?)
+        }
+    };
+    let (cert, key) = written;
+    if json {
+        println!("{}", serde_json::json!({"cert": cert.display().to_string(), "key": key.display().to_string()}));
+    } else {
+        println!("wrote {} and {} (in {})", cert.display(), key.display(), dir.display());
+    }
+    Ok(())
+}
+
 async fn run_ctl(args: CtlArgs) -> anyhow::Result<()> {
-    let ctl = silo::ctl::Ctl { server: args.server, token: args.token };
+    let tls = match &args.ca_cert {
+        Some(ca) => Some(silo::tls::client_files(ca, args.cert.as_deref().zip(args.key.as_deref()))?),
+        None if args.cert.is_some() => anyhow::bail!("--cert needs --ca-cert (the CA that signed the nodes' certificates)"),
+        None => None,
+    };
+    let ctl = silo::ctl::Ctl { server: args.server, token: args.token, tls };
     let (tenant, json) = (args.tenant, args.json);
     match args.command {
         CtlCommand::Status => {
@@ -479,6 +560,7 @@ async fn run_ctl(args: CtlArgs) -> anyhow::Result<()> {
                 );
             }
         }
+        CtlCommand::Cert { command } => cert_command(command, json)?,
         CtlCommand::ValidateConfig { config } => {
             let effective = silo::ctl::validate_config(&config)?;
             if json {

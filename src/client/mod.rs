@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 
 use crate::grpc::status::OWNER_ADDR_HEADER;
@@ -34,6 +34,9 @@ pub struct ClientOptions {
     pub retry_budget: Duration,
     /// Cap on the wait between retries.
     pub max_backoff: Duration,
+    /// TLS for every connection (`https://`), e.g. from
+    /// [`crate::tls::client_files`]; `None` = plaintext.
+    pub tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 impl ClientOptions {
@@ -44,6 +47,7 @@ impl ClientOptions {
             call_timeout: Duration::from_secs(10),
             retry_budget: Duration::from_secs(30),
             max_backoff: Duration::from_secs(1),
+            tls: None,
         }
     }
 }
@@ -155,7 +159,7 @@ impl Client {
         if let Some(c) = channels.get(addr) {
             return Ok(c.clone());
         }
-        let c = Endpoint::from_shared(format!("http://{addr}"))
+        let c = crate::tls::client_endpoint(addr, self.inner.opts.tls.as_ref())
             .map_err(|e| Status::invalid_argument(format!("bad server address {addr:?}: {e}")))?
             .connect_timeout(Duration::from_secs(2))
             .timeout(self.inner.opts.call_timeout)

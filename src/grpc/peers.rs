@@ -1,30 +1,40 @@
 //! Connections from this node to other nodes' Admin service (read index,
 //! leadership transfer) and public API (the console's forwarded writes),
-//! cached per address and carrying the cluster token.
+//! cached per address and carrying the cluster token (and, with `[tls]`, the
+//! node's certificate: the cache is rebuilt after a certificate reload).
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::pb::raft::admin_client::AdminClient;
+use crate::tls::NodeTls;
 
 pub struct Peers {
-    channels: Mutex<HashMap<String, Channel>>,
+    /// Channels by address, and the TLS generation they were built with.
+    channels: Mutex<(u64, HashMap<String, Channel>)>,
     token: Option<String>,
+    tls: Option<Arc<NodeTls>>,
 }
 
 impl Peers {
-    pub fn new(token: Option<String>) -> Self {
-        Peers { channels: Mutex::new(HashMap::new()), token }
+    pub fn new(token: Option<String>, tls: Option<Arc<NodeTls>>) -> Self {
+        Peers { channels: Mutex::new((0, HashMap::new())), token, tls }
     }
 
     fn channel(&self, addr: &str) -> Result<Channel, tonic::Status> {
-        let mut channels = self.channels.lock();
+        let mut guard = self.channels.lock();
+        let generation = self.tls.as_ref().map_or(0, |t| t.generation());
+        if guard.0 != generation {
+            *guard = (generation, HashMap::new());
+        }
+        let channels = &mut guard.1;
         if let Some(c) = channels.get(addr) {
             return Ok(c.clone());
         }
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+        let endpoint = crate::tls::endpoint(addr, self.tls.as_deref())
             .map_err(|e| tonic::Status::internal(format!("bad peer address {addr:?}: {e}")))?
             .connect_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(10))

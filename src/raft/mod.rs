@@ -134,6 +134,7 @@ impl RaftNode {
         id: NodeId,
         settings: &crate::config::RaftConfig,
         cluster_token: Option<String>,
+        tls: Option<Arc<crate::tls::NodeTls>>,
         db: Arc<DB>,
         broker: Arc<Broker>,
         data_dir: &Path,
@@ -155,7 +156,7 @@ impl RaftNode {
         let applied = sm_store.applied_index();
         let snapshots = sm_store.snapshots();
         let network =
-            network::Network { token: cluster_token, snapshot_chunk_bytes: settings.snapshot_chunk_kb * 1024 };
+            network::Network { token: cluster_token, snapshot_chunk_bytes: settings.snapshot_chunk_kb * 1024, tls };
         let raft = Raft::new(id, config, network, log_store, sm_store).await?;
         let quorum = Arc::new(QuorumContact::default());
         quorum.clone().watch(raft.clone(), id);

@@ -21,7 +21,7 @@ use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotRespon
 use openraft::OptionalSend;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use super::snapshot::{SnapshotData, SnapshotStore, SstWriter};
 use super::types::{NodeId, NodeInfo, Raft, Snapshot, SnapshotMeta, TypeConfig, Vote};
@@ -45,30 +45,39 @@ enum SnapshotFrame {
 pub const SNAPSHOT_CHUNKS_IN_FLIGHT: usize = 4;
 
 /// Creates clients for peers; `token` is the cluster's bearer token, if any;
-/// `snapshot_chunk_bytes` sizes the chunks of a snapshot stream.
+/// `snapshot_chunk_bytes` sizes the chunks of a snapshot stream; `tls`, when
+/// set, makes every connection mutual TLS with the cluster CA.
 #[derive(Clone)]
 pub struct Network {
     pub token: Option<String>,
     pub snapshot_chunk_bytes: usize,
+    pub tls: Option<Arc<crate::tls::NodeTls>>,
+}
+
+/// A lazily connecting client for the peer at `addr`; `None` if the address
+/// does not parse.
+fn connect(addr: &str, tls: Option<&crate::tls::NodeTls>) -> Option<RaftClient<Channel>> {
+    let endpoint = crate::tls::endpoint(addr, tls)
+        .map(|e| {
+            e.connect_timeout(Duration::from_secs(2))
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(Duration::from_secs(5))
+                .keep_alive_while_idle(true)
+        })
+        .ok()?;
+    Some(
+        RaftClient::new(endpoint.connect_lazy())
+            .max_decoding_message_size(crate::limits::GRPC_MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(crate::limits::GRPC_MESSAGE_BYTES_MAX),
+    )
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> PeerClient {
-        let endpoint = Endpoint::from_shared(format!("http://{}", node.grpc_addr))
-            .map(|e| {
-                e.connect_timeout(Duration::from_secs(2))
-                    .tcp_nodelay(true)
-                    .http2_keep_alive_interval(Duration::from_secs(5))
-                    .keep_alive_while_idle(true)
-            })
-            .ok();
-        let client = endpoint.map(|e| {
-            RaftClient::new(e.connect_lazy())
-                .max_decoding_message_size(crate::limits::GRPC_MESSAGE_BYTES_MAX)
-                .max_encoding_message_size(crate::limits::GRPC_MESSAGE_BYTES_MAX)
-        });
+        let tls_generation = self.tls.as_ref().map_or(0, |t| t.generation());
+        let client = connect(&node.grpc_addr, self.tls.as_deref());
         let authorization = self.token.as_ref().and_then(|t| format!("Bearer {t}").parse().ok());
         PeerClient {
             target,
@@ -76,6 +85,8 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             client,
             authorization,
             snapshot_chunk_bytes: self.snapshot_chunk_bytes,
+            tls: self.tls.clone(),
+            tls_generation,
         }
     }
 }
@@ -86,6 +97,9 @@ pub struct PeerClient {
     client: Option<RaftClient<Channel>>,
     authorization: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
     snapshot_chunk_bytes: usize,
+    tls: Option<Arc<crate::tls::NodeTls>>,
+    /// The [`crate::tls::NodeTls::generation`] `client` was built with.
+    tls_generation: u64,
 }
 
 fn encode<T: Serialize>(v: &T) -> Vec<u8> {
@@ -97,6 +111,18 @@ fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, bincode::Error> {
 }
 
 impl PeerClient {
+    /// The client, rebuilt first if the TLS certificates were reloaded since
+    /// it was made (new connections must show the new certificate).
+    fn client(&mut self) -> Option<RaftClient<Channel>> {
+        if let Some(tls) = &self.tls {
+            if tls.generation() != self.tls_generation {
+                self.tls_generation = tls.generation();
+                self.client = connect(&self.addr, Some(tls));
+            }
+        }
+        self.client.clone()
+    }
+
     async fn call<Req, Resp, E>(
         &mut self,
         kind: &'static str,
@@ -108,7 +134,7 @@ impl PeerClient {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let Some(client) = self.client.as_mut() else {
+        let Some(mut client) = self.client() else {
             let e = std::io::Error::other(format!("invalid peer address {:?}", self.addr));
             return Err(RPCError::Unreachable(Unreachable::new(&e)));
         };
@@ -147,7 +173,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         cancel: impl std::future::Future<Output = ReplicationClosed> + OptionalSend + 'static,
         _option: RPCOption,
     ) -> Result<SnapshotResponse<NodeId>, StreamingError<TypeConfig, Fatal<NodeId>>> {
-        let Some(client) = self.client.as_mut() else {
+        let Some(mut client) = self.client() else {
             let e = std::io::Error::other(format!("invalid peer address {:?}", self.addr));
             return Err(StreamingError::Unreachable(Unreachable::new(&e)));
         };

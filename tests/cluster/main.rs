@@ -11,6 +11,8 @@ use silo::pb::silo::report_outcome_request::Outcome;
 use silo::testkit::{ClusterOpts, LocalCluster};
 use tokio::sync::Mutex;
 
+mod tls;
+
 const WAIT: Duration = Duration::from_secs(60);
 /// Cadence of polling loops (each bounded by WAIT or its own deadline).
 const POLL_EVERY: Duration = Duration::from_millis(20);

@@ -277,8 +277,16 @@ export interface SiloClientOptions {
    * `tlsCredentials` are given, TLS otherwise.
    */
   useTls?: boolean;
-  /** Channel credentials for TLS (defaults to the system roots). */
+  /** Channel credentials for TLS (defaults to the system roots, or to `tls`). */
   tlsCredentials?: ChannelCredentials;
+  /**
+   * PEM material for TLS, an alternative to `tlsCredentials` (implies
+   * `useTls`): `ca`, the CA that signed the servers' certificates (the nodes'
+   * `tls.ca_file`; default the system roots, which `NODE_EXTRA_CA_CERTS`
+   * extends); `cert` and `key`, a client certificate for servers with
+   * `tls.client_auth = "all"`.
+   */
+  tls?: { ca?: string | Buffer; cert?: string | Buffer; key?: string | Buffer };
   /** Per-call deadline in ms (default 30 s). */
   timeoutMs?: number;
   /** Routing retries before an error surfaces (default 8; `shardRouting.maxRetries` wins). */
@@ -576,7 +584,14 @@ export class SiloGRPCClient {
     if (this.seeds.length === 0) throw new Error("SiloGRPCClient needs at least one server");
     // Local servers speak plaintext (scripts/serve, the seed documents'
     // localhost:7450); anything else defaults to TLS.
-    this.useTls = opts.useTls ?? (opts.tlsCredentials !== undefined || !this.seeds.every(isLoopbackAddress));
+    this.useTls =
+      opts.useTls ?? (opts.tlsCredentials !== undefined || opts.tls !== undefined || !this.seeds.every(isLoopbackAddress));
+    if (opts.useTls === false && (opts.tls !== undefined || opts.tlsCredentials !== undefined)) {
+      throw new Error("useTls: false contradicts the tls / tlsCredentials options given");
+    }
+    if ((opts.tls?.cert === undefined) !== (opts.tls?.key === undefined)) {
+      throw new Error("tls.cert and tls.key go together (a client certificate and its private key)");
+    }
     const every = opts.shardRouting?.topologyRefreshIntervalMs ?? opts.topologyRefreshIntervalMs ?? 30_000;
     if (every > 0) {
       this.refreshTimer = setInterval(() => void this.refreshTopology().catch(() => undefined), every);
@@ -584,12 +599,19 @@ export class SiloGRPCClient {
     }
   }
 
+  private tlsCredentials(): ChannelCredentials {
+    if (this.opts.tlsCredentials) return this.opts.tlsCredentials;
+    const pem = (v?: string | Buffer) => (v === undefined ? null : Buffer.from(v));
+    const t = this.opts.tls;
+    return credentials.createSsl(pem(t?.ca), pem(t?.key), pem(t?.cert));
+  }
+
   private connection(addr: string) {
     let c = this.connections.get(addr);
     if (!c) {
       const transport = new GrpcTransport({
         host: addr,
-        channelCredentials: this.useTls ? this.opts.tlsCredentials ?? credentials.createSsl() : credentials.createInsecure(),
+        channelCredentials: this.useTls ? this.tlsCredentials() : credentials.createInsecure(),
         clientOptions: {
           "grpc.keepalive_time_ms": 5_000,
           "grpc.keepalive_permit_without_calls": 1,

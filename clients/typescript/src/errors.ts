@@ -171,12 +171,19 @@ const BY_CODE: Record<string, new (message: string, meta?: RpcMetadata) => SiloG
 export function toSiloError(e: unknown): unknown {
   if (!(e instanceof RpcError) || e instanceof SiloGrpcError) return e;
   const Class = BY_CODE[e.code];
-  const out = Class ? new Class(e.message, e.meta) : new SiloGrpcError(e.message, e.code, e.meta);
+  const message = PLAINTEXT_SERVER.test(e.message) ? `${e.message} ${PLAINTEXT_HINT}` : e.message;
+  const out = Class ? new Class(message, e.meta) : new SiloGrpcError(message, e.code, e.meta);
   out.methodName = e.methodName;
   out.serviceName = e.serviceName;
   out.cause = e;
   return out;
 }
+
+/** OpenSSL's words when a TLS client reads a plaintext server's reply. */
+const PLAINTEXT_SERVER = /wrong version number|WRONG_VERSION_NUMBER|packet length too long/;
+/** Appended to such errors: what to do about it. */
+export const PLAINTEXT_HINT =
+  "(the server answered in plaintext, not TLS: pass useTls: false for a plaintext server; loopback servers default to plaintext)";
 
 /** Node socket errors that mean "could not reach the server". */
 const TRANSPORT_ERRNOS = new Set(["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EPIPE", "EHOSTUNREACH", "ENETUNREACH", "ENOTFOUND", "EAI_AGAIN"]);

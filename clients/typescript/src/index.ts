@@ -72,5 +72,6 @@ export {
   TaskNotFoundError,
   isConnectivityError,
   isRpcError,
+  PLAINTEXT_HINT,
 } from "./errors";
 export { tenantHash, initHasher, hashTenant, shardForTenant } from "./routing";

@@ -5,7 +5,7 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 
-import { SiloGRPCClient } from "../src";
+import { SiloGRPCClient, type SiloClientOptions } from "../src";
 
 export const SILO_BIN = process.env.SILO_BIN ?? resolve(__dirname, "../../../target/debug/silo");
 
@@ -76,13 +76,17 @@ async function stopAndRemove(nodes: Node[], dir: string): Promise<void> {
 }
 
 /** A single-node server on a free port with its own data directory; `stop()` kills it and removes the directory. */
-export async function startServer(extraToml = ""): Promise<Node & { stop(): Promise<void> }> {
+export async function startServer(
+  extraToml = "",
+  /** How to connect while waiting for it to serve (TLS options for a TLS node). */
+  connect: Partial<SiloClientOptions> = {},
+): Promise<Node & { stop(): Promise<void> }> {
   const dir = mkdtempSync(join(tmpdir(), "silo-ts-"));
   const config = join(dir, "silo.toml");
   writeFileSync(config, `listen = "127.0.0.1:0"\ndata_dir = "${join(dir, "data")}"\ndev_mode = true\nwebui.listen = "127.0.0.1:0"\n${extraToml}\n`);
   const node: Node = { id: 1, addr: "", dir, config };
   await launch(node);
-  await waitReady([node.addr]);
+  await waitReady([node.addr], undefined, connect);
   return Object.assign(node, { stop: () => stopAndRemove([node], dir) });
 }
 
@@ -132,8 +136,8 @@ export async function waitFor<T>(what: string, f: () => Promise<T | undefined>, 
 }
 
 /** Waits until the servers name an owner for every shard (a leader and a shard map). */
-export async function waitReady(servers: string[], token?: string): Promise<void> {
-  const c = new SiloGRPCClient({ servers, useTls: false, topologyRefreshIntervalMs: 0, token });
+export async function waitReady(servers: string[], token?: string, connect: Partial<SiloClientOptions> = {}): Promise<void> {
+  const c = new SiloGRPCClient({ servers, useTls: connect.tls !== undefined, topologyRefreshIntervalMs: 0, token, ...connect });
   try {
     await waitFor("cluster ready", async () => {
       await c.refreshTopology();

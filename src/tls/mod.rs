@@ -1,0 +1,354 @@
+//! TLS for the node's one gRPC listener and for its outgoing connections
+//! (issue #14; config `[tls]`, README "TLS").
+//!
+//! What this module owns:
+//! - [`NodeTls`]: the node's certificate, key and cluster CA, read from the
+//!   PEM files of [`TlsConfig`] and read again on SIGHUP or when a file's
+//!   modification time changes ([`NodeTls::watch`]). A file that no longer
+//!   parses keeps the previous set in force and is logged; the swap is atomic,
+//!   so a handshake sees either the old set or the new one.
+//! - [`incoming`]: the accept loop. Each connection's TLS handshake runs in its
+//!   own task (at most [`HANDSHAKES_IN_FLIGHT`] at once, each bounded by
+//!   [`HANDSHAKE_TIMEOUT`]), so a slow or silent client cannot stall accepts.
+//!   A client that speaks plaintext HTTP/2 to a TLS node gets one clear gRPC
+//!   error ([`PLAINTEXT_REFUSED`]) instead of a reset connection.
+//! - [`endpoint`]: the `https://` endpoint with the CA and this node's
+//!   identity that every node-to-node connection uses (Raft, Admin, the
+//!   console's forwarded writes).
+//! - [`require_peer_certificate`]: the rule that Raft traffic shows a
+//!   certificate signed by the cluster CA (mutual TLS between nodes).
+//! - [`certs`]: a development CA for `silo ctl cert`.
+//!
+//! Client certificates are verified by rustls against `ca_file` during the
+//! handshake: with `client_auth = "peers"` a client may show none (API
+//! clients authenticate with the bearer token), but one it shows must chain to
+//! the CA and be within its validity period, or the handshake fails. tonic
+//! then exposes the verified chain as `Request::peer_certs`, which is how the
+//! Raft service tells a node from an API client.
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use parking_lot::{Mutex, RwLock};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio_rustls::rustls;
+use tokio_rustls::server::TlsStream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+
+use crate::config::{ClientAuth, TlsConfig};
+
+pub mod certs;
+
+/// Longest a client may take to finish its TLS handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Handshakes running at once; further accepts wait for a slot.
+pub const HANDSHAKES_IN_FLIGHT: usize = 256;
+/// How often [`NodeTls::watch`] compares the files' modification times.
+pub const WATCH_INTERVAL: Duration = Duration::from_secs(5);
+/// The gRPC message a plaintext client gets from a TLS node (status
+/// FAILED_PRECONDITION: retrying the same way cannot succeed).
+pub const PLAINTEXT_REFUSED: &str = "this node serves gRPC over TLS only: connect with TLS (https://, trusting the \
+     cluster CA; the TypeScript client: useTls: true), not plaintext";
+
+/// The parsed files of one load.
+struct Material {
+    cert_pem: Vec<u8>,
+    key_pem: Vec<u8>,
+    ca_pem: Vec<u8>,
+    server: Arc<rustls::ServerConfig>,
+}
+
+/// The node's TLS material, reloadable (see the module docs).
+pub struct NodeTls {
+    config: TlsConfig,
+    current: RwLock<Arc<Material>>,
+    /// Modification times of (cert, key, ca) at the last load.
+    stamps: Mutex<[Option<SystemTime>; 3]>,
+    /// Bumped by every successful reload; holders of cached connections
+    /// compare it to rebuild them with the new identity.
+    generation: AtomicU64,
+}
+
+fn files(config: &TlsConfig) -> anyhow::Result<[PathBuf; 3]> {
+    let get = |name: &str, f: &Option<PathBuf>| f.clone().with_context(|| format!("tls.{name} is not set"));
+    Ok([get("cert_file", &config.cert_file)?, get("key_file", &config.key_file)?, get("ca_file", &config.ca_file)?])
+}
+
+fn read(path: &PathBuf, what: &str) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("reading the {what} {}", path.display()))
+}
+
+/// Parses PEM certificates; an empty list is an error naming `path`.
+pub fn certificates(pem: &[u8], path: &std::path::Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("{} is not PEM certificates", path.display()))?;
+    anyhow::ensure!(!certs.is_empty(), "{} holds no CERTIFICATE block", path.display());
+    Ok(certs)
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn load(config: &TlsConfig) -> anyhow::Result<Material> {
+    let [cert_path, key_path, ca_path] = files(config)?;
+    let (cert_pem, key_pem, ca_pem) =
+        (read(&cert_path, "certificate")?, read(&key_path, "private key")?, read(&ca_path, "CA certificate")?);
+    let chain = certificates(&cert_pem, &cert_path)?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem)
+        .with_context(|| format!("{} holds no PEM private key", key_path.display()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in certificates(&ca_pem, &ca_path)? {
+        roots.add(ca).with_context(|| format!("{} is not a usable CA certificate", ca_path.display()))?;
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
+    let verifier = match config.client_auth {
+        ClientAuth::Peers => verifier.allow_unauthenticated(),
+        ClientAuth::All => verifier,
+    }
+    .build()
+    .context("building the client-certificate verifier")?;
+    let mut server = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .with_context(|| format!("{} does not match {}", key_path.display(), cert_path.display()))?;
+    server.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Material { cert_pem, key_pem, ca_pem, server: Arc::new(server) })
+}
+
+fn stamps(config: &TlsConfig) -> [Option<SystemTime>; 3] {
+    let stamp = |f: &Option<PathBuf>| f.as_ref().and_then(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
+    [stamp(&config.cert_file), stamp(&config.key_file), stamp(&config.ca_file)]
+}
+
+impl NodeTls {
+    /// Reads the files of `config` (which must be [`TlsConfig::enabled`]).
+    /// Errors name the file and what is wrong with it.
+    pub fn load(config: &TlsConfig) -> anyhow::Result<Arc<NodeTls>> {
+        let material = load(config)?;
+        Ok(Arc::new(NodeTls {
+            config: config.clone(),
+            current: RwLock::new(Arc::new(material)),
+            stamps: Mutex::new(stamps(config)),
+            generation: AtomicU64::new(0),
+        }))
+    }
+
+    /// Reads the files again. On error the previous material stays in force.
+    pub fn reload(&self) -> anyhow::Result<()> {
+        let stamped = stamps(&self.config);
+        let material = load(&self.config)?;
+        *self.current.write() = Arc::new(material);
+        *self.stamps.lock() = stamped;
+        self.generation.fetch_add(1, Ordering::Release);
+        Ok(())
+    }
+
+    /// Counts successful reloads (0 after [`NodeTls::load`]).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Whether every connection must show a certificate (`client_auth = "all"`).
+    pub fn clients_need_certificates(&self) -> bool {
+        self.config.client_auth == ClientAuth::All
+    }
+
+    fn server_config(&self) -> Arc<rustls::ServerConfig> {
+        self.current.read().server.clone()
+    }
+
+    /// The client side of mutual TLS: trust only the cluster CA, show this
+    /// node's certificate.
+    pub fn client_config(&self) -> ClientTlsConfig {
+        let m = self.current.read().clone();
+        ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&m.ca_pem))
+            .identity(Identity::from_pem(&m.cert_pem, &m.key_pem))
+    }
+
+    /// Reloads on SIGHUP and when a file's modification time changes, until
+    /// `stop` turns true. Each outcome is logged and counted in
+    /// `silo_tls_reloads_total{result="ok"|"error"}`.
+    pub async fn watch(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let mut tick = tokio::time::interval(WATCH_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let why = tokio::select! {
+                _ = stop.changed() => return,
+                Some(()) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => None } } => "SIGHUP",
+                _ = tick.tick() => {
+                    if stamps(&self.config) == *self.stamps.lock() { continue; }
+                    "a changed file"
+                }
+            };
+            match self.reload() {
+                Ok(()) => {
+                    metrics::counter!("silo_tls_reloads_total", "result" => "ok").increment(1);
+                    tracing::info!(trigger = why, generation = self.generation(), "reloaded the TLS certificates")
+                }
+                Err(e) => {
+                    // Remember the stamps anyway, or a broken file is retried every tick.
+                    *self.stamps.lock() = stamps(&self.config);
+                    metrics::counter!("silo_tls_reloads_total", "result" => "error").increment(1);
+                    tracing::error!(trigger = why, "TLS reload failed, the previous certificates stay in force: {e:#}")
+                }
+            }
+        }
+    }
+}
+
+/// Client-side TLS for tools and the Rust client (`silo ctl --ca-cert`,
+/// `silo bench --ca-cert`): trust `ca` (PEM) only, and show the certificate
+/// and key in `identity` (PEM files) when given, as `tls.client_auth = "all"`
+/// requires. Errors name the unreadable or unparsable file.
+pub fn client_files(
+    ca: &std::path::Path,
+    identity: Option<(&std::path::Path, &std::path::Path)>,
+) -> anyhow::Result<ClientTlsConfig> {
+    let ca_pem = read(&ca.to_path_buf(), "CA certificate")?;
+    certificates(&ca_pem, ca)?;
+    let mut config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca_pem));
+    if let Some((cert, key)) = identity {
+        let cert_pem = read(&cert.to_path_buf(), "client certificate")?;
+        certificates(&cert_pem, cert)?;
+        let key_pem = read(&key.to_path_buf(), "client key")?;
+        PrivateKeyDer::from_pem_slice(&key_pem)
+            .with_context(|| format!("{} holds no PEM private key", key.display()))?;
+        config = config.identity(Identity::from_pem(cert_pem, key_pem));
+    }
+    Ok(config)
+}
+
+/// An endpoint for `addr` (`host:port`): `https://` with `tls`, else `http://`.
+pub fn client_endpoint(addr: &str, tls: Option<&ClientTlsConfig>) -> Result<Endpoint, tonic::transport::Error> {
+    match tls {
+        None => Endpoint::from_shared(format!("http://{addr}")),
+        Some(t) => Endpoint::from_shared(format!("https://{addr}"))?.tls_config(t.clone()),
+    }
+}
+
+/// Logs SIGHUPs on a node without TLS (nothing to reload) until `stop`, so
+/// that an operator's habitual `kill -HUP` does not end the process.
+pub async fn ignore_hangups(mut stop: watch::Receiver<bool>) {
+    let Ok(mut hangup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = hangup.recv() => tracing::info!("SIGHUP: nothing to reload (no [tls] configured)"),
+        }
+    }
+}
+
+/// The endpoint for a node-to-node connection to `addr` (`host:port`):
+/// `https://` with the cluster CA and this node's identity when `tls` is
+/// set, plain `http://` otherwise.
+pub fn endpoint(addr: &str, tls: Option<&NodeTls>) -> Result<Endpoint, tonic::transport::Error> {
+    client_endpoint(addr, tls.map(|t| t.client_config()).as_ref())
+}
+
+/// Raft traffic needs a node certificate when TLS is on. A certificate that
+/// reached the service was already verified against the cluster CA by the
+/// handshake, so its presence is the check. Errors: UNAUTHENTICATED.
+pub fn require_peer_certificate<T>(tls_on: bool, request: &tonic::Request<T>) -> Result<(), tonic::Status> {
+    if tls_on && request.peer_certs().is_none_or(|c| c.is_empty()) {
+        return Err(tonic::Status::unauthenticated(
+            "Raft traffic needs a node certificate signed by the cluster CA (mutual TLS); this connection showed none",
+        ));
+    }
+    Ok(())
+}
+
+/// TLS connections accepted on `listener`, handshakes done; ends when `stop`
+/// turns true. Plaintext HTTP/2 connections are answered with
+/// [`PLAINTEXT_REFUSED`] and closed; failed handshakes are logged at debug.
+pub fn incoming(
+    listener: TcpListener,
+    tls: Arc<NodeTls>,
+    mut stop: watch::Receiver<bool>,
+) -> ReceiverStream<std::io::Result<TlsStream<TcpStream>>> {
+    let (tx, rx) = mpsc::channel(HANDSHAKES_IN_FLIGHT);
+    let slots = Arc::new(Semaphore::new(HANDSHAKES_IN_FLIGHT));
+    tokio::spawn(async move {
+        loop {
+            let Ok(permit) = slots.clone().acquire_owned().await else { return };
+            let (stream, _) = tokio::select! {
+                _ = stop.changed() => return,
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // EMFILE and the like: back off instead of spinning.
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = stream.set_nodelay(true);
+            let (tx, config) = (tx.clone(), tls.server_config());
+            tokio::spawn(async move {
+                let _permit = permit;
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(stream, config)).await {
+                    Ok(Ok(Some(tls_stream))) => {
+                        let _ = tx.send(Ok(tls_stream)).await;
+                    }
+                    Ok(Ok(None)) => {}
+                    Ok(Err(e)) => {
+                        metrics::counter!("silo_tls_handshake_failures_total").increment(1);
+                        tracing::debug!("TLS handshake failed: {e}");
+                    }
+                    Err(_) => tracing::debug!("TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    ReceiverStream::new(rx)
+}
+
+/// A TLS handshake, or `None` after answering a plaintext client.
+async fn handshake(stream: TcpStream, config: Arc<rustls::ServerConfig>) -> std::io::Result<Option<TlsStream<TcpStream>>> {
+    let mut first = [0u8; 1];
+    stream.peek(&mut first).await?;
+    // 0x16 opens every TLS record of a ClientHello.
+    if first[0] != 0x16 {
+        metrics::counter!("silo_tls_plaintext_refused_total").increment(1);
+        refuse_plaintext(stream).await;
+        return Ok(None);
+    }
+    tokio_rustls::TlsAcceptor::from(config).accept(stream).await.map(Some)
+}
+
+/// Answers every request on a plaintext connection with a trailers-only gRPC
+/// response: FAILED_PRECONDITION and [`PLAINTEXT_REFUSED`] (HTTP/1 requests
+/// get a 400 with the same text).
+async fn refuse_plaintext(stream: TcpStream) {
+    use http_body_util::Full;
+    use hyper::body::Bytes;
+    let service = hyper::service::service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
+        let grpc = req.version() == hyper::Version::HTTP_2;
+        let response = if grpc {
+            hyper::Response::builder()
+                .header("content-type", "application/grpc")
+                .header("grpc-status", (tonic::Code::FailedPrecondition as i32).to_string())
+                .header("grpc-message", PLAINTEXT_REFUSED)
+                .body(Full::new(Bytes::new()))
+        } else {
+            hyper::Response::builder().status(400).body(Full::new(Bytes::from(format!("{PLAINTEXT_REFUSED}\n"))))
+        };
+        Ok::<_, std::convert::Infallible>(response.expect("static response parts"))
+    });
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+        .serve_connection(io, service)
+        .await;
+}
