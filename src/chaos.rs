@@ -1,10 +1,12 @@
 //! Fault-injection measurements on a local cluster of real processes.
 //!
-//! `failover`: a client writes continuously while the leader is killed with
-//! SIGKILL; the write-unavailability window of a trial is the gap between the
-//! last acknowledged write before the kill and the first one after it, as the
-//! client sees it (including its redirect/retry behaviour). After each trial
-//! the killed node restarts and the cluster converges before the next one.
+//! `failover`: a client writes continuously while the leader is stopped,
+//! with SIGKILL (a crash) or SIGTERM (a graceful shutdown that hands
+//! leadership off); the write-unavailability window of a trial is the longest
+//! gap between consecutive acknowledged writes from just before the signal to
+//! the first write acknowledged after the process exited, as the client sees
+//! it (including its redirect/retry behaviour). After each trial the node
+//! restarts and the cluster converges before the next one.
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -17,8 +19,19 @@ use crate::client::{msgpack, Client, ClientOptions};
 use crate::pb::silo as pb;
 use crate::testkit::{ClusterOpts, LocalCluster};
 
+/// How `failover` stops the leader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum StopSignal {
+    /// SIGKILL: a crash.
+    Kill,
+    /// SIGTERM: graceful shutdown (drain, hand leadership off, exit).
+    Term,
+}
+
 #[derive(Debug, Serialize)]
 pub struct FailoverReport {
+    pub signal: StopSignal,
     pub nodes: usize,
     pub trials: usize,
     pub windows_ms: Vec<u64>,
@@ -29,7 +42,7 @@ pub struct FailoverReport {
     pub lost_writes: usize,
 }
 
-pub async fn failover(bin: &Path, nodes: usize, trials: usize) -> anyhow::Result<FailoverReport> {
+pub async fn failover(bin: &Path, nodes: usize, trials: usize, signal: StopSignal) -> anyhow::Result<FailoverReport> {
     let mut cluster = LocalCluster::start(bin, None, ClusterOpts { nodes, ..ClusterOpts::default() })?;
     cluster.wait_for_leader(Duration::from_secs(60)).await.map_err(anyhow::Error::msg)?;
     let mut opts = ClientOptions::new(cluster.addrs());
@@ -66,19 +79,28 @@ pub async fn failover(bin: &Path, nodes: usize, trials: usize) -> anyhow::Result
         let leader = cluster.wait_for_leader(Duration::from_secs(60)).await.map_err(anyhow::Error::msg)?;
         let before = acked.lock().len();
         wait_for(|| acked.lock().len() >= before + 50, Duration::from_secs(30)).await?;
-        cluster.kill(leader);
-        // After kill() returns the process is gone: no later ack can come from it.
-        let killed_at = Instant::now();
-        wait_for(|| acked.lock().last().is_some_and(|(t, _)| *t > killed_at), Duration::from_secs(60)).await?;
-        let (last_before, first_after) = {
+        let signalled_at = Instant::now();
+        match signal {
+            StopSignal::Kill => cluster.kill(leader),
+            StopSignal::Term => {
+                let status = cluster.terminate(leader);
+                anyhow::ensure!(status.is_some_and(|s| s.success()), "node {leader} exited with {status:?}");
+            }
+        }
+        // The process is gone: no later ack can come from it.
+        let exited_at = Instant::now();
+        wait_for(|| acked.lock().last().is_some_and(|(t, _)| *t > exited_at), Duration::from_secs(60)).await?;
+        let window = {
             let a = acked.lock();
-            let last_before = a.iter().rev().map(|(t, _)| *t).find(|t| *t <= killed_at).unwrap_or(killed_at);
-            let first_after = a.iter().map(|(t, _)| *t).find(|t| *t > killed_at).expect("waited for it");
-            (last_before, first_after)
+            let first_after = a.iter().map(|(t, _)| *t).find(|t| *t > exited_at).expect("waited for it");
+            let last_before = a.iter().rev().map(|(t, _)| *t).find(|t| *t <= signalled_at).unwrap_or(signalled_at);
+            let mut times: Vec<Instant> =
+                a.iter().map(|(t, _)| *t).filter(|t| *t >= last_before && *t <= first_after).collect();
+            times.dedup();
+            times.windows(2).map(|w| w[1].duration_since(w[0]).as_millis() as u64).max().unwrap_or(0)
         };
-        let window = first_after.duration_since(last_before).as_millis() as u64;
-        tracing::info!(trial, leader, window_ms = window, "leader killed");
-        eprintln!("trial {}: killed leader {leader}, writes resumed after {window} ms", trial + 1);
+        tracing::info!(trial, leader, window_ms = window, ?signal, "leader stopped");
+        eprintln!("trial {}: stopped leader {leader} ({signal:?}), longest write gap {window} ms", trial + 1);
         windows_ms.push(window);
         cluster.spawn(leader)?;
         cluster.wait_for_leader(Duration::from_secs(60)).await.map_err(anyhow::Error::msg)?;
@@ -97,6 +119,7 @@ pub async fn failover(bin: &Path, nodes: usize, trials: usize) -> anyhow::Result
     let mut sorted = windows_ms.clone();
     sorted.sort_unstable();
     Ok(FailoverReport {
+        signal,
         nodes,
         trials,
         median_ms: sorted.get(sorted.len() / 2).copied().unwrap_or(0),

@@ -28,8 +28,9 @@ pub struct Config {
     /// Byte budget of one LeaseTasks reply: tasks are granted only while their
     /// payloads and metadata fit (at least one task per reply).
     pub lease_reply_bytes_max: usize,
-    /// Prometheus endpoint (`host:port`); empty disables it.
-    pub metrics_listen: String,
+    /// Deprecated spelling of `metrics.listen`; when set it wins.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<String>,
     /// Serve GetJob/GetJobResult from local state without a read barrier.
     pub stale_reads: bool,
     /// Delete terminal jobs this long after they finished (None = keep until
@@ -49,6 +50,50 @@ pub struct Config {
     pub webui: WebUiConfig,
     /// TLS on the gRPC listener and mutual TLS between nodes (`[tls]`, issue #14).
     pub tls: TlsConfig,
+    /// The Prometheus endpoint (`[metrics]`, issue #14).
+    pub metrics: MetricsConfig,
+    /// Log output (`[log]`, issue #14).
+    pub log: LogConfig,
+}
+
+/// How the node writes its logs (`[log]`); the filter is `--log` /
+/// `SILO_LOG`, else `RUST_LOG`, else `info,openraft=warn`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` (default; colours on a terminal) or `json` (one object per
+    /// line with timestamp, level, target, fields and the current span).
+    pub format: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { format: "text".into() }
+    }
+}
+
+/// The Prometheus endpoint every node serves (`[metrics]`; README "Observability").
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address (`host:port`) of `GET /metrics`; empty disables it. Default
+    /// `127.0.0.1:9464`; port 0 picks a free one, printed as
+    /// `SILO_METRICS http://<addr>/metrics`.
+    pub listen: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig { listen: "127.0.0.1:9464".into() }
+    }
+}
+
+impl Config {
+    /// The effective metrics address (`metrics.listen`, or the deprecated
+    /// top-level `metrics_listen` when set); empty = off.
+    pub fn metrics_listen(&self) -> &str {
+        self.metrics_listen.as_deref().unwrap_or(&self.metrics.listen)
+    }
 }
 
 /// TLS for the one gRPC listener (public API, Raft, Admin) and for this
@@ -140,6 +185,9 @@ pub struct StorageConfig {
     pub compression: String,
     /// Compression of the bottom level (most of the data): same choices.
     pub bottommost_compression: String,
+    /// RocksDB statistics (block cache hits and misses, stall time, bytes
+    /// written), exported as `silo_rocksdb_*_total`; off saves their upkeep.
+    pub statistics: bool,
 }
 
 impl Default for StorageConfig {
@@ -153,6 +201,7 @@ impl Default for StorageConfig {
             background_jobs: 2,
             compression: "lz4".into(),
             bottommost_compression: "zstd".into(),
+            statistics: true,
         }
     }
 }
@@ -242,7 +291,7 @@ impl Default for Config {
             num_shards: 1,
             max_payload_bytes: limits::PAYLOAD_BYTES_DEFAULT_MAX,
             lease_reply_bytes_max: limits::LEASE_REPLY_BYTES_DEFAULT_MAX,
-            metrics_listen: String::new(),
+            metrics_listen: None,
             stale_reads: false,
             lease_ms: limits::LEASE_MS,
             retention_ms: None,
@@ -254,6 +303,8 @@ impl Default for Config {
             query: crate::query::QueryConfig::default(),
             webui: WebUiConfig::default(),
             tls: TlsConfig::default(),
+            metrics: MetricsConfig::default(),
+            log: LogConfig::default(),
         }
     }
 }
@@ -276,8 +327,12 @@ impl Config {
                 errors.push(format!("advertise must be host:port, got {a:?}"));
             }
         }
-        if !self.metrics_listen.is_empty() && self.metrics_listen.parse::<SocketAddr>().is_err() {
-            errors.push(format!("metrics_listen must be host:port or empty, got {:?}", self.metrics_listen));
+        if !["text", "json"].contains(&self.log.format.as_str()) {
+            errors.push(format!("log.format must be \"text\" or \"json\", got {:?}", self.log.format));
+        }
+        let metrics = self.metrics_listen();
+        if !metrics.is_empty() && metrics.parse::<SocketAddr>().is_err() {
+            errors.push(format!("metrics.listen must be host:port or empty, got {metrics:?}"));
         }
         if self.num_shards == 0 || self.num_shards > 1024 {
             errors.push(format!("num_shards must be between 1 and 1024, got {}", self.num_shards));
@@ -315,7 +370,8 @@ impl Config {
         }
         let tls = &self.tls;
         if tls.enabled() || tls.key_file.is_some() || tls.ca_file.is_some() {
-            for (name, file) in [("cert_file", &tls.cert_file), ("key_file", &tls.key_file), ("ca_file", &tls.ca_file)] {
+            for (name, file) in [("cert_file", &tls.cert_file), ("key_file", &tls.key_file), ("ca_file", &tls.ca_file)]
+            {
                 match file {
                     None => errors.push(format!(
                         "tls.{name} is missing: TLS needs cert_file, key_file and ca_file together (`silo ctl cert` makes a dev set)"

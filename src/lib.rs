@@ -34,6 +34,7 @@ pub mod raft;
 pub mod server;
 pub mod state_machine;
 pub mod storage;
+pub mod telemetry;
 pub mod testkit;
 pub mod tls;
 pub mod webui;

@@ -32,6 +32,8 @@ pub struct Bound {
     pub local_addr: SocketAddr,
     /// The console's listener (`webui.listen`), unless turned off.
     pub webui: Option<TcpListener>,
+    /// The metrics endpoint's listener (`metrics.listen`), unless turned off.
+    pub metrics: Option<TcpListener>,
 }
 
 pub async fn bind(config: Config) -> anyhow::Result<Bound> {
@@ -42,7 +44,11 @@ pub async fn bind(config: Config) -> anyhow::Result<Bound> {
         "" => None,
         addr => Some(crate::webui::bind(addr).await?),
     };
-    Ok(Bound { config, listener, local_addr, webui })
+    let metrics = match config.metrics_listen() {
+        "" => None,
+        addr => Some(crate::telemetry::bind(addr).await?),
+    };
+    Ok(Bound { config, listener, local_addr, webui, metrics })
 }
 
 impl Bound {
@@ -53,12 +59,18 @@ impl Bound {
 
     pub async fn serve(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let advertise_addr = self.advertise_addr();
-        let Bound { config, listener, webui, .. } = self;
+        let Bound { config, listener, webui, metrics, .. } = self;
+        // The recorder is process-wide: install it before anything records.
+        crate::telemetry::recorder()?;
+        if config.metrics_listen.is_some() {
+            tracing::warn!("metrics_listen is deprecated: write [metrics] listen = \"...\" instead");
+        }
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
         check_storage_format(&config.data_dir)?;
         let db = crate::storage::rocks::open(&config.data_dir.join("db"), &config.storage)
             .with_context(|| format!("opening RocksDB in {}", config.data_dir.display()))?;
+        let db_for_metrics = db.clone();
         let broker = Arc::new(Broker::new());
         let tls = match config.tls.enabled() {
             true => Some(crate::tls::NodeTls::load(&config.tls)?),
@@ -207,12 +219,27 @@ impl Bound {
             println!("SILO_WEBUI http://{addr}");
         }
 
+        if let Some(listener) = metrics {
+            let addr = listener.local_addr()?;
+            let sources = crate::telemetry::Sources { node: node.clone(), broker: broker.clone(), db: db_for_metrics };
+            let stop = stop_rx.clone();
+            tokio::spawn(async move {
+                if let Err(e) = crate::telemetry::serve(listener, sources, stop).await {
+                    tracing::error!(error = %e, "the metrics endpoint stopped");
+                }
+            });
+            tracing::info!(%addr, "metrics serving");
+            println!("SILO_METRICS http://{addr}/metrics");
+        }
+
         tracing::info!(addr = %advertise_addr, node_id = config.node_id, data_dir = %config.data_dir.display(), "silo serving");
         // A machine-readable line for scripts and tests that start on port 0.
         println!("SILO_LISTENING {advertise_addr}");
 
         shutdown.await;
         tracing::info!("shutting down");
+        let lease = Duration::from_millis(config.raft.election_timeout_max_ms);
+        hand_off_leadership(&node, &peers, lease).await;
         let _ = stop_tx.send(true);
         let _ = duties_task.await;
         // Stop accepting calls first, give in-flight ones a moment, then stop Raft.
@@ -230,14 +257,56 @@ impl Bound {
     }
 }
 
-/// Installs the Prometheus exporter on `addr` (`/metrics`).
-pub fn install_metrics(addr: &str) -> anyhow::Result<()> {
-    let addr: SocketAddr = addr.parse().with_context(|| format!("metrics_listen {addr:?}"))?;
-    metrics_exporter_prometheus::PrometheusBuilder::new()
-        .with_http_listener(addr)
-        .install()
-        .with_context(|| format!("starting the metrics endpoint on {addr}"))?;
-    Ok(())
+/// Longest a graceful shutdown waits for proposals already batched to apply.
+pub const DRAIN_MAX: Duration = Duration::from_secs(3);
+/// Longest it waits for another voter to take over after asking it to campaign.
+pub const HAND_OFF_MAX: Duration = Duration::from_secs(5);
+
+/// Graceful shutdown of a leader (issue #14): stop proposing (clients get
+/// UNAVAILABLE and retry), let batched proposals apply (at most
+/// [`DRAIN_MAX`]), stop heartbeats and wait out the followers' leader lease
+/// (`lease`, openraft's `election_timeout_max`: until then they refuse to
+/// vote), then ask the most caught-up voter to campaign and wait until it
+/// leads (at most [`HAND_OFF_MAX`]). Writes pause for about one lease instead
+/// of lease + election timeout after a kill -9. A follower, or a single
+/// voter, only stops proposing. Never fails: what does not happen in time
+/// is logged and the node stops anyway.
+pub async fn hand_off_leadership(node: &RaftNode, peers: &Peers, lease: Duration) {
+    let leading = node.leader_term().is_some();
+    node.begin_drain();
+    if !leading {
+        return;
+    }
+    let status = node.status();
+    let target = status
+        .replication
+        .iter()
+        .filter(|(id, _)| *id != node.id() && status.voters.iter().any(|(v, _)| v == id))
+        .max_by_key(|(_, matched)| matched.unwrap_or(0))
+        .and_then(|(id, _)| status.voters.iter().find(|(v, _)| v == id).cloned());
+    let Some((target, info)) = target else { return };
+    let last = status.last_log_index.unwrap_or(0);
+    if tokio::time::timeout(DRAIN_MAX, node.wait_applied(last)).await.is_err() {
+        tracing::warn!(last, "proposals in flight did not apply within {DRAIN_MAX:?}; handing off anyway");
+    }
+    tracing::info!(to = target, "handing leadership off before stopping");
+    node.set_heartbeats(false);
+    tokio::time::sleep(lease + Duration::from_millis(50)).await;
+    let elected = async {
+        let mut admin = peers.admin(&info.grpc_addr)?;
+        admin.trigger_election(peers.request(crate::pb::raft::TriggerElectionRequest {})).await?;
+        loop {
+            match node.status().leader {
+                Some(l) if l != node.id() => return Ok::<u64, tonic::Status>(l),
+                _ => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    };
+    match tokio::time::timeout(HAND_OFF_MAX, elected).await {
+        Ok(Ok(leader)) => tracing::info!(leader, "leadership handed off"),
+        Ok(Err(e)) => tracing::warn!(to = target, "leadership hand-off failed: {e}"),
+        Err(_) => tracing::warn!(to = target, "no new leader within {HAND_OFF_MAX:?}; stopping anyway"),
+    }
 }
 
 /// Layout version of the state machine's records in a data directory. 2 added

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use tonic::transport::Channel;
@@ -75,9 +75,17 @@ pub struct LocalNode {
     pub dir: PathBuf,
     child: Option<Child>,
     joined: bool,
+    /// `http://<addr>/metrics` of the running process (printed as
+    /// `SILO_METRICS`; each start binds a free port).
+    metrics_url: Arc<parking_lot::Mutex<Option<String>>>,
 }
 
 impl LocalNode {
+    /// The node's metrics endpoint, once it printed it.
+    pub fn metrics_url(&self) -> Option<String> {
+        self.metrics_url.lock().clone()
+    }
+
     pub fn is_running(&self) -> bool {
         self.child.is_some()
     }
@@ -163,7 +171,8 @@ impl LocalCluster {
         for (id, addr) in self.initial.clone() {
             let dir = self.root.join(format!("node{id}"));
             std::fs::create_dir_all(&dir)?;
-            self.nodes.insert(id, LocalNode { id, addr, dir, child: None, joined: false });
+            self.nodes
+                .insert(id, LocalNode { id, addr, dir, child: None, joined: false, metrics_url: Default::default() });
         }
         let ids: Vec<u64> = self.nodes.keys().copied().collect();
         for id in ids {
@@ -224,7 +233,7 @@ impl LocalCluster {
     fn write_config(&self, node: &LocalNode) -> std::io::Result<PathBuf> {
         let o = &self.opts;
         let mut toml = format!(
-            "node_id = {}\nlisten = \"{}\"\ndata_dir = \"{}\"\ndev_mode = true\nlease_ms = {}\nwebui.listen = \"\"\n{}\n",
+            "node_id = {}\nlisten = \"{}\"\ndata_dir = \"{}\"\ndev_mode = true\nlease_ms = {}\nwebui.listen = \"\"\nmetrics.listen = \"127.0.0.1:0\"\n{}\n",
             node.id,
             node.addr,
             node.dir.join("data").display(),
@@ -286,9 +295,14 @@ impl LocalCluster {
             .spawn()?;
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, rx) = mpsc::channel();
+        let metrics_url = node.metrics_url.clone();
+        *metrics_url.lock() = None;
         std::thread::spawn(move || {
             let mut tx = Some(tx);
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("SILO_METRICS ") {
+                    *metrics_url.lock() = Some(url.to_string());
+                }
                 if line.starts_with("SILO_LISTENING ") {
                     if let Some(tx) = tx.take() {
                         let _ = tx.send(());
@@ -314,10 +328,15 @@ impl LocalCluster {
 
     /// SIGTERM node `id` and wait for it to exit.
     pub fn stop(&mut self, id: u64) {
-        if let Some(mut c) = self.nodes.get_mut(&id).and_then(|n| n.child.take()) {
-            send_signal(&c, libc::SIGTERM);
-            let _ = c.wait();
-        }
+        self.terminate(id);
+    }
+
+    /// SIGTERM node `id` (graceful shutdown) and wait for it to exit; its
+    /// exit status, or None if it was not running.
+    pub fn terminate(&mut self, id: u64) -> Option<std::process::ExitStatus> {
+        let mut c = self.nodes.get_mut(&id).and_then(|n| n.child.take())?;
+        send_signal(&c, libc::SIGTERM);
+        c.wait().ok()
     }
 
     /// SIGSTOP / SIGCONT: a node that is alive but unresponsive.
@@ -440,7 +459,7 @@ impl LocalCluster {
         let addr = format!("127.0.0.1:{}", free_port());
         let dir = self.root.join(format!("node{id}"));
         std::fs::create_dir_all(&dir)?;
-        self.nodes.insert(id, LocalNode { id, addr, dir, child: None, joined: true });
+        self.nodes.insert(id, LocalNode { id, addr, dir, child: None, joined: true, metrics_url: Default::default() });
         self.spawn(id)?;
         Ok(id)
     }

@@ -271,6 +271,9 @@ enum ChaosCommand {
         nodes: usize,
         #[arg(long, default_value_t = 10)]
         trials: usize,
+        /// `kill` (SIGKILL, a crash) or `term` (SIGTERM, a graceful shutdown).
+        #[arg(long, value_enum, default_value = "kill")]
+        signal: silo::chaos::StopSignal,
     },
 }
 
@@ -306,9 +309,13 @@ struct ServeArgs {
     /// Web console host:port (empty disables; default 127.0.0.1:7460).
     #[arg(long, env = "SILO_WEBUI_LISTEN")]
     webui_listen: Option<String>,
-    /// Log filter, e.g. `info` or `silo=debug,openraft=info`.
-    #[arg(long, env = "SILO_LOG", default_value = "info,openraft=warn")]
-    log: String,
+    /// Log filter, e.g. `info` or `silo=debug,openraft=info` (else `RUST_LOG`,
+    /// else `info,openraft=warn`).
+    #[arg(long, env = "SILO_LOG")]
+    log: Option<String>,
+    /// Log format: `text` or `json` (one object per line); overrides `log.format`.
+    #[arg(long, env = "SILO_LOG_FORMAT")]
+    log_format: Option<String>,
 }
 
 fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
@@ -332,10 +339,14 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
         config.node_id = v;
     }
     if let Some(v) = &args.metrics_listen {
-        config.metrics_listen = v.clone();
+        config.metrics_listen = None;
+        config.metrics.listen = v.clone();
     }
     if let Some(v) = &args.webui_listen {
         config.webui.listen = v.clone();
+    }
+    if let Some(v) = &args.log_format {
+        config.log.format = v.clone();
     }
     if let Some(v) = &args.auth_token {
         config.auth.token = Some(v.clone());
@@ -414,12 +425,40 @@ async fn job_command(
     Ok(())
 }
 
+/// Resolves at the first SIGTERM or Ctrl-C (graceful shutdown:
+/// `Bound::serve` drains and hands leadership off); a second one exits the
+/// process at once with status 1.
 async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
     tokio::select! {
-        _ = ctrl_c => {}
+        _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        eprintln!("second signal: exiting at once");
+        std::process::exit(1);
+    });
+}
+
+/// The node's logs on stderr: the filter from `--log`/`SILO_LOG`, else
+/// `RUST_LOG`, else `info,openraft=warn`; `format` is `text` (ANSI colours on
+/// a terminal) or `json` (one object per line, span fields included).
+fn init_serve_logging(filter: Option<&str>, format: &str) {
+    let filter = filter
+        .map(str::to_string)
+        .or_else(|| std::env::var("RUST_LOG").ok().filter(|v| !v.is_empty()))
+        .unwrap_or_else(|| "info,openraft=warn".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().with_current_span(true).with_span_list(false).init();
+    } else {
+        builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init();
     }
 }
 
@@ -449,7 +488,9 @@ fn cert_command(command: CertCommand, json: bool) -> anyhow::Result<()> {
         CertCommand::Issue { name, san, dir, days } => {
             anyhow::ensure!(days > 0, "--days must be positive");
             anyhow::ensure!(
-                !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) && name != "ca",
+                !name.is_empty()
+                    && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                    && name != "ca",
                 "the name must be letters, digits, '-', '_' or '.' (and not \"ca\"), got {name:?}"
             );
             let ca = certs::read(&dir, "ca")?;
@@ -469,7 +510,9 @@ fn cert_command(command: CertCommand, json: bool) -> anyhow::Result<()> {
 async fn run_ctl(args: CtlArgs) -> anyhow::Result<()> {
     let tls = match &args.ca_cert {
         Some(ca) => Some(silo::tls::client_files(ca, args.cert.as_deref().zip(args.key.as_deref()))?),
-        None if args.cert.is_some() => anyhow::bail!("--cert needs --ca-cert (the CA that signed the nodes' certificates)"),
+        None if args.cert.is_some() => {
+            anyhow::bail!("--cert needs --ca-cert (the CA that signed the nodes' certificates)")
+        }
         None => None,
     };
     let ctl = silo::ctl::Ctl { server: args.server, token: args.token, tls };
@@ -624,8 +667,8 @@ fn main() -> anyhow::Result<()> {
             let bin = std::env::current_exe()?;
             tokio::runtime::Runtime::new()?.block_on(async move {
                 match args.command {
-                    ChaosCommand::Failover { nodes, trials } => {
-                        let report = silo::chaos::failover(&bin, nodes, trials).await?;
+                    ChaosCommand::Failover { nodes, trials, signal } => {
+                        let report = silo::chaos::failover(&bin, nodes, trials, signal).await?;
                         println!("{}", serde_json::to_string_pretty(&report)?);
                         Ok(())
                     }
@@ -633,11 +676,8 @@ fn main() -> anyhow::Result<()> {
             })
         }
         Command::Serve(args) => {
-            tracing_subscriber::fmt()
-                .with_env_filter(tracing_subscriber::EnvFilter::new(&args.log))
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-                .init();
+            let config = load_config(&args)?;
+            init_serve_logging(args.log.as_deref(), &config.log.format);
             // A panic anywhere (a corrupt record, a broken invariant) stops the
             // node: crashing beats diverging from the other replicas. SQL
             // statements are the exception: they only read, run on the query
@@ -650,12 +690,8 @@ fn main() -> anyhow::Result<()> {
                     std::process::abort();
                 }
             }));
-            let config = load_config(&args)?;
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(async move {
-                if !config.metrics_listen.is_empty() {
-                    silo::server::install_metrics(&config.metrics_listen)?;
-                }
                 let bound = silo::server::bind(config).await?;
                 bound.serve(shutdown_signal()).await
             })

@@ -46,6 +46,7 @@ impl Duties {
             };
             if term.is_none() {
                 led_term = None;
+                self.broker.set_leading(false);
                 continue;
             }
             if term != led_term {
@@ -53,6 +54,7 @@ impl Duties {
                 tracing::info!(term = ?term, node = self.node.id(), "became leader");
                 metrics::counter!("silo_leadership_gained_total").increment(1);
                 self.broker.on_leadership_gained(crate::monotonic_ms(), self.lease_ms);
+                self.broker.set_leading(true);
             }
             // Until the shard map exists (a fresh cluster, or a first attempt that failed).
             if !shards_known {
@@ -122,13 +124,28 @@ impl Duties {
         }
     }
 
+    /// One lease-reaper pass: expires every lease past its deadline, in
+    /// batches of [`EXPIRE_BATCH_MAX`]. A pass that found any is timed
+    /// (`silo_lease_reaper_duration_seconds`) and counted.
     async fn expire_leases(&self) {
+        let started = std::time::Instant::now();
+        let found = self.expire_due_leases().await;
+        if found {
+            metrics::counter!("silo_lease_reaper_scans_total").increment(1);
+            metrics::histogram!("silo_lease_reaper_duration_seconds").record(started.elapsed().as_secs_f64());
+        }
+    }
+
+    /// Returns whether any lease was due.
+    async fn expire_due_leases(&self) -> bool {
+        let mut found = false;
         loop {
             let now = crate::monotonic_ms();
             let expired = self.broker.take_expired(now, EXPIRE_BATCH_MAX);
             if expired.is_empty() {
-                return;
+                return found;
             }
+            found = true;
             let ids: Vec<String> = expired.iter().map(|(id, _)| id.clone()).collect();
             // The deadline on the wall clock, for the attempt's error message.
             let wall = crate::wall_clock_ms();
@@ -142,14 +159,14 @@ impl Duties {
                 Err(e @ crate::raft::ProposeError::NotLeader { .. }) => {
                     self.broker.expiry_failed(&ids);
                     tracing::warn!(error = %e, "expire leases");
-                    return;
+                    return found;
                 }
                 // The entry may still commit: the decision stands (heartbeats
                 // stay refused); the reaper proposes it again after a while,
                 // which is harmless (ExpireLeases skips leases already gone).
                 Err(e) => {
                     tracing::warn!(error = %e, "expire leases: outcome unknown; will propose again");
-                    return;
+                    return found;
                 }
             }
         }

@@ -164,6 +164,8 @@ struct Inner {
     /// Task groups by name, and the name of each group id. Group ids are
     /// never reused while the process runs (one entry per task group seen).
     group_ids: HashMap<String, u32>,
+    /// Group names by id (the inverse of `group_ids`).
+    group_names: Vec<String>,
     groups: Vec<GroupQueue>,
     /// Pending attempts whose walk through their limits resumes at a time.
     gates: BTreeSet<(Ms, Tid)>,
@@ -189,11 +191,45 @@ pub const REFRESH_PICK_MAX: usize = 16;
 #[derive(Default)]
 pub struct Broker {
     inner: Mutex<Inner>,
+    /// Whether this node leads: only the leader counts the job-lifecycle
+    /// metrics (every node applies the same effects), set by the duties loop.
+    leading: std::sync::atomic::AtomicBool,
+}
+
+/// The job-lifecycle metrics the leader records as it applies effects
+/// (Silo's names; README "Observability").
+mod lifecycle {
+    use crate::state_machine::JobStatus;
+
+    /// An attempt was leased: `wait_ms` from when it became due to its grant.
+    pub fn leased(task_group: &str, attempt_number: u32, wait_ms: i64) {
+        let group = task_group.to_string();
+        metrics::counter!("silo_jobs_dequeued_total", "task_group" => group.clone()).increment(1);
+        let is_retry = if attempt_number > 1 { "true" } else { "false" };
+        metrics::counter!("silo_job_attempts_total", "task_group" => group.clone(), "is_retry" => is_retry)
+            .increment(1);
+        metrics::histogram!("silo_job_wait_time_seconds", "task_group" => group).record(wait_ms.max(0) as f64 / 1000.0);
+    }
+
+    /// A job reached a terminal status.
+    pub fn finished(status: JobStatus) {
+        let status = match status {
+            JobStatus::Succeeded => "succeeded",
+            JobStatus::Failed => "failed",
+            _ => "cancelled",
+        };
+        metrics::counter!("silo_jobs_completed_total", "status" => status).increment(1);
+    }
 }
 
 impl Broker {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Tells the broker whether this node leads (see [`Broker`]'s `leading`).
+    pub fn set_leading(&self, leading: bool) {
+        self.leading.store(leading, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Applies the effects of one applied batch, in order, at monotonic time
@@ -205,22 +241,32 @@ impl Broker {
         let mut inner = self.inner.lock();
         // A grant dequeues a task and then starts its lease: the dequeued
         // entry names the group the grant counts for.
-        let mut last_dequeued: Option<(Tid, u32)> = None;
+        let mut last_dequeued: Option<(Tid, u32, Ms)> = None;
+        let leading = self.leading.load(std::sync::atomic::Ordering::Relaxed);
         for effect in effects {
             match effect {
                 Effect::Queued(task) => inner.insert_task(task),
                 Effect::Dequeued { task_id } => {
                     if let Some(t) = tid(task_id) {
-                        last_dequeued = inner.remove_task(t).map(|e| (t, e.group));
+                        last_dequeued = inner.remove_task(t).map(|e| (t, e.group, e.start_at_ms));
                     }
                 }
-                Effect::LeaseStarted { task_id, lease_ms } => {
+                Effect::LeaseStarted { task_id, lease_ms, attempt_number, granted_at_ms } => {
                     let deadline_ms = now_ms.saturating_add(*lease_ms).max(inner.lease_floor_ms);
                     if let Some(t) = tid(task_id) {
                         inner.leases.insert(t, LeaseClock { deadline_ms, expiring: None });
-                        if let Some((_, g)) = last_dequeued.filter(|(d, _)| *d == t) {
+                        if let Some((_, g, ready_at_ms)) = last_dequeued.filter(|(d, _, _)| *d == t) {
                             inner.groups[g as usize].count_grant(now_ms);
+                            if leading && *attempt_number > 0 {
+                                let group = inner.group_name(g);
+                                lifecycle::leased(group, *attempt_number, granted_at_ms.saturating_sub(ready_at_ms));
+                            }
                         }
+                    }
+                }
+                Effect::Finished { status } => {
+                    if leading {
+                        lifecycle::finished(*status);
                     }
                 }
                 Effect::LeaseEnded { task_id } => {
@@ -492,12 +538,18 @@ impl GroupQueue {
 }
 
 impl Inner {
+    /// The name of group `g` (ids are handed out by [`Inner::group_id`] and never reused).
+    fn group_name(&self, g: u32) -> &str {
+        self.group_names.get(g as usize).map_or("", String::as_str)
+    }
+
     fn group_id(&mut self, name: &str) -> u32 {
         if let Some(g) = self.group_ids.get(name) {
             return *g;
         }
         let g = self.groups.len() as u32;
         self.groups.push(GroupQueue::default());
+        self.group_names.push(name.to_string());
         self.group_ids.insert(name.to_string(), g);
         g
     }
@@ -632,12 +684,15 @@ mod tests {
         b.apply_effects(
             &[
                 Effect::Dequeued { task_id: id("granted") },
-                Effect::LeaseStarted { task_id: id("granted"), lease_ms: 1 },
+                Effect::LeaseStarted { task_id: id("granted"), lease_ms: 1, attempt_number: 1, granted_at_ms: 0 },
             ],
             59_999,
         );
         b.apply_effects(
-            &[Effect::Dequeued { task_id: id("other") }, Effect::LeaseStarted { task_id: id("other"), lease_ms: 1 }],
+            &[
+                Effect::Dequeued { task_id: id("other") },
+                Effect::LeaseStarted { task_id: id("other"), lease_ms: 1, attempt_number: 1, granted_at_ms: 0 },
+            ],
             150_000,
         );
         let stats = b.group_stats(100, 150_000);
@@ -665,7 +720,10 @@ mod tests {
     #[test]
     fn leadership_only_extends_leases() {
         let b = Broker::new();
-        b.apply_effects(&[Effect::LeaseStarted { task_id: id("t"), lease_ms: 40_000 }], 10_000);
+        b.apply_effects(
+            &[Effect::LeaseStarted { task_id: id("t"), lease_ms: 40_000, attempt_number: 1, granted_at_ms: 0 }],
+            10_000,
+        );
         b.on_leadership_gained(1_000, 10_000);
         assert!(b.take_expired(20_000, 10).is_empty(), "recorded deadline is later than the floor");
         b.on_leadership_gained(45_000, 10_000);
@@ -680,8 +738,8 @@ mod tests {
         let b = Broker::new();
         b.apply_effects(
             &[
-                Effect::LeaseStarted { task_id: id("early"), lease_ms: 1_000 },
-                Effect::LeaseStarted { task_id: id("late"), lease_ms: 1_000 },
+                Effect::LeaseStarted { task_id: id("early"), lease_ms: 1_000, attempt_number: 1, granted_at_ms: 0 },
+                Effect::LeaseStarted { task_id: id("late"), lease_ms: 1_000, attempt_number: 1, granted_at_ms: 0 },
             ],
             0,
         );

@@ -21,16 +21,22 @@ use crate::state_machine::{
 };
 use crate::storage::rocks::ReadKv;
 
-/// Records count and latency per RPC and status code, and wraps the reply.
+/// Records count and latency per RPC and status code as Silo names them
+/// (`silo_grpc_requests_total{method,status}` with method `Enqueue` and
+/// status `OK`, `NOT_FOUND`, ...; `silo_grpc_request_duration_seconds{method}`),
+/// and wraps the reply. `rpc` is the snake_case method name.
 async fn observed<T>(rpc: &'static str, fut: impl Future<Output = Result<T, Status>>) -> Result<Response<T>, Status> {
     let started = Instant::now();
     let result = fut.await;
     let code = match &result {
-        Ok(_) => "Ok".to_string(),
-        Err(s) => format!("{:?}", s.code()),
+        Ok(_) => tonic::Code::Ok,
+        Err(s) => s.code(),
     };
-    metrics::counter!("silo_rpc_total", "rpc" => rpc, "code" => code).increment(1);
-    metrics::histogram!("silo_rpc_seconds", "rpc" => rpc).record(started.elapsed().as_secs_f64());
+    let method = status::method_name(rpc);
+    metrics::counter!("silo_grpc_requests_total", "method" => method.clone(), "status" => status::code_name(code))
+        .increment(1);
+    metrics::histogram!("silo_grpc_request_duration_seconds", "method" => method)
+        .record(started.elapsed().as_secs_f64());
     if let Err(s) = &result {
         tracing::debug!(rpc, code = ?s.code(), message = s.message(), "rpc rejected");
     }
@@ -357,7 +363,10 @@ impl Silo for SiloService {
                 },
             )?;
             match self.write(Op::Enqueue(new)).await? {
-                Output::Enqueued { id } => Ok(pb::EnqueueResponse { id }),
+                Output::Enqueued { id } => {
+                    metrics::counter!("silo_jobs_enqueued_total").increment(1);
+                    Ok(pb::EnqueueResponse { id })
+                }
                 other => Err(unexpected(other)),
             }
         })
@@ -555,7 +564,6 @@ impl Silo for SiloService {
             self.grant_still_ours(proposed_in).await?;
             match result {
                 Output::Granted { tasks, refresh_tasks } => {
-                    metrics::counter!("silo_tasks_leased_total").increment(tasks.len() as u64);
                     let tasks = tasks
                         .into_iter()
                         .map(|t| {

@@ -99,3 +99,38 @@ pub fn invalid(message: impl Into<String>) -> Status {
 pub fn unimplemented(rpc: &str, why: &str) -> Status {
     Status::unimplemented(format!("{rpc} is not supported by this server: {why}"))
 }
+
+/// The gRPC method name for a snake_case RPC name (`get_job_result` →
+/// `GetJobResult`), the `method` label of Silo's gRPC metrics.
+pub fn method_name(rpc: &str) -> String {
+    rpc.split('_')
+        .map(|w| {
+            let mut c = w.chars();
+            c.next().map(|f| f.to_ascii_uppercase().to_string() + c.as_str()).unwrap_or_default()
+        })
+        .collect()
+}
+
+/// The canonical name of a status code (`OK`, `NOT_FOUND`, ...), the
+/// `status` label of Silo's gRPC metrics.
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}

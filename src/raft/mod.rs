@@ -54,6 +54,9 @@ pub struct RaftNode {
     batcher: batcher::Batcher,
     /// When a quorum last confirmed this node's leadership (see `confirm_leadership`).
     leadership_confirmed: parking_lot::Mutex<Option<std::time::Instant>>,
+    /// Set by [`RaftNode::begin_drain`] when the node is stopping: it
+    /// proposes nothing more and reports no leadership.
+    draining: std::sync::atomic::AtomicBool,
     id: NodeId,
     db: Arc<DB>,
     applied: tokio::sync::watch::Receiver<u64>,
@@ -172,6 +175,7 @@ impl RaftNode {
             raft,
             batcher,
             leadership_confirmed: parking_lot::Mutex::new(None),
+            draining: std::sync::atomic::AtomicBool::new(false),
             id,
             db,
             applied,
@@ -202,6 +206,9 @@ impl RaftNode {
     /// Proposes `op` stamped with this node's clock and waits until it is
     /// committed on a majority and applied here.
     pub async fn propose(&self, op: Op) -> Result<ApplyResult, ProposeError> {
+        if self.is_draining() {
+            return Err(ProposeError::NotLeader { leader: None });
+        }
         let name = op.name();
         let started = std::time::Instant::now();
         let result = self.batcher.propose(op).await;
@@ -270,6 +277,9 @@ impl RaftNode {
     /// the other nodes. A single-voter cluster is its own quorum.
     pub fn leadership(&self) -> Leadership {
         let m = self.raft.metrics().borrow().clone();
+        if self.is_draining() {
+            return Leadership::Follower { leader: None };
+        }
         if m.state == ServerState::Leader && m.current_leader == Some(self.id) {
             if self.quorum.lost(m.current_term, self.quorum_max_age) {
                 return Leadership::Follower { leader: None };
@@ -324,6 +334,18 @@ impl RaftNode {
         let m = self.raft.metrics().borrow().clone();
         let membership = m.membership_config.membership();
         membership.voter_ids().filter_map(|id| membership.get_node(&id).map(|n| (id, n.clone()))).collect()
+    }
+
+    /// Graceful shutdown: from now on this node proposes nothing (callers get
+    /// UNAVAILABLE "no leader is known", which clients retry) and reports no
+    /// leadership, so its duties stop; proposals already batched finish.
+    pub fn begin_drain(&self) {
+        self.draining.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether [`RaftNode::begin_drain`] was called.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Leader-side heartbeats on or off (leadership transfer lets follower leases lapse).

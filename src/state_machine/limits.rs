@@ -325,7 +325,7 @@ impl<K: Kv> Tx<'_, K> {
                 true
             }
             None => {
-                self.set_status(job, JobStatus::Failed);
+                self.finish(job, JobStatus::Failed);
                 false
             }
         }

@@ -107,9 +107,14 @@ pub enum Effect {
     /// A lease began; the broker starts its clock.
     /// `lease_ms` is its length: the broker runs the clock on its own
     /// monotonic time (the stamped time only orders the log).
-    LeaseStarted { task_id: String, lease_ms: Ms },
+    /// `attempt_number` (0 for a floating-limit refresh) and `granted_at_ms`
+    /// (the command's stamped time) feed the leader's metrics.
+    LeaseStarted { task_id: String, lease_ms: Ms, attempt_number: u32, granted_at_ms: Ms },
     /// A lease ended (reported, expired).
     LeaseEnded { task_id: String },
+    /// A job reached a terminal status (Succeeded, Failed or Cancelled) by a
+    /// report, an expiry, a cancellation or a limit; imports do not emit it.
+    Finished { status: JobStatus },
     /// Every job was wiped.
     Reset,
 }

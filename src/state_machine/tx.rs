@@ -156,7 +156,12 @@ impl<'a, K: Kv> Tx<'a, K> {
     }
     pub fn put_lease(&mut self, lease: &Lease) {
         self.kv.put(keys::lease(&lease.task_id), encode(lease));
-        self.effects.push(Effect::LeaseStarted { task_id: lease.task_id.clone(), lease_ms: lease.lease_ms });
+        self.effects.push(Effect::LeaseStarted {
+            task_id: lease.task_id.clone(),
+            lease_ms: lease.lease_ms,
+            attempt_number: lease.attempt_number,
+            granted_at_ms: lease.granted_at_ms,
+        });
     }
     pub fn delete_lease(&mut self, task_id: &str) {
         self.kv.delete(&keys::lease(task_id));
@@ -247,6 +252,14 @@ impl<'a, K: Kv> Tx<'a, K> {
     /// Moves `job` to `status` at the command's time, keeping the shard's
     /// completed-jobs counter, the terminal-jobs index, the status index and
     /// the tenant's status counters in step.
+    /// [`Tx::set_status`] to a terminal `status`, telling the broker
+    /// ([`Effect::Finished`]) so the leader can count completions.
+    pub fn finish(&mut self, job: &mut Job, status: JobStatus) {
+        debug_assert!(status.is_terminal());
+        self.set_status(job, status);
+        self.effects.push(Effect::Finished { status });
+    }
+
     pub fn set_status(&mut self, job: &mut Job, status: JobStatus) {
         let was_terminal = job.status.is_terminal();
         if was_terminal {

@@ -475,6 +475,8 @@ pub const CF_RAFT_META: &str = "raft_meta";
 pub const CF_SM: &str = "sm";
 /// Column family holding last-applied log id and membership of the state machine.
 pub const CF_SM_META: &str = "sm_meta";
+/// Every column family, in the order the store opens them.
+pub const ALL_CFS: [&str; 4] = [CF_LOG, CF_RAFT_META, CF_SM, CF_SM_META];
 
 pub fn log_index(index: u64) -> [u8; 8] {
     index.to_be_bytes()

@@ -77,9 +77,10 @@ pub fn open(path: &Path, st: &StorageConfig) -> Result<Arc<DB>, rocksdb::Error> 
         o.set_bottommost_compression_type(compression_type(&st.bottommost_compression));
         o
     };
-    let cfs = [keys::CF_LOG, keys::CF_RAFT_META, keys::CF_SM, keys::CF_SM_META]
-        .into_iter()
-        .map(|name| ColumnFamilyDescriptor::new(name, cf_opts()));
+    if st.statistics {
+        opts.enable_statistics();
+    }
+    let cfs = keys::ALL_CFS.into_iter().map(|name| ColumnFamilyDescriptor::new(name, cf_opts()));
     Ok(Arc::new(DB::open_cf_descriptors(&opts, path, cfs)?))
 }
 

@@ -56,7 +56,8 @@ pub fn issue(
     anyhow::ensure!(!sans.is_empty(), "a certificate needs at least one --san (the address clients and peers dial)");
     let ca_key = KeyPair::from_pem(&ca.key).context("the CA key is not a PEM private key")?;
     let issuer = Issuer::from_ca_cert_pem(&ca.cert, ca_key).context("the CA certificate is not PEM")?;
-    let mut params = CertificateParams::new(sans.to_vec()).context("a --san is neither an IP address nor a DNS name")?;
+    let mut params =
+        CertificateParams::new(sans.to_vec()).context("a --san is neither an IP address nor a DNS name")?;
     params.distinguished_name = name(common_name);
     params.is_ca = IsCa::ExplicitNoCa;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
@@ -97,7 +98,8 @@ pub fn write(pem: &Pem, dir: &std::path::Path, stem: &str) -> anyhow::Result<(st
 pub fn read(dir: &std::path::Path, stem: &str) -> anyhow::Result<Pem> {
     let read = |ext: &str| {
         let p = dir.join(format!("{stem}.{ext}"));
-        std::fs::read_to_string(&p).with_context(|| format!("reading {} (make a CA with `silo ctl cert ca`)", p.display()))
+        std::fs::read_to_string(&p)
+            .with_context(|| format!("reading {} (make a CA with `silo ctl cert ca`)", p.display()))
     };
     Ok(Pem { cert: read("pem")?, key: read("key")? })
 }

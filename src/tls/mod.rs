@@ -316,7 +316,10 @@ pub fn incoming(
 }
 
 /// A TLS handshake, or `None` after answering a plaintext client.
-async fn handshake(stream: TcpStream, config: Arc<rustls::ServerConfig>) -> std::io::Result<Option<TlsStream<TcpStream>>> {
+async fn handshake(
+    stream: TcpStream,
+    config: Arc<rustls::ServerConfig>,
+) -> std::io::Result<Option<TlsStream<TcpStream>>> {
     let mut first = [0u8; 1];
     stream.peek(&mut first).await?;
     // 0x16 opens every TLS record of a ClientHello.

@@ -11,6 +11,7 @@ use silo::pb::silo::report_outcome_request::Outcome;
 use silo::testkit::{ClusterOpts, LocalCluster};
 use tokio::sync::Mutex;
 
+mod metrics;
 mod tls;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -562,4 +563,40 @@ async fn cluster_info_never_names_an_empty_owner_during_an_election() {
         tokio::time::sleep(POLL_EVERY / 4).await;
     }
     assert!(answers > 0, "answers: {answers}, unavailable: {unavailable}");
+}
+
+#[tokio::test]
+async fn sigterm_on_the_leader_hands_off_and_loses_no_acknowledged_write() {
+    let mut c = start(ClusterOpts::default());
+    let leader = c.wait_for_leader(WAIT).await.unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
+    let cl = client(&c).await;
+    let acked: Arc<Mutex<Vec<String>>> = Arc::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (cl, acked, stop) = (cl.clone(), acked.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let id = format!("graceful-{i}");
+                i += 1;
+                if cl.enqueue(job(&id)).await.is_ok() {
+                    acked.lock().await.push(id);
+                }
+            }
+        })
+    };
+    silo_wait(|| async { acked.lock().await.len() >= 50 }).await;
+    let status = c.terminate(leader).expect("the leader was running");
+    assert!(status.success(), "graceful shutdown exits 0, got {status:?}\n{}", c.nodes[&leader].log());
+    assert!(c.nodes[&leader].log().contains("leadership handed off"), "{}", c.nodes[&leader].log());
+    // Writes resume on the new leader.
+    let before = acked.lock().await.len();
+    silo_wait(|| async { acked.lock().await.len() >= before + 50 }).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.await.expect("writer");
+    let new_leader = c.wait_for_leader(WAIT).await.expect("a new leader");
+    assert_ne!(new_leader, leader);
+    for id in acked.lock().await.iter() {
+        cl.get_job(id, None, false).await.unwrap_or_else(|e| panic!("acknowledged job {id} lost: {e}"));
+    }
 }

@@ -63,9 +63,14 @@ async fn tls_cluster_replicates_and_refuses_strangers() {
     // So does an expired certificate from the cluster's own CA.
     let now = time::OffsetDateTime::now_utc();
     let ca = c.ca().expect("ca");
-    let expired =
-        certs::issue(&ca, "expired", &["127.0.0.1".into()], now - time::Duration::days(10), now - time::Duration::days(1))
-            .expect("issue");
+    let expired = certs::issue(
+        &ca,
+        "expired",
+        &["127.0.0.1".into()],
+        now - time::Duration::days(10),
+        now - time::Duration::days(1),
+    )
+    .expect("issue");
     let e = raft_call(&addr, Some(identity(&c, &expired, "expired"))).await.expect_err("expired certificate");
     assert_handshake_refused(&e);
 

@@ -6,6 +6,7 @@ mod support;
 mod admin;
 mod crash;
 mod ctl;
+mod deploy;
 mod fuzz;
 mod jobs;
 mod limits;

@@ -94,7 +94,7 @@ impl Server {
     fn write_config(&self) {
         let o = &self.opts;
         let mut toml = format!(
-            "node_id = 1\nlisten = \"{}\"\ndata_dir = \"{}\"\ndev_mode = {}\nnum_shards = {}\nlease_ms = {}\nwebui.listen = \"\"\n",
+            "node_id = 1\nlisten = \"{}\"\ndata_dir = \"{}\"\ndev_mode = {}\nnum_shards = {}\nlease_ms = {}\nwebui.listen = \"\"\nmetrics.listen = \"\"\n",
             self.listen,
             self.dir.join("data").display(),
             o.dev_mode,

@@ -83,7 +83,7 @@ export async function startServer(
 ): Promise<Node & { stop(): Promise<void> }> {
   const dir = mkdtempSync(join(tmpdir(), "silo-ts-"));
   const config = join(dir, "silo.toml");
-  writeFileSync(config, `listen = "127.0.0.1:0"\ndata_dir = "${join(dir, "data")}"\ndev_mode = true\nwebui.listen = "127.0.0.1:0"\n${extraToml}\n`);
+  writeFileSync(config, `listen = "127.0.0.1:0"\ndata_dir = "${join(dir, "data")}"\ndev_mode = true\nwebui.listen = "127.0.0.1:0"\nmetrics.listen = ""\n${extraToml}\n`);
   const node: Node = { id: 1, addr: "", dir, config };
   await launch(node);
   await waitReady([node.addr], undefined, connect);
@@ -104,7 +104,7 @@ export async function startCluster(n: number, extraToml = "", token?: string): P
     const config = join(dir, "silo.toml");
     writeFileSync(
       config,
-      `node_id = ${i + 1}\nlisten = "127.0.0.1:${p}"\ndata_dir = "${join(dir, "data")}"\ndev_mode = true\nwebui.listen = "127.0.0.1:0"\n${extraToml}\n[cluster]\n${members}`,
+      `node_id = ${i + 1}\nlisten = "127.0.0.1:${p}"\ndata_dir = "${join(dir, "data")}"\ndev_mode = true\nwebui.listen = "127.0.0.1:0"\nmetrics.listen = ""\n${extraToml}\n[cluster]\n${members}`,
     );
     return { id: i + 1, addr: "", dir, config };
   });

@@ -26,7 +26,7 @@ pub fn apply<K: Kv>(tx: &mut Tx<'_, K>, key: &JobKey) -> ApplyResult {
     job.cancelled_at_ms = Some(tx.now_ms);
     if job.status == JobStatus::Scheduled {
         tx.withdraw_pending(&mut job);
-        tx.set_status(&mut job, JobStatus::Cancelled);
+        tx.finish(&mut job, JobStatus::Cancelled);
     }
     tx.put_job(&job);
     Ok(Output::Done)

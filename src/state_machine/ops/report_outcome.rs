@@ -71,7 +71,11 @@ pub fn finish_attempt<K: Kv>(tx: &mut Tx<'_, K>, lease: &Lease, outcome: &Outcom
             }
         }
     };
-    tx.set_status(&mut job, next);
+    if next.is_terminal() {
+        tx.finish(&mut job, next);
+    } else {
+        tx.set_status(&mut job, next);
+    }
     if job.pending.is_some() {
         tx.place_pending(&mut job);
     }
