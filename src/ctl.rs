@@ -154,6 +154,39 @@ impl Ctl {
     }
 }
 
+/// `silo ctl dump-tasks` as text: one line of counts per task group, then
+/// (with `detail`, or when there is one group) its next tasks and leases.
+pub fn render_dump(groups: &[crate::grpc::diagnostics::GroupDump], detail: bool) -> String {
+    use std::fmt::Write;
+    let mut out = format!("{:<24} {:>9} {:>9} {:>9} {:>9}\n", "TASK GROUP", "READY", "SCHEDULED", "WAITING", "RUNNING");
+    for g in groups {
+        let _ =
+            writeln!(out, "{:<24} {:>9} {:>9} {:>9} {:>9}", g.task_group, g.ready, g.scheduled, g.waiting, g.running);
+    }
+    if detail || groups.len() == 1 {
+        for g in groups {
+            let _ = writeln!(out, "\nnext tasks of {} (in lease order):", g.task_group);
+            for t in &g.next {
+                let _ = writeln!(
+                    out,
+                    "  {}  job {} (tenant {:?}) attempt {} priority {}",
+                    t.task_id, t.job_id, t.tenant, t.attempt_number, t.priority
+                );
+            }
+            let _ = writeln!(out, "running leases of {}:", g.task_group);
+            for l in &g.leases {
+                let deadline = l.deadline_ms.map_or("-".to_string(), |d| format!("{d}"));
+                let _ = writeln!(
+                    out,
+                    "  {}  job {} attempt {} worker {} deadline_ms {deadline}",
+                    l.task_id, l.job_id, l.attempt_number, l.worker_id
+                );
+            }
+        }
+    }
+    out
+}
+
 pub fn render(view: &ClusterView) -> String {
     let mut out = match (&view.leader, &view.leader_addr) {
         (Some(id), Some(addr)) => format!("leader: node {id} at {addr}\n"),
@@ -442,6 +475,77 @@ impl Ctl {
     }
 
     /// `silo ctl cluster info`: shards with their ranges and owners, and the members.
+    /// The public API of the first `--server` (diagnostics act on one node's
+    /// own store and process), with a `timeout` per call.
+    async fn first_node(
+        &self,
+        timeout: Duration,
+    ) -> anyhow::Result<(String, crate::pb::silo::silo_client::SiloClient<Channel>)> {
+        let addr = self.servers().into_iter().next().ok_or_else(|| anyhow::anyhow!("no server given (--server)"))?;
+        let ch = crate::tls::client_endpoint(&addr, self.tls.as_ref())?
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(timeout)
+            .connect()
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!("cannot reach {addr}: {e} (is a node listening there? --server, --ca-cert)")
+            })?;
+        let client = crate::pb::silo::silo_client::SiloClient::new(ch)
+            .max_decoding_message_size(crate::limits::GRPC_MESSAGE_BYTES_MAX);
+        Ok((addr, client))
+    }
+
+    /// The first shard of the map (diagnostics name a shard; they act on the node's whole store).
+    async fn any_shard(&self) -> anyhow::Result<String> {
+        let info = self.cluster_info().await?;
+        info.shard_owners
+            .first()
+            .map(|s| s.shard_id.clone())
+            .ok_or_else(|| anyhow::anyhow!("the cluster has no shard map yet"))
+    }
+
+    /// `silo ctl dump-tasks`: the node's task groups, next tasks and leases.
+    pub async fn dump_tasks(&self) -> anyhow::Result<(Vec<crate::grpc::diagnostics::GroupDump>, u32)> {
+        let (addr, mut c) = self.first_node(Duration::from_secs(30)).await?;
+        let r = c.dump_tasks(self.req(crate::pb::silo::DumpTasksRequest {})).await.map_err(|s| explain(&s, &addr))?;
+        let r = r.into_inner();
+        #[derive(serde::Deserialize)]
+        struct Dump {
+            groups: Vec<crate::grpc::diagnostics::GroupDump>,
+        }
+        let dump: Dump = serde_json::from_str(&r.dump)?;
+        Ok((dump.groups, r.task_count))
+    }
+
+    /// `silo ctl profile`: a CPU profile of the first `--server`, pprof bytes.
+    pub async fn profile(&self, seconds: u32, frequency: u32) -> anyhow::Result<crate::pb::silo::CpuProfileResponse> {
+        let (addr, mut c) = self.first_node(Duration::from_secs(seconds as u64 + 30)).await?;
+        let req = crate::pb::silo::CpuProfileRequest { duration_seconds: seconds, frequency };
+        Ok(c.cpu_profile(self.req(req)).await.map_err(|s| explain(&s, &addr))?.into_inner())
+    }
+
+    /// `silo ctl compact` / `flush`: the status line the node answers.
+    pub async fn compact(&self, flush_only: bool) -> anyhow::Result<String> {
+        let shard = self.any_shard().await?;
+        let (addr, mut c) = self.first_node(Duration::from_secs(3600)).await?;
+        let status = if flush_only {
+            let r = c.flush_shard(self.req(crate::pb::silo::FlushShardRequest { shard }));
+            r.await.map_err(|s| explain(&s, &addr))?.into_inner().status
+        } else {
+            let r = c.compact_shard(self.req(crate::pb::silo::CompactShardRequest { shard }));
+            r.await.map_err(|s| explain(&s, &addr))?.into_inner().status
+        };
+        Ok(format!("{addr}: {status}"))
+    }
+
+    /// `silo ctl storage-info`.
+    pub async fn storage_info(&self) -> anyhow::Result<crate::pb::silo::GetShardStorageInfoResponse> {
+        let shard = self.any_shard().await?;
+        let (addr, mut c) = self.first_node(Duration::from_secs(30)).await?;
+        let r = c.get_shard_storage_info(self.req(crate::pb::silo::GetShardStorageInfoRequest { shard }));
+        Ok(r.await.map_err(|s| explain(&s, &addr))?.into_inner())
+    }
+
     pub async fn cluster_info(&self) -> anyhow::Result<crate::pb::silo::GetClusterInfoResponse> {
         let c = self.client().await?;
         c.call(None, None, |mut g, _| {

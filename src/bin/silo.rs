@@ -155,6 +155,31 @@ enum CtlCommand {
         #[arg(long)]
         config: PathBuf,
     },
+    /// The task groups of the first --server: counts, the next ready tasks in
+    /// the order workers get them, and running leases with worker and deadline.
+    DumpTasks {
+        /// Show only this task group (all groups' counts otherwise, and the
+        /// tasks of each).
+        #[arg(long)]
+        task_group: Option<String>,
+    },
+    /// A CPU profile of the first --server in pprof format (`go tool pprof FILE`).
+    Profile {
+        #[arg(long, default_value_t = 30)]
+        seconds: u32,
+        /// Samples per second (default 99).
+        #[arg(long, default_value_t = 0)]
+        frequency: u32,
+        /// Where to write the profile.
+        #[arg(long, default_value = "silo-cpu.pb")]
+        out: PathBuf,
+    },
+    /// Compact the first --server's store (all shards; rewrites it, can take minutes).
+    Compact,
+    /// Flush the first --server's memtables to disk.
+    Flush,
+    /// The first --server's SST files by level.
+    StorageInfo,
     /// Make a development CA and node certificates for `[tls]` (README "TLS").
     Cert {
         #[command(subcommand)]
@@ -604,6 +629,71 @@ async fn run_ctl(args: CtlArgs) -> anyhow::Result<()> {
             }
         }
         CtlCommand::Cert { command } => cert_command(command, json)?,
+        CtlCommand::DumpTasks { task_group } => {
+            let (mut groups, task_count) = ctl.dump_tasks().await?;
+            if let Some(g) = &task_group {
+                groups.retain(|d| &d.task_group == g);
+                anyhow::ensure!(
+                    !groups.is_empty(),
+                    "no task group {g:?} on this node (it has no queued or running tasks)"
+                );
+            }
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({"task_count": task_count, "groups": groups}))?
+                );
+            } else {
+                print!("{}", silo::ctl::render_dump(&groups, task_group.is_some()));
+            }
+        }
+        CtlCommand::Profile { seconds, frequency, out } => {
+            eprintln!("profiling for {seconds} s ...");
+            let p = ctl.profile(seconds, frequency).await?;
+            std::fs::write(&out, &p.profile_data).map_err(|e| anyhow::anyhow!("writing {}: {e}", out.display()))?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"file": out.display().to_string(), "samples": p.samples, "seconds": p.duration_seconds, "bytes": p.profile_data.len()})
+                );
+            } else {
+                println!(
+                    "wrote {} ({} samples over {} s); open it with `go tool pprof -http : {}`",
+                    out.display(),
+                    p.samples,
+                    p.duration_seconds,
+                    out.display()
+                );
+            }
+        }
+        command @ (CtlCommand::Compact | CtlCommand::Flush) => {
+            let status = ctl.compact(matches!(command, CtlCommand::Flush)).await?;
+            if json {
+                println!("{}", serde_json::json!({"status": status}));
+            } else {
+                println!("{status}");
+            }
+        }
+        CtlCommand::StorageInfo => {
+            let i = ctl.storage_info().await?;
+            if json {
+                let runs: Vec<_> = i
+                    .sorted_runs
+                    .iter()
+                    .map(|r| serde_json::json!({"level": r.id, "sst_count": r.sst_count, "bytes": r.estimated_size}))
+                    .collect();
+                println!(
+                    "{}",
+                    serde_json::json!({"l0_sst_count": i.l0_sst_count, "l0_bytes": i.total_l0_size, "sorted_run_count": i.sorted_run_count, "bytes": i.total_sorted_run_size, "levels": runs})
+                );
+            } else {
+                println!("level 0: {} files, {} bytes", i.l0_sst_count, i.total_l0_size);
+                for r in &i.sorted_runs {
+                    println!("level {}: {} files, {} bytes", r.id, r.sst_count, r.estimated_size);
+                }
+                println!("{} sorted runs, {} bytes in all", i.sorted_run_count, i.total_sorted_run_size);
+            }
+        }
         CtlCommand::ValidateConfig { config } => {
             let effective = silo::ctl::validate_config(&config)?;
             if json {

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod auth;
 pub mod convert;
+pub mod diagnostics;
 pub mod peers;
 pub mod service;
 pub mod status;

@@ -8,6 +8,7 @@ use std::time::Instant;
 use tonic::{Request, Response, Status};
 
 use super::convert::{self, serialized};
+use super::diagnostics;
 use super::status;
 use super::validate;
 use super::SiloService;
@@ -743,5 +744,84 @@ impl Silo for SiloService {
             Ok(pb::ImportJobsResponse { results })
         })
         .await
+    }
+
+    async fn cpu_profile(
+        &self,
+        request: Request<pb::CpuProfileRequest>,
+    ) -> Result<Response<pb::CpuProfileResponse>, Status> {
+        observed("cpu_profile", diagnostics::cpu_profile(request.into_inner())).await
+    }
+
+    async fn flush_shard(
+        &self,
+        request: Request<pb::FlushShardRequest>,
+    ) -> Result<Response<pb::FlushShardResponse>, Status> {
+        observed("flush_shard", async {
+            self.locate(&request.into_inner().shard)?;
+            diagnostics::flush(self.node.db().clone()).await
+        })
+        .await
+    }
+
+    async fn compact_shard(
+        &self,
+        request: Request<pb::CompactShardRequest>,
+    ) -> Result<Response<pb::CompactShardResponse>, Status> {
+        observed("compact_shard", async {
+            self.locate(&request.into_inner().shard)?;
+            diagnostics::compact(self.node.db().clone()).await
+        })
+        .await
+    }
+
+    async fn get_shard_storage_info(
+        &self,
+        request: Request<pb::GetShardStorageInfoRequest>,
+    ) -> Result<Response<pb::GetShardStorageInfoResponse>, Status> {
+        observed("get_shard_storage_info", async {
+            self.locate(&request.into_inner().shard)?;
+            diagnostics::storage_info(self.node.db())
+        })
+        .await
+    }
+
+    async fn dump_tasks(&self, _: Request<pb::DumpTasksRequest>) -> Result<Response<pb::DumpTasksResponse>, Status> {
+        observed("dump_tasks", async { diagnostics::dump_tasks(self.node.db(), &self.broker) }).await
+    }
+
+    async fn force_release_shard(
+        &self,
+        _: Request<pb::ForceReleaseShardRequest>,
+    ) -> Result<Response<pb::ForceReleaseShardResponse>, Status> {
+        observed("force_release_shard", async { Err(diagnostics::force_release_shard()) }).await
+    }
+
+    async fn configure_shard(
+        &self,
+        _: Request<pb::ConfigureShardRequest>,
+    ) -> Result<Response<pb::ConfigureShardResponse>, Status> {
+        observed("configure_shard", async { Err(diagnostics::configure_shard()) }).await
+    }
+
+    async fn request_split(
+        &self,
+        _: Request<pb::RequestSplitRequest>,
+    ) -> Result<Response<pb::RequestSplitResponse>, Status> {
+        observed("request_split", async { Err(diagnostics::split("RequestSplit")) }).await
+    }
+
+    async fn get_split_status(
+        &self,
+        _: Request<pb::GetSplitStatusRequest>,
+    ) -> Result<Response<pb::GetSplitStatusResponse>, Status> {
+        observed("get_split_status", async { Err(diagnostics::split("GetSplitStatus")) }).await
+    }
+
+    async fn heap_profile(
+        &self,
+        _: Request<pb::HeapProfileRequest>,
+    ) -> Result<Response<pb::HeapProfileResponse>, Status> {
+        observed("heap_profile", async { Err(diagnostics::heap_profile()) }).await
     }
 }

@@ -19,6 +19,7 @@ pub const LIMIT_ROWS_MAX: usize = 500;
 /// One running attempt (or floating-limit refresh) and its worker.
 pub struct LeaseRow {
     pub task_id: String,
+    pub task_group: String,
     pub job_id: String,
     pub tenant: String,
     pub attempt_number: u32,
@@ -62,6 +63,7 @@ pub fn leases(db: &DB, broker: &Broker, group: Option<&str>, rows_max: usize) ->
         *out.per_group.entry(task_group.clone()).or_default() += 1;
         if group.is_none_or(|g| g == task_group) && out.rows.len() < rows_max {
             out.rows.push(LeaseRow {
+                task_group: task_group.clone(),
                 deadline_ms: broker.lease_deadline(&lease.task_id).map(|d| d + wall_minus_mono),
                 task_id: lease.task_id,
                 job_id: lease.job.id,

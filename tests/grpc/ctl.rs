@@ -164,3 +164,72 @@ async fn cluster_tenant_and_config_commands() {
     let (ok, _, err) = ctl(&s, &["validate-config", "--config", dir.path().join("absent.toml").to_str().unwrap()]);
     assert!(!ok && err.contains("reading"), "{err}");
 }
+
+#[tokio::test]
+async fn diagnostics_dump_tasks_profile_compact_and_explain_what_does_not_apply() {
+    let s = Server::start_default().await;
+    let mut c = s.client().await;
+    let shard = s.shard(0).await;
+    for i in 0..5 {
+        let mut j = enqueue_req(&shard, &format!("diag-{i}"));
+        j.task_group = "diag".into();
+        j.priority = 10 + i;
+        c.enqueue(j).await.expect("enqueue");
+    }
+    let leased = lease_n(&mut c, "diag", "worker-d", 1).await;
+    assert_eq!(leased.len(), 1);
+
+    // dump-tasks: counts, the next tasks in lease order, the running lease.
+    let (ok, out, err) = ctl(&s, &["dump-tasks", "--task-group", "diag", "--json"]);
+    assert!(ok, "{err}");
+    let dump = json(&out);
+    let g = &dump["groups"][0];
+    assert_eq!(
+        (g["task_group"].as_str(), g["ready"].as_u64(), g["running"].as_u64()),
+        (Some("diag"), Some(4), Some(1))
+    );
+    let next: Vec<&str> = g["next"].as_array().unwrap().iter().map(|t| t["job_id"].as_str().unwrap()).collect();
+    assert_eq!(next, ["diag-1", "diag-2", "diag-3", "diag-4"], "priority order (diag-0 is running)");
+    assert_eq!(g["leases"][0]["worker_id"], "worker-d");
+    assert_eq!(g["leases"][0]["job_id"], "diag-0");
+    let (ok, text, _) = ctl(&s, &["dump-tasks"]);
+    assert!(ok && text.contains("diag") && text.contains("READY"), "{text}");
+    let (ok, _, err) = ctl(&s, &["dump-tasks", "--task-group", "nope"]);
+    assert!(!ok && err.contains("no task group \"nope\""), "{err}");
+
+    // flush, compact, storage-info act on the node's store.
+    let (ok, out, err) = ctl(&s, &["flush"]);
+    assert!(ok && out.contains("flushed"), "{out}{err}");
+    let (ok, out, err) = ctl(&s, &["storage-info", "--json"]);
+    assert!(ok, "{err}");
+    assert!(json(&out)["sorted_run_count"].as_u64().is_some_and(|n| n >= 1), "a flush made at least one SST: {out}");
+    let (ok, out, err) = ctl(&s, &["compact"]);
+    assert!(ok && out.contains("compacted"), "{out}{err}");
+
+    // A short CPU profile in pprof format.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cpu.pb");
+    let (ok, out, err) =
+        ctl(&s, &["profile", "--seconds", "1", "--frequency", "199", "--out", file.to_str().unwrap(), "--json"]);
+    assert!(ok, "{err}");
+    assert_eq!(json(&out)["seconds"], 1);
+    let bytes = std::fs::read(&file).expect("the profile file");
+    assert!(!bytes.is_empty());
+    let profile: pprof::protos::Profile = pprof::protos::Message::decode(bytes.as_slice()).expect("a pprof profile");
+    assert!(!profile.string_table.is_empty(), "the profile has its string table");
+
+    // Bad inputs and RPCs that do not apply to a Raft store.
+    let g = &mut c;
+    let e = g.cpu_profile(silo::pb::silo::CpuProfileRequest { duration_seconds: 301, frequency: 0 }).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e}");
+    let e = g.compact_shard(silo::pb::silo::CompactShardRequest { shard: "not-a-shard".into() }).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e}");
+    let e = g.force_release_shard(silo::pb::silo::ForceReleaseShardRequest { shard: String::new() }).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unimplemented);
+    assert!(e.message().contains("one Raft group holds every shard"), "{e}");
+    let e = c
+        .configure_shard(silo::pb::silo::ConfigureShardRequest { shard: String::new(), ..Default::default() })
+        .await
+        .unwrap_err();
+    assert!(e.code() == tonic::Code::Unimplemented && e.message().contains("placement rings"), "{e}");
+}
