@@ -37,6 +37,7 @@ pub mod storage;
 pub mod telemetry;
 pub mod testkit;
 pub mod tls;
+pub mod traces;
 pub mod webui;
 
 /// Code generated from `proto/`.

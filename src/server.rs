@@ -132,7 +132,7 @@ impl Bound {
 
         let server = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
-            .trace_fn(|req| tracing::info_span!("rpc", path = %req.uri().path()))
+            .trace_fn(|req| crate::traces::rpc_span(req))
             .add_service(health)
             .add_service(reflection)
             .add_service(raft_service)

@@ -469,24 +469,6 @@ async fn shutdown_signal() {
     });
 }
 
-/// The node's logs on stderr: the filter from `--log`/`SILO_LOG`, else
-/// `RUST_LOG`, else `info,openraft=warn`; `format` is `text` (ANSI colours on
-/// a terminal) or `json` (one object per line, span fields included).
-fn init_serve_logging(filter: Option<&str>, format: &str) {
-    let filter = filter
-        .map(str::to_string)
-        .or_else(|| std::env::var("RUST_LOG").ok().filter(|v| !v.is_empty()))
-        .unwrap_or_else(|| "info,openraft=warn".into());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr);
-    if format == "json" {
-        builder.json().with_current_span(true).with_span_list(false).init();
-    } else {
-        builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init();
-    }
-}
-
 fn init_cli_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(
@@ -767,7 +749,6 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Serve(args) => {
             let config = load_config(&args)?;
-            init_serve_logging(args.log.as_deref(), &config.log.format);
             // A panic anywhere (a corrupt record, a broken invariant) stops the
             // node: crashing beats diverging from the other replicas. SQL
             // statements are the exception: they only read, run on the query
@@ -782,8 +763,14 @@ fn main() -> anyhow::Result<()> {
             }));
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(async move {
-                let bound = silo::server::bind(config).await?;
-                bound.serve(shutdown_signal()).await
+                let traces = silo::traces::init(args.log.as_deref(), &config.log.format);
+                let served = async {
+                    let bound = silo::server::bind(config).await?;
+                    bound.serve(shutdown_signal()).await
+                }
+                .await;
+                silo::traces::shutdown(traces);
+                served
             })
         }
     }

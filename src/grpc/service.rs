@@ -366,6 +366,7 @@ impl Silo for SiloService {
             match self.write(Op::Enqueue(new)).await? {
                 Output::Enqueued { id } => {
                     metrics::counter!("silo_jobs_enqueued_total").increment(1);
+                    crate::traces::record_job(&id);
                     Ok(pb::EnqueueResponse { id })
                 }
                 other => Err(unexpected(other)),
@@ -377,6 +378,7 @@ impl Silo for SiloService {
     async fn get_job(&self, request: Request<pb::GetJobRequest>) -> Result<Response<pb::GetJobResponse>, Status> {
         observed("get_job", async {
             let r = request.into_inner();
+            crate::traces::record_job(&r.id);
             let s = self.route_read(&r.shard).await?;
             let tenant = self.job_tenant(r.tenant.as_deref(), s)?;
             let key = JobKey { shard: s.index, tenant, id: r.id };
@@ -393,6 +395,7 @@ impl Silo for SiloService {
     ) -> Result<Response<pb::GetJobResultResponse>, Status> {
         observed("get_job_result", async {
             let r = request.into_inner();
+            crate::traces::record_job(&r.id);
             let s = self.route_read(&r.shard).await?;
             let tenant = self.job_tenant(r.tenant.as_deref(), s)?;
             let key = JobKey { shard: s.index, tenant, id: r.id.clone() };
@@ -425,6 +428,7 @@ impl Silo for SiloService {
     ) -> Result<Response<pb::DeleteJobResponse>, Status> {
         observed("delete_job", async {
             let r = request.into_inner();
+            crate::traces::record_job(&r.id);
             self.job_write(&r.shard, r.tenant.as_deref(), r.id, |job| Op::DeleteJob { job }).await?;
             Ok(pb::DeleteJobResponse {})
         })
@@ -437,6 +441,7 @@ impl Silo for SiloService {
     ) -> Result<Response<pb::CancelJobResponse>, Status> {
         observed("cancel_job", async {
             let r = request.into_inner();
+            crate::traces::record_job(&r.id);
             self.job_write(&r.shard, r.tenant.as_deref(), r.id, |job| Op::CancelJob { job }).await?;
             Ok(pb::CancelJobResponse {})
         })
@@ -449,6 +454,7 @@ impl Silo for SiloService {
     ) -> Result<Response<pb::RestartJobResponse>, Status> {
         observed("restart_job", async {
             let r = request.into_inner();
+            crate::traces::record_job(&r.id);
             self.job_write(&r.shard, r.tenant.as_deref(), r.id, |job| Op::RestartJob { job }).await?;
             Ok(pb::RestartJobResponse {})
         })
@@ -461,6 +467,7 @@ impl Silo for SiloService {
     ) -> Result<Response<pb::ExpediteJobResponse>, Status> {
         observed("expedite_job", async {
             let r = request.into_inner();
+            crate::traces::record_job(&r.id);
             self.job_write(&r.shard, r.tenant.as_deref(), r.id, |job| Op::ExpediteJob { job }).await?;
             Ok(pb::ExpediteJobResponse {})
         })
@@ -593,6 +600,7 @@ impl Silo for SiloService {
     ) -> Result<Response<pb::ReportOutcomeResponse>, Status> {
         observed("report_outcome", async {
             let r = request.into_inner();
+            crate::traces::record_task(&r.task_id);
             let s = self.route_write(&r.shard)?;
             self.worker_tenant(r.tenant_id.as_deref(), s)?;
             let outcome = validate::outcome(r.outcome)?;
@@ -609,6 +617,7 @@ impl Silo for SiloService {
     ) -> Result<Response<pb::ReportRefreshOutcomeResponse>, Status> {
         observed("report_refresh_outcome", async {
             let r = request.into_inner();
+            crate::traces::record_task(&r.task_id);
             let s = self.route_write(&r.shard)?;
             self.worker_tenant(r.tenant_id.as_deref(), s)?;
             validate::task_id(&r.task_id).map_err(|_| Status::not_found("lease not found"))?;
@@ -633,6 +642,7 @@ impl Silo for SiloService {
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
         observed("heartbeat", async {
             let r = request.into_inner();
+            crate::traces::record_task(&r.task_id);
             let s = self.route_write(&r.shard)?;
             self.worker_tenant(r.tenant_id.as_deref(), s)?;
             // No lease has an id this long (as ReportOutcome answers).

@@ -211,7 +211,8 @@ impl RaftNode {
         }
         let name = op.name();
         let started = std::time::Instant::now();
-        let result = self.batcher.propose(op).await;
+        let span = tracing::info_span!("propose", op = name);
+        let result = tracing::Instrument::instrument(self.batcher.propose(op), span).await;
         metrics::histogram!("silo_propose_seconds", "op" => name).record(started.elapsed().as_secs_f64());
         result
     }

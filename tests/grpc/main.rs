@@ -9,6 +9,7 @@ mod ctl;
 mod deploy;
 mod fuzz;
 mod jobs;
+mod observability;
 mod limits;
 mod query;
 mod validation;

@@ -28,6 +28,8 @@ pub struct Opts {
     pub lease_ms: i64,
     pub max_payload_bytes: Option<usize>,
     pub extra_toml: String,
+    /// Extra environment for the server process.
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for Opts {
@@ -40,6 +42,7 @@ impl Default for Opts {
             lease_ms: 10_000,
             max_payload_bytes: None,
             extra_toml: String::new(),
+            env: Vec::new(),
         }
     }
 }
@@ -121,6 +124,7 @@ impl Server {
             .arg("--config")
             .arg(self.config_path())
             .env("SILO_LOG", "info,openraft=warn")
+            .envs(self.opts.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
