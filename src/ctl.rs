@@ -474,7 +474,6 @@ impl Ctl {
         c.enqueue(req).await.map_err(|s| explain(&s, &self.server))
     }
 
-    /// `silo ctl cluster info`: shards with their ranges and owners, and the members.
     /// The public API of the first `--server` (diagnostics act on one node's
     /// own store and process), with a `timeout` per call.
     async fn first_node(
@@ -519,7 +518,9 @@ impl Ctl {
 
     /// `silo ctl profile`: a CPU profile of the first `--server`, pprof bytes.
     pub async fn profile(&self, seconds: u32, frequency: u32) -> anyhow::Result<crate::pb::silo::CpuProfileResponse> {
-        let (addr, mut c) = self.first_node(Duration::from_secs(seconds as u64 + 30)).await?;
+        // 0 asks the server for its default (30 s).
+        let waits = if seconds == 0 { 30 } else { seconds as u64 };
+        let (addr, mut c) = self.first_node(Duration::from_secs(waits + 30)).await?;
         let req = crate::pb::silo::CpuProfileRequest { duration_seconds: seconds, frequency };
         Ok(c.cpu_profile(self.req(req)).await.map_err(|s| explain(&s, &addr))?.into_inner())
     }
@@ -546,6 +547,7 @@ impl Ctl {
         Ok(r.await.map_err(|s| explain(&s, &addr))?.into_inner())
     }
 
+    /// `silo ctl cluster info`: shards with their ranges and owners, and the members.
     pub async fn cluster_info(&self) -> anyhow::Result<crate::pb::silo::GetClusterInfoResponse> {
         let c = self.client().await?;
         c.call(None, None, |mut g, _| {

@@ -60,8 +60,11 @@ impl Bound {
     pub async fn serve(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let advertise_addr = self.advertise_addr();
         let Bound { config, listener, webui, metrics, .. } = self;
-        // The recorder is process-wide: install it before anything records.
-        crate::telemetry::recorder()?;
+        // The recorder is process-wide: install it before anything records,
+        // and only when metrics are served.
+        if metrics.is_some() {
+            crate::telemetry::recorder()?;
+        }
         if config.metrics_listen.is_some() {
             tracing::warn!("metrics_listen is deprecated: write [metrics] listen = \"...\" instead");
         }
@@ -114,7 +117,7 @@ impl Bound {
         let tls_on = tls.is_some();
         let raft_auth = auth.clone();
         let raft_service = InterceptedService::new(node.raft_service(), move |r: tonic::Request<()>| {
-            crate::tls::require_peer_certificate(tls_on, &r)?;
+            crate::tls::require_node_certificate(tls_on, &r)?;
             raft_auth.check(r)
         });
         let admin = AdminServer::new(AdminService {
@@ -123,7 +126,11 @@ impl Bound {
             advertise_addr: advertise_addr.clone(),
             election_timeout_max_ms: config.raft.election_timeout_max_ms,
         });
-        let admin = InterceptedService::new(admin, with_auth(auth));
+        let admin_auth = auth;
+        let admin = InterceptedService::new(admin, move |r: tonic::Request<()>| {
+            crate::tls::require_client_certificate(tls_on, &r)?;
+            admin_auth.check(r)
+        });
         let (health_reporter, health) = tonic_health::server::health_reporter();
         health_reporter.set_serving::<SiloServer<SiloService>>().await;
         let reflection = tonic_reflection::server::Builder::configure()
@@ -238,6 +245,8 @@ impl Bound {
 
         shutdown.await;
         tracing::info!("shutting down");
+        // Readiness probes stop sending traffic here first.
+        health_reporter.set_not_serving::<SiloServer<SiloService>>().await;
         let lease = Duration::from_millis(config.raft.election_timeout_max_ms);
         hand_off_leadership(&node, &peers, lease).await;
         let _ = stop_tx.send(true);

@@ -39,8 +39,33 @@ const COUNT_BUCKETS: [f64; 12] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 2
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
+/// Gauges not set for this long disappear from the output: every scrape sets
+/// the current ones just before rendering, so what vanishes is state that
+/// ended (a task group that left the top [`MAX_GROUP_LABELS`], a follower's
+/// lag on a node that no longer leads).
+pub const GAUGE_IDLE: Duration = Duration::from_secs(10);
+
+/// The `task_group` label of a counter or histogram: the group's name for
+/// the first [`MAX_GROUP_LABELS`] groups this process labelled, `(other)`
+/// for any later one, so series stay bounded whatever groups clients invent.
+pub fn group_label(task_group: &str) -> String {
+    static LABELLED: OnceLock<parking_lot::Mutex<std::collections::HashSet<String>>> = OnceLock::new();
+    let mut seen = LABELLED.get_or_init(Default::default).lock();
+    if seen.contains(task_group) {
+        return task_group.to_string();
+    }
+    if seen.len() < MAX_GROUP_LABELS {
+        seen.insert(task_group.to_string());
+        return task_group.to_string();
+    }
+    "(other)".to_string()
+}
+
 /// Installs the process-wide recorder (once; later calls return the same
-/// handle) and describes every metric.
+/// handle), describes every metric and starts the upkeep that drains
+/// histograms every 5 s, so their memory stays bounded whether or not anyone
+/// scrapes. Call it inside the runtime, and only when metrics are served:
+/// without a recorder the `metrics` macros record nothing and cost nothing.
 pub fn recorder() -> anyhow::Result<PrometheusHandle> {
     if let Some(h) = HANDLE.get() {
         return Ok(h.clone());
@@ -49,8 +74,18 @@ pub fn recorder() -> anyhow::Result<PrometheusHandle> {
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &SECONDS_BUCKETS)?
         .set_buckets_for_metric(Matcher::Suffix("_entries".into()), &COUNT_BUCKETS)?
         .set_buckets_for_metric(Matcher::Suffix("_ops".into()), &COUNT_BUCKETS)?
+        .idle_timeout(metrics_util::MetricKindMask::GAUGE, Some(GAUGE_IDLE))
         .install_recorder()?;
     describe();
+    // Histograms keep their samples until upkeep drains them.
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
     Ok(HANDLE.get_or_init(|| handle).clone())
 }
 
@@ -73,21 +108,9 @@ pub async fn bind(addr: &str) -> anyhow::Result<TcpListener> {
 }
 
 /// Serves `GET /metrics` (Prometheus text format) until `stop` turns true;
-/// every scrape refreshes the gauges first. Histograms are drained every 5 s
-/// whether or not anyone scrapes, so their memory stays bounded.
+/// every scrape refreshes the gauges first.
 pub async fn serve(listener: TcpListener, sources: Sources, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
     let handle = recorder()?;
-    let upkeep = handle.clone();
-    let mut upkeep_stop = stop.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(5));
-        loop {
-            tokio::select! {
-                _ = upkeep_stop.changed() => return,
-                _ = tick.tick() => upkeep.run_upkeep(),
-            }
-        }
-    });
     let app = axum::Router::new().route(
         "/metrics",
         axum::routing::get(move || {
@@ -339,6 +362,12 @@ pub const METRICS: &[(Kind, &str, Unit, &str)] = &[
     (Kind::Counter, "silo_tls_reloads_total", Unit::Count, "Certificate reloads by result"),
     (Kind::Counter, "silo_tls_handshake_failures_total", Unit::Count, "TLS handshakes that failed"),
     (Kind::Counter, "silo_tls_plaintext_refused_total", Unit::Count, "Plaintext connections to a TLS node"),
+    (
+        Kind::Counter,
+        "silo_tls_connections_shed_total",
+        Unit::Count,
+        "Connections closed because every TLS handshake slot was busy",
+    ),
     (Kind::Gauge, "silo_rocksdb_block_cache_usage_bytes", Unit::Bytes, "Bytes in the block cache"),
     (Kind::Gauge, "silo_rocksdb_memtable_bytes", Unit::Bytes, "Bytes in memtables (all column families)"),
     (Kind::Gauge, "silo_rocksdb_sst_files_bytes", Unit::Bytes, "Bytes of SST files"),

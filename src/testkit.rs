@@ -208,13 +208,26 @@ impl LocalCluster {
         crate::tls::certs::read(&dir, "ca").map_err(std::io::Error::other)
     }
 
-    /// Client-side TLS trusting the cluster's CA (no client certificate);
-    /// `None` for a plaintext cluster.
+    /// Client-side TLS trusting the cluster's CA and showing an operator's
+    /// client certificate (`operator.pem`, made on first use; the Admin
+    /// service requires one); `None` for a plaintext cluster.
     pub fn client_tls(&self) -> Option<tonic::transport::ClientTlsConfig> {
-        self.opts.tls.then(|| crate::tls::client_files(&self.certs_dir().join("ca.pem"), None).expect("the test CA"))
+        if !self.opts.tls {
+            return None;
+        }
+        let dir = self.certs_dir();
+        if !dir.join("operator.pem").exists() {
+            let ca = self.ca().expect("the test CA");
+            let pem = crate::tls::certs::issue_client(&ca, "operator", 30).expect("issue");
+            crate::tls::certs::write(&pem, &dir, "operator").expect("write");
+        }
+        let identity = (dir.join("operator.pem"), dir.join("operator.key"));
+        Some(crate::tls::client_files(&dir.join("ca.pem"), Some((&identity.0, &identity.1))).expect("the test CA"))
     }
 
     /// The `[tls]` section for node `id`, issuing its certificate if missing.
+    /// A test can give a node its own CA by placing `node<id>-ca.pem` (a
+    /// machine from another PKI).
     fn tls_toml(&self, id: u64) -> std::io::Result<String> {
         let ca = self.ca()?;
         let dir = self.certs_dir();
@@ -224,9 +237,12 @@ impl LocalCluster {
                 .map_err(std::io::Error::other)?;
             crate::tls::certs::write(&pem, &dir, &stem).map_err(std::io::Error::other)?;
         }
+        let own_ca = dir.join(format!("{stem}-ca.pem"));
+        let ca_file = if own_ca.exists() { own_ca } else { dir.join("ca.pem") };
         Ok(format!(
-            "[tls]\ncert_file = \"{0}/{stem}.pem\"\nkey_file = \"{0}/{stem}.key\"\nca_file = \"{0}/ca.pem\"\n",
-            dir.display()
+            "[tls]\ncert_file = \"{0}/{stem}.pem\"\nkey_file = \"{0}/{stem}.key\"\nca_file = \"{1}\"\n",
+            dir.display(),
+            ca_file.display()
         ))
     }
 

@@ -198,14 +198,19 @@ enum CertCommand {
         #[arg(long, default_value_t = 3650)]
         days: i64,
     },
-    /// A node or client certificate signed by <dir>/ca.pem: <dir>/<name>.pem and <dir>/<name>.key.
+    /// A node certificate (or with --client a client certificate) signed by
+    /// <dir>/ca.pem: <dir>/<name>.pem and <dir>/<name>.key.
     Issue {
         /// File stem and common name, e.g. node1.
         name: String,
         /// Addresses clients and peers dial, comma-separated IPs or DNS names
-        /// (e.g. 127.0.0.1,localhost,silo-1.internal).
-        #[arg(long, value_delimiter = ',', required = true)]
+        /// (e.g. 127.0.0.1,localhost,silo-1.internal); required for a node.
+        #[arg(long, value_delimiter = ',', required_unless_present = "client")]
         san: Vec<String>,
+        /// A client certificate (operators, applications): client usage only,
+        /// so it can call the API and Admin but cannot act as a node.
+        #[arg(long)]
+        client: bool,
         /// Directory holding ca.pem and ca.key; the new files go there too.
         #[arg(long, default_value = "certs")]
         dir: PathBuf,
@@ -492,7 +497,7 @@ fn cert_command(command: CertCommand, json: bool) -> anyhow::Result<()> {
             let ca = certs::new_ca("silo dev CA", days)?;
             (dir.clone(), certs::write(&ca, &dir, "ca")?)
         }
-        CertCommand::Issue { name, san, dir, days } => {
+        CertCommand::Issue { name, san, client, dir, days } => {
             anyhow::ensure!(days > 0, "--days must be positive");
             anyhow::ensure!(
                 !name.is_empty()
@@ -501,7 +506,10 @@ fn cert_command(command: CertCommand, json: bool) -> anyhow::Result<()> {
                 "the name must be letters, digits, '-', '_' or '.' (and not \"ca\"), got {name:?}"
             );
             let ca = certs::read(&dir, "ca")?;
-            let pem = certs::issue_for_days(&ca, &name, &san, days)?;
+            let pem = match client {
+                true => certs::issue_client(&ca, &name, days)?,
+                false => certs::issue_for_days(&ca, &name, &san, days)?,
+            };
             (dir.clone(), certs::write(&pem, &dir, &name)?)
         }
     };

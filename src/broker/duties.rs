@@ -46,7 +46,6 @@ impl Duties {
             };
             if term.is_none() {
                 led_term = None;
-                self.broker.set_leading(false);
                 continue;
             }
             if term != led_term {
@@ -54,7 +53,6 @@ impl Duties {
                 tracing::info!(term = ?term, node = self.node.id(), "became leader");
                 metrics::counter!("silo_leadership_gained_total").increment(1);
                 self.broker.on_leadership_gained(crate::monotonic_ms(), self.lease_ms);
-                self.broker.set_leading(true);
             }
             // Until the shard map exists (a fresh cluster, or a first attempt that failed).
             if !shards_known {

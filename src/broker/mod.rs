@@ -191,9 +191,6 @@ pub const REFRESH_PICK_MAX: usize = 16;
 #[derive(Default)]
 pub struct Broker {
     inner: Mutex<Inner>,
-    /// Whether this node leads: only the leader counts the job-lifecycle
-    /// metrics (every node applies the same effects), set by the duties loop.
-    leading: std::sync::atomic::AtomicBool,
 }
 
 /// The job-lifecycle metrics the leader records as it applies effects
@@ -203,7 +200,7 @@ mod lifecycle {
 
     /// An attempt was leased: `wait_ms` from when it became due to its grant.
     pub fn leased(task_group: &str, attempt_number: u32, wait_ms: i64) {
-        let group = task_group.to_string();
+        let group = crate::telemetry::group_label(task_group);
         metrics::counter!("silo_jobs_dequeued_total", "task_group" => group.clone()).increment(1);
         let is_retry = if attempt_number > 1 { "true" } else { "false" };
         metrics::counter!("silo_job_attempts_total", "task_group" => group.clone(), "is_retry" => is_retry)
@@ -227,14 +224,16 @@ impl Broker {
         Self::default()
     }
 
-    /// Tells the broker whether this node leads (see [`Broker`]'s `leading`).
-    pub fn set_leading(&self, leading: bool) {
-        self.leading.store(leading, std::sync::atomic::Ordering::Relaxed);
-    }
-
     /// Applies the effects of one applied batch, in order, at monotonic time
     /// `now_ms` (leases started by these effects run from it).
     pub fn apply_effects(&self, effects: &[Effect], now_ms: Ms) {
+        self.apply_effects_counted(effects, now_ms, false)
+    }
+
+    /// [`Broker::apply_effects`], counting the job-lifecycle metrics when
+    /// `count` (the entries were proposed by this node as leader; every node
+    /// applies the same effects, so exactly one counts each).
+    pub fn apply_effects_counted(&self, effects: &[Effect], now_ms: Ms, count: bool) {
         if effects.is_empty() {
             return;
         }
@@ -242,7 +241,7 @@ impl Broker {
         // A grant dequeues a task and then starts its lease: the dequeued
         // entry names the group the grant counts for.
         let mut last_dequeued: Option<(Tid, u32, Ms)> = None;
-        let leading = self.leading.load(std::sync::atomic::Ordering::Relaxed);
+        let leading = count;
         for effect in effects {
             match effect {
                 Effect::Queued(task) => inner.insert_task(task),

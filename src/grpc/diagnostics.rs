@@ -25,6 +25,9 @@ pub const PROFILE_HZ_DEFAULT: u32 = 99;
 pub const PROFILE_HZ_MAX: u32 = 1000;
 /// Ready tasks listed per task group in a DumpTasks dump.
 pub const DUMP_NEXT_TASKS: usize = 20;
+/// Task groups detailed in a dump (the deepest first; the rest are counted
+/// in `task_count` only).
+pub const DUMP_GROUPS_MAX: usize = 100;
 /// Running leases listed per task group in a DumpTasks dump.
 pub const DUMP_LEASES: usize = 20;
 
@@ -87,11 +90,14 @@ pub async fn flush(db: std::sync::Arc<rocksdb::DB>) -> Result<pb::FlushShardResp
 /// state-machine and log column families), on a blocking thread. It rewrites
 /// the whole store, so it costs I/O proportional to it; one at a time.
 pub async fn compact(db: std::sync::Arc<rocksdb::DB>) -> Result<pb::CompactShardResponse, Status> {
-    let _slot = BUSY.try_acquire().map_err(|_| busy("compaction"))?;
+    let slot = BUSY.try_acquire().map_err(|_| busy("compaction"))?;
     let started = Instant::now();
     let before = live_bytes(&db);
     let db2 = db.clone();
+    // The slot lives as long as the compaction, even if the caller gives up.
+    slot.forget();
     tokio::task::spawn_blocking(move || {
+        let _release = ReleaseOnDrop;
         for cf in keys::ALL_CFS {
             if let Some(h) = db2.cf_handle(cf) {
                 db2.compact_range_cf(&h, None::<&[u8]>, None::<&[u8]>);
@@ -108,6 +114,15 @@ pub async fn compact(db: std::sync::Arc<rocksdb::DB>) -> Result<pb::CompactShard
             live_bytes(&db)
         ),
     })
+}
+
+/// Gives back the [`BUSY`] slot a `forget`-ed permit held.
+struct ReleaseOnDrop;
+
+impl Drop for ReleaseOnDrop {
+    fn drop(&mut self) {
+        BUSY.add_permits(1);
+    }
 }
 
 fn live_bytes(db: &rocksdb::DB) -> u64 {
@@ -184,10 +199,12 @@ pub struct LeaseDump {
     pub deadline_ms: Option<i64>,
 }
 
-/// DumpTasks: every task group's counts, next ready tasks and running
-/// leases, as JSON (`dump`: `{"groups": [GroupDump...]}`), and the number of
-/// queued tasks (`task_count`: ready + scheduled + waiting). Bounded: per
-/// group at most [`DUMP_NEXT_TASKS`] tasks and [`DUMP_LEASES`] leases.
+/// DumpTasks: task groups' counts, next ready tasks and running leases, as
+/// JSON (`dump`: `{"groups": [GroupDump...]}`), and the number of queued
+/// tasks of every group (`task_count`: ready + scheduled + waiting). Bounded:
+/// the [`DUMP_GROUPS_MAX`] deepest groups, per group at most
+/// [`DUMP_NEXT_TASKS`] tasks and [`DUMP_LEASES`] leases. It reads RocksDB:
+/// call it on a blocking thread.
 pub fn dump_tasks(db: &rocksdb::DB, broker: &Broker) -> Result<pb::DumpTasksResponse, Status> {
     let now = crate::wall_clock_ms();
     let mut stats = broker.group_stats(now, crate::monotonic_ms());
@@ -197,12 +214,13 @@ pub fn dump_tasks(db: &rocksdb::DB, broker: &Broker) -> Result<pb::DumpTasksResp
             stats.push(crate::broker::GroupStats::idle(name));
         }
     }
+    let task_count: usize = stats.iter().map(|g| g.ready + g.future + g.gated).sum();
+    stats.sort_by(|a, b| (b.ready + b.future + b.gated).cmp(&(a.ready + a.future + a.gated)));
+    stats.truncate(DUMP_GROUPS_MAX);
     stats.sort_by(|a, b| a.task_group.cmp(&b.task_group));
-    let mut task_count = 0usize;
     let groups: Vec<GroupDump> = stats
         .into_iter()
         .map(|g| {
-            task_count += g.ready + g.future + g.gated;
             let next = crate::webui::data::next_tasks(db, broker, &g.task_group, DUMP_NEXT_TASKS, now)
                 .into_iter()
                 .map(|t| TaskDump {

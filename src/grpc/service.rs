@@ -797,7 +797,9 @@ impl Silo for SiloService {
     }
 
     async fn dump_tasks(&self, _: Request<pb::DumpTasksRequest>) -> Result<Response<pb::DumpTasksResponse>, Status> {
-        observed("dump_tasks", async { diagnostics::dump_tasks(self.node.db(), &self.broker) }).await
+        let (db, broker) = (self.node.db().clone(), self.broker.clone());
+        let dump = tokio::task::spawn_blocking(move || diagnostics::dump_tasks(&db, &broker));
+        observed("dump_tasks", async { dump.await.map_err(|e| Status::internal(format!("dump task: {e}")))? }).await
     }
 
     async fn force_release_shard(

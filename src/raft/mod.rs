@@ -98,9 +98,14 @@ impl QuorumContact {
     fn watch(self: Arc<Self>, raft: Raft, id: NodeId) {
         tokio::spawn(async move {
             let mut rx = raft.metrics();
+            let mut last_term = rx.borrow().current_term;
             loop {
                 {
                     let m = rx.borrow_and_update();
+                    if m.current_term != last_term {
+                        last_term = m.current_term;
+                        metrics::counter!("silo_raft_term_changes_total").increment(1);
+                    }
                     let now = std::time::Instant::now();
                     let mut st = self.state.lock();
                     if m.state == ServerState::Leader && m.current_leader == Some(id) {
@@ -155,7 +160,7 @@ impl RaftNode {
         };
         let config = Arc::new(config.validate()?);
         let log_store = log_store::LogStore::new(db.clone());
-        let sm_store = sm_store::StateMachineStore::new(db.clone(), broker, data_dir);
+        let sm_store = sm_store::StateMachineStore::new(db.clone(), broker, data_dir, id);
         let applied = sm_store.applied_index();
         let snapshots = sm_store.snapshots();
         let network =

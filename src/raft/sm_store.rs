@@ -31,6 +31,10 @@ pub struct StateMachineStore {
     /// Index of the last applied entry, published after its batch is written
     /// (read barriers wait on it).
     applied: Arc<watch::Sender<u64>>,
+    /// This node's id: the job-lifecycle metrics of an entry are counted by
+    /// the node that proposed it as leader (its log id names it), so each
+    /// entry is counted once across the cluster, whoever leads later.
+    node_id: u64,
 }
 
 /// Written (synced) before an install replaces the state and deleted in the
@@ -59,7 +63,7 @@ impl StateMachineStore {
     /// Panics when the snapshot directory cannot be opened or an interrupted
     /// install cannot be completed: the node must not serve a half-replaced
     /// state.
-    pub fn new(db: Arc<DB>, broker: Arc<Broker>, data_dir: &std::path::Path) -> Self {
+    pub fn new(db: Arc<DB>, broker: Arc<Broker>, data_dir: &std::path::Path, node_id: u64) -> Self {
         let read_marker = || -> Option<InstallMarker> {
             let bytes = db.get_cf(cf(&db, keys::CF_SM_META), keys::SM_INSTALLING).expect("reading sm_meta")?;
             Some(codec::decode(&bytes).expect("corrupt snapshot install marker"))
@@ -71,7 +75,7 @@ impl StateMachineStore {
                 .unwrap_or_else(|e| panic!("opening {}: {e}", data_dir.join(super::snapshot::SNAPSHOT_DIR).display())),
         );
         let (applied, _) = watch::channel(0);
-        let store = StateMachineStore { db, broker, snapshots, applied: Arc::new(applied) };
+        let store = StateMachineStore { db, broker, snapshots, applied: Arc::new(applied), node_id };
         if let Some(m) = marker {
             tracing::warn!(snapshot = %m.meta.snapshot_id, "finishing a snapshot install interrupted by a crash");
             let sst = m.sst.map(|name| store.snapshots.dir().join(name));
@@ -205,7 +209,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let db = self.db.clone();
         let mut overlay = Overlay::new(&db);
         let mut results = Vec::new();
-        let mut effects = Vec::new();
+        // Effects in runs of entries proposed by this node (counted in the
+        // metrics) or by another leader (not counted), in log order.
+        let mut runs: Vec<(bool, Vec<state_machine::Effect>)> = Vec::new();
         let mut last_applied = None;
         let mut membership = None;
         for entry in entries {
@@ -216,7 +222,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     let op = command.op.name();
                     let (result, mut fx) = state_machine::apply(&mut overlay, entry.log_id.index, &command);
                     metrics::counter!("silo_commands_applied_total", "op" => op, "ok" => if result.is_ok() { "true" } else { "false" }).increment(1);
-                    effects.append(&mut fx);
+                    let mine = entry.log_id.leader_id.node_id == self.node_id;
+                    match runs.last_mut() {
+                        Some((m, effects)) if *m == mine => effects.append(&mut fx),
+                        _ => runs.push((mine, fx)),
+                    }
                     results.push(result);
                 }
                 EntryPayload::Membership(m) => {
@@ -235,7 +245,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             batch.put_cf(meta_cf, keys::SM_MEMBERSHIP, codec::encode(m));
         }
         db.write_opt(batch, &WriteOptions::default()).map_err(write_err)?;
-        self.broker.apply_effects(&effects, crate::monotonic_ms());
+        let now = crate::monotonic_ms();
+        for (mine, effects) in &runs {
+            self.broker.apply_effects_counted(effects, now, *mine);
+        }
         if let Some(l) = last_applied {
             self.applied.send_replace(l.index);
         }
@@ -310,7 +323,7 @@ mod tests {
 
     fn store(dir: &std::path::Path) -> (Arc<DB>, StateMachineStore) {
         let db = crate::storage::rocks::open(&dir.join("db"), &StorageConfig::default()).expect("open rocksdb");
-        let sm = StateMachineStore::new(db.clone(), Arc::new(Broker::new()), dir);
+        let sm = StateMachineStore::new(db.clone(), Arc::new(Broker::new()), dir, 1);
         (db, sm)
     }
 

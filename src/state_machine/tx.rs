@@ -249,17 +249,17 @@ impl<'a, K: Kv> Tx<'a, K> {
         self.effects.push(Effect::Dequeued { task_id: task_id.to_string() });
     }
 
-    /// Moves `job` to `status` at the command's time, keeping the shard's
-    /// completed-jobs counter, the terminal-jobs index, the status index and
-    /// the tenant's status counters in step.
     /// [`Tx::set_status`] to a terminal `status`, telling the broker
-    /// ([`Effect::Finished`]) so the leader can count completions.
+    /// ([`Effect::Finished`]) so the proposing leader counts the completion.
     pub fn finish(&mut self, job: &mut Job, status: JobStatus) {
         debug_assert!(status.is_terminal());
         self.set_status(job, status);
         self.effects.push(Effect::Finished { status });
     }
 
+    /// Moves `job` to `status` at the command's time, keeping the shard's
+    /// completed-jobs counter, the terminal-jobs index, the status index and
+    /// the tenant's status counters in step.
     pub fn set_status(&mut self, job: &mut Job, status: JobStatus) {
         let was_terminal = job.status.is_terminal();
         if was_terminal {

@@ -3,9 +3,12 @@
 //! with rcgen (ECDSA P-256). For production use your own PKI; these are for
 //! trying TLS out, tests and small private clusters.
 //!
-//! Every issued certificate carries both the server and client
-//! extended key usages, because a node is a server to clients and peers and a
-//! client to its peers.
+//! A node certificate carries both the server and client extended key
+//! usages, because a node is a server to clients and peers and a client to
+//! its peers; Raft traffic requires the server usage. A client certificate
+//! (operators, `tls.client_auth = "all"` applications) carries only the
+//! client usage, so it can call the API and the Admin service but never
+//! pose as a node.
 use anyhow::Context;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -54,14 +57,46 @@ pub fn issue(
     not_after: OffsetDateTime,
 ) -> anyhow::Result<Pem> {
     anyhow::ensure!(!sans.is_empty(), "a certificate needs at least one --san (the address clients and peers dial)");
+    sign(
+        ca,
+        common_name,
+        sans,
+        not_before,
+        not_after,
+        &[ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth],
+    )
+}
+
+/// A client certificate for `common_name` (client usage only: it cannot
+/// send Raft traffic), signed by `ca`, valid from an hour ago for `days` days.
+pub fn issue_client(ca: &Pem, common_name: &str, days: i64) -> anyhow::Result<Pem> {
+    let now = OffsetDateTime::now_utc();
+    sign(
+        ca,
+        common_name,
+        &[],
+        now - Duration::hours(1),
+        now + Duration::days(days),
+        &[ExtendedKeyUsagePurpose::ClientAuth],
+    )
+}
+
+fn sign(
+    ca: &Pem,
+    common_name: &str,
+    sans: &[String],
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+    usages: &[ExtendedKeyUsagePurpose],
+) -> anyhow::Result<Pem> {
     let ca_key = KeyPair::from_pem(&ca.key).context("the CA key is not a PEM private key")?;
     let issuer = Issuer::from_ca_cert_pem(&ca.cert, ca_key).context("the CA certificate is not PEM")?;
     let mut params =
         CertificateParams::new(sans.to_vec()).context("a --san is neither an IP address nor a DNS name")?;
     params.distinguished_name = name(common_name);
     params.is_ca = IsCa::ExplicitNoCa;
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = usages.to_vec();
     params.not_before = not_before;
     params.not_after = not_after;
     let key = KeyPair::generate()?;

@@ -15,8 +15,9 @@
 //! - [`endpoint`]: the `https://` endpoint with the CA and this node's
 //!   identity that every node-to-node connection uses (Raft, Admin, the
 //!   console's forwarded writes).
-//! - [`require_peer_certificate`]: the rule that Raft traffic shows a
-//!   certificate signed by the cluster CA (mutual TLS between nodes).
+//! - [`require_node_certificate`] and [`require_client_certificate`]: Raft
+//!   traffic shows a node certificate signed by the cluster CA (mutual TLS
+//!   between nodes), the Admin service any certificate the CA signed.
 //! - [`certs`]: a development CA for `silo ctl cert`.
 //!
 //! Client certificates are verified by rustls against `ca_file` during the
@@ -47,8 +48,15 @@ pub mod certs;
 
 /// Longest a client may take to finish its TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Handshakes running at once; further accepts wait for a slot.
+/// Handshakes running at once; a connection arriving while all are busy is
+/// closed at once (counted in `silo_tls_connections_shed_total`), so the
+/// accept loop never waits and a flood of slow clients cannot keep peers out
+/// for longer than their own connections take.
 pub const HANDSHAKES_IN_FLIGHT: usize = 256;
+/// Longest wait for a new connection's first byte.
+pub const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest a plaintext client is kept to receive its explanation.
+pub const PLAINTEXT_ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often [`NodeTls::watch`] compares the files' modification times.
 pub const WATCH_INTERVAL: Duration = Duration::from_secs(5);
 /// The gRPC message a plaintext client gets from a TLS node (status
@@ -104,8 +112,10 @@ fn load(config: &TlsConfig) -> anyhow::Result<Material> {
     let chain = certificates(&cert_pem, &cert_path)?;
     let key = PrivateKeyDer::from_pem_slice(&key_pem)
         .with_context(|| format!("{} holds no PEM private key", key_path.display()))?;
+    let cas = certificates(&ca_pem, &ca_path)?;
+    check_own_certificate(&chain, &cas, &cert_path)?;
     let mut roots = rustls::RootCertStore::empty();
-    for ca in certificates(&ca_pem, &ca_path)? {
+    for ca in cas {
         roots.add(ca).with_context(|| format!("{} is not a usable CA certificate", ca_path.display()))?;
     }
     let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
@@ -208,10 +218,10 @@ impl NodeTls {
     }
 }
 
-/// Client-side TLS for tools and the Rust client (`silo ctl --ca-cert`,
-/// `silo bench --ca-cert`): trust `ca` (PEM) only, and show the certificate
-/// and key in `identity` (PEM files) when given, as `tls.client_auth = "all"`
-/// requires. Errors name the unreadable or unparsable file.
+/// Client-side TLS for tools and the Rust client (`silo ctl --ca-cert`):
+/// trust `ca` (PEM) only, and show the certificate and key in `identity`
+/// (PEM files) when given, as the Admin service and `tls.client_auth = "all"`
+/// require. Errors name the unreadable or unparsable file.
 pub fn client_files(
     ca: &std::path::Path,
     identity: Option<(&std::path::Path, &std::path::Path)>,
@@ -257,15 +267,76 @@ pub fn endpoint(addr: &str, tls: Option<&NodeTls>) -> Result<Endpoint, tonic::tr
     client_endpoint(addr, tls.map(|t| t.client_config()).as_ref())
 }
 
-/// Raft traffic needs a node certificate when TLS is on. A certificate that
-/// reached the service was already verified against the cluster CA by the
-/// handshake, so its presence is the check. Errors: UNAUTHENTICATED.
-pub fn require_peer_certificate<T>(tls_on: bool, request: &tonic::Request<T>) -> Result<(), tonic::Status> {
+/// Whether `der` is a node certificate: its extended key usage allows
+/// serving TLS (`serverAuth`), as `silo ctl cert issue` makes for nodes and
+/// not for clients (`--client`: `clientAuth` only).
+pub fn is_node_certificate(der: &[u8]) -> bool {
+    match x509_parser::parse_x509_certificate(der) {
+        Ok((_, cert)) => matches!(cert.extended_key_usage(), Ok(Some(eku)) if eku.value.server_auth),
+        Err(_) => false,
+    }
+}
+
+/// Raft traffic needs a *node* certificate when TLS is on: one the handshake
+/// verified against the cluster CA (so its presence proves the CA signed it)
+/// that is also a node certificate ([`is_node_certificate`]), so a client's
+/// certificate from the same CA cannot send log entries or votes. Errors:
+/// UNAUTHENTICATED.
+pub fn require_node_certificate<T>(tls_on: bool, request: &tonic::Request<T>) -> Result<(), tonic::Status> {
+    if !tls_on {
+        return Ok(());
+    }
+    match request.peer_certs().as_deref().and_then(|c| c.first()) {
+        Some(leaf) if is_node_certificate(leaf) => Ok(()),
+        Some(_) => Err(tonic::Status::unauthenticated(
+            "Raft traffic needs a node certificate (serverAuth usage); this connection showed a client certificate",
+        )),
+        None => Err(tonic::Status::unauthenticated(
+            "Raft traffic needs a node certificate signed by the cluster CA (mutual TLS); this connection showed none",
+        )),
+    }
+}
+
+/// The Admin service (membership, elections, status) needs a certificate
+/// signed by the cluster CA when TLS is on, a node's or an operator's
+/// (`silo ctl --cert`), besides the token. Errors: UNAUTHENTICATED.
+pub fn require_client_certificate<T>(tls_on: bool, request: &tonic::Request<T>) -> Result<(), tonic::Status> {
     if tls_on && request.peer_certs().is_none_or(|c| c.is_empty()) {
         return Err(tonic::Status::unauthenticated(
-            "Raft traffic needs a node certificate signed by the cluster CA (mutual TLS); this connection showed none",
+            "the Admin service needs a certificate signed by the cluster CA (silo ctl --cert/--key; \
+             `silo ctl cert issue NAME --client` makes one); this connection showed none",
         ));
     }
+    Ok(())
+}
+
+/// Refuses a node certificate that peers would refuse: outside its validity
+/// period, not signed by `ca_file` (or by the next certificate of its own
+/// chain), or not a node certificate.
+fn check_own_certificate(
+    chain: &[CertificateDer<'_>],
+    cas: &[CertificateDer<'_>],
+    path: &std::path::Path,
+) -> anyhow::Result<()> {
+    let (_, leaf) = x509_parser::parse_x509_certificate(&chain[0])
+        .map_err(|e| anyhow::anyhow!("{}: not an X.509 certificate: {e}", path.display()))?;
+    anyhow::ensure!(
+        leaf.validity().is_valid(),
+        "{} is not valid now (valid from {} to {})",
+        path.display(),
+        leaf.validity().not_before,
+        leaf.validity().not_after
+    );
+    anyhow::ensure!(
+        is_node_certificate(&chain[0]),
+        "{} is not a node certificate (its extended key usage lacks serverAuth; issue it without --client)",
+        path.display()
+    );
+    let signed = chain[1..].iter().chain(cas).any(|issuer| {
+        x509_parser::parse_x509_certificate(issuer)
+            .is_ok_and(|(_, issuer)| leaf.verify_signature(Some(issuer.public_key())).is_ok())
+    });
+    anyhow::ensure!(signed, "{} is not signed by the CA in tls.ca_file (or by its own chain)", path.display());
     Ok(())
 }
 
@@ -281,7 +352,6 @@ pub fn incoming(
     let slots = Arc::new(Semaphore::new(HANDSHAKES_IN_FLIGHT));
     tokio::spawn(async move {
         loop {
-            let Ok(permit) = slots.clone().acquire_owned().await else { return };
             let (stream, _) = tokio::select! {
                 _ = stop.changed() => return,
                 accepted = listener.accept() => match accepted {
@@ -293,6 +363,11 @@ pub fn incoming(
                         continue;
                     }
                 },
+            };
+            let Ok(permit) = slots.clone().try_acquire_owned() else {
+                metrics::counter!("silo_tls_connections_shed_total").increment(1);
+                drop(stream);
+                continue;
             };
             let _ = stream.set_nodelay(true);
             let (tx, config) = (tx.clone(), tls.server_config());
@@ -321,11 +396,17 @@ async fn handshake(
     config: Arc<rustls::ServerConfig>,
 ) -> std::io::Result<Option<TlsStream<TcpStream>>> {
     let mut first = [0u8; 1];
-    stream.peek(&mut first).await?;
+    let n = tokio::time::timeout(FIRST_BYTE_TIMEOUT, stream.peek(&mut first))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no first byte"))??;
+    if n == 0 {
+        // Connected and closed without a byte (a TCP health probe).
+        return Ok(None);
+    }
     // 0x16 opens every TLS record of a ClientHello.
     if first[0] != 0x16 {
         metrics::counter!("silo_tls_plaintext_refused_total").increment(1);
-        refuse_plaintext(stream).await;
+        let _ = tokio::time::timeout(PLAINTEXT_ANSWER_TIMEOUT, refuse_plaintext(stream)).await;
         return Ok(None);
     }
     tokio_rustls::TlsAcceptor::from(config).accept(stream).await.map(Some)

@@ -565,7 +565,9 @@ async fn cluster_info_never_names_an_empty_owner_during_an_election() {
     assert!(answers > 0, "answers: {answers}, unavailable: {unavailable}");
 }
 
-#[tokio::test]
+// Multi-threaded: the writer keeps writing while the test thread blocks in
+// terminate() for the whole hand-off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_on_the_leader_hands_off_and_loses_no_acknowledged_write() {
     let mut c = start(ClusterOpts::default());
     let leader = c.wait_for_leader(WAIT).await.unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));

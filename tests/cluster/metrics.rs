@@ -83,6 +83,7 @@ async fn metrics_name_what_happened_with_silo_names_and_bounded_labels() {
         assert!(body.contains(&format!("silo_raft_replication_lag_entries{{follower=\"{f}\"}}")), "{body}");
     }
     assert!(sample(&body, "silo_raft_commit_index").is_some_and(|v| v > 0.0), "{body}");
+    assert!(sample(&body, "silo_raft_term_changes_total").is_some_and(|v| v >= 1.0), "the first election: {body}");
     // RocksDB and the runtime.
     assert!(sample(&body, "silo_rocksdb_block_cache_hits_total").is_some(), "{body}");
     assert!(sample(&body, "silo_rocksdb_compaction_pending_bytes").is_some(), "{body}");

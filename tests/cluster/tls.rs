@@ -49,10 +49,23 @@ async fn tls_cluster_replicates_and_refuses_strangers() {
     assert!(index >= 20);
 
     let addr = c.addr(leader);
-    // A client trusting the CA but showing no certificate: API yes, Raft no.
-    let e = raft_call(&addr, c.client_tls()).await.expect_err("Raft without a node certificate");
+    let ca_file = c.certs_dir().join("ca.pem");
+    // A client trusting the CA but showing no certificate: API yes, Raft and Admin no.
+    let anonymous = silo::tls::client_files(&ca_file, None).expect("tls");
+    let e = raft_call(&addr, Some(anonymous.clone())).await.expect_err("Raft without a certificate");
     assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e}");
     assert!(e.message().contains("node certificate"), "{e}");
+    let channel = silo::tls::client_endpoint(&addr, Some(&anonymous)).unwrap().connect().await.expect("connect");
+    let e = silo::pb::raft::admin_client::AdminClient::new(channel)
+        .status(rpb::StatusRequest { skip_digest: true })
+        .await
+        .expect_err("Admin without a certificate");
+    assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e}");
+    // An operator's client certificate from the cluster CA: Admin yes, Raft no.
+    c.status(leader).await.expect("Admin with a client certificate");
+    let e = raft_call(&addr, c.client_tls()).await.expect_err("Raft with a client certificate");
+    assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e}");
+    assert!(e.message().contains("client certificate"), "{e}");
 
     // A certificate from another CA fails the handshake.
     let other_ca = certs::new_ca("another CA", 30).expect("ca");
@@ -89,6 +102,8 @@ async fn tls_cluster_replicates_and_refuses_strangers() {
     let next = c.nodes.keys().max().copied().unwrap_or(0) + 1;
     let foreign = certs::issue_for_days(&other_ca, "foreign", &["127.0.0.1".into()], 30).expect("issue");
     certs::write(&foreign, &c.certs_dir(), &format!("node{next}")).expect("write");
+    // Its own CA: the machine belongs to another PKI.
+    std::fs::write(c.certs_dir().join(format!("node{next}-ca.pem")), &other_ca.cert).expect("write");
     let foreign_id = c.spawn_joining().expect("spawn the foreign node");
     assert_eq!(foreign_id, next);
     let mut admin = c.admin(leader).await.expect("admin");
@@ -102,7 +117,10 @@ async fn tls_cluster_replicates_and_refuses_strangers() {
     wait_until(|| async { c.nodes[&leader].log().contains("UnknownIssuer") }).await;
     // ... and the node has no log (read trusting the CA that signed it).
     let other_ca_file = certs::write(&other_ca, &c.root().join("strangers"), "other-ca").expect("write").0;
-    let trust_other = silo::tls::client_files(&other_ca_file, None).expect("tls");
+    let their_operator = certs::issue_client(&other_ca, "their-operator", 30).expect("issue");
+    let (op_cert, op_key) =
+        certs::write(&their_operator, &c.root().join("strangers"), "their-operator").expect("write");
+    let trust_other = silo::tls::client_files(&other_ca_file, Some((&op_cert, &op_key))).expect("tls");
     let channel = silo::tls::client_endpoint(&c.addr(foreign_id), Some(&trust_other)).expect("endpoint");
     let mut foreign_admin = silo::pb::raft::admin_client::AdminClient::new(channel.connect().await.expect("connect"));
     let status = foreign_admin.status(rpb::StatusRequest { skip_digest: true }).await.expect("status").into_inner();
@@ -162,6 +180,15 @@ async fn certificates_reload_on_sighup_and_a_broken_file_keeps_the_old_ones() {
     std::fs::write(c.certs_dir().join("node1.pem"), "not a certificate").expect("write");
     hangup();
     wait_until(|| async { c.nodes[&1].log().contains("TLS reload failed") }).await;
+    c.status(1).await.expect("the previous certificate still serves");
+
+    // An expired certificate: refused at reload, the previous one stays.
+    let now = time::OffsetDateTime::now_utc();
+    let expired =
+        certs::issue(&ca, "node1", &["127.0.0.1".into()], now - time::Duration::days(9), now - time::Duration::days(1));
+    write(&expired.expect("issue"));
+    hangup();
+    wait_until(|| async { c.nodes[&1].log().contains("is not valid now") }).await;
     c.status(1).await.expect("the previous certificate still serves");
 
     // A certificate for another name: once reloaded, dialling 127.0.0.1 fails verification.

@@ -69,7 +69,10 @@ fn compose_nodes_match_the_member_list() {
         assert!(volumes.iter().any(|v| v.ends_with(":/data")), "{name} keeps its data in a volume");
         assert!(volumes.iter().any(|v| v.contains("cluster.toml")), "{name} mounts the member list");
         for p in svc["ports"].as_sequence().expect("ports") {
-            let host = p.as_str().expect("port mapping").split(':').next().expect("host port").to_string();
+            // [ip:]host_port:container_port
+            let parts: Vec<&str> = p.as_str().expect("port mapping").split(':').collect();
+            assert!(parts.len() == 3 && parts[0] == "127.0.0.1", "{name} publishes {parts:?} beyond loopback");
+            let host = parts[1].to_string();
             assert!(host_ports.insert(host.clone()), "host port {host} is used twice");
         }
     }

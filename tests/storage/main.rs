@@ -16,7 +16,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> fo
         let db = silo::storage::rocks::open(&dir.path().join("db"), &silo::config::StorageConfig::default())
             .expect("open rocksdb");
         let log = LogStore::new(db.clone());
-        let sm = StateMachineStore::new(db, Arc::new(Broker::new()), dir.path());
+        let sm = StateMachineStore::new(db, Arc::new(Broker::new()), dir.path(), 1);
         Ok((dir, log, sm))
     }
 }

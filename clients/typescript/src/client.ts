@@ -514,6 +514,9 @@ function metaString(e: RpcError, key: string): string | undefined {
   return Array.isArray(v) ? v[0] : v;
 }
 
+/** What a TLS-only node answers a plaintext client (FAILED_PRECONDITION). */
+const TLS_ONLY = "serves gRPC over TLS only";
+
 function retryable(e: unknown): boolean {
   if (!(e instanceof RpcError)) return false;
   // A statement over the server's SQL time limit would only time out again.
@@ -569,8 +572,12 @@ function mapTaskError(e: unknown, taskId: string): unknown {
 export class SiloGRPCClient {
   private readonly seeds: string[];
   private readonly opts: SiloClientOptions;
-  /** Whether connections use TLS (decided once, from the options and the seeds). */
-  private readonly useTls: boolean;
+  /**
+   * Whether connections use TLS: from the options, else plaintext for
+   * loopback seeds, upgraded once to TLS if such a server says it serves
+   * TLS only ({@link upgradeToTls}).
+   */
+  private useTls: boolean;
   private readonly connections = new Map<string, { transport: GrpcTransport; client: SiloClient }>();
   private routes: ShardRoute[] = [];
   private members: ClusterMember[] = [];
@@ -597,6 +604,23 @@ export class SiloGRPCClient {
       this.refreshTimer = setInterval(() => void this.refreshTopology().catch(() => undefined), every);
       this.refreshTimer.unref();
     }
+  }
+
+  /**
+   * When TLS was not chosen explicitly (loopback seeds default to plaintext)
+   * and a server answered that it serves TLS only, switches every connection
+   * to TLS (trusting the system roots, which `NODE_EXTRA_CA_CERTS` or
+   * `GRPC_DEFAULT_SSL_ROOTS_FILE_PATH` extend) and returns true: the caller
+   * retries. So the seed documents' `new SiloGRPCClient({ servers:
+   * ["localhost:7450"] })` works against a local TLS node too.
+   */
+  private upgradeToTls(e: unknown): boolean {
+    const explicit = this.opts.useTls !== undefined || this.opts.tls !== undefined || this.opts.tlsCredentials !== undefined;
+    if (explicit || this.useTls || !(e instanceof RpcError) || !e.message.includes(TLS_ONLY)) return false;
+    this.useTls = true;
+    for (const c of this.connections.values()) c.transport.close();
+    this.connections.clear();
+    return true;
   }
 
   private tlsCredentials(): ChannelCredentials {
@@ -657,6 +681,7 @@ export class SiloGRPCClient {
         }
         return;
       } catch (e) {
+        if (this.upgradeToTls(e)) return this.refreshTopology();
         last = e;
       }
     }
@@ -728,6 +753,7 @@ export class SiloGRPCClient {
         route = await this.resolve(target);
         return await f(this.connection(route.addr), route.shardId, await this.callOptions());
       } catch (e) {
+        if (this.upgradeToTls(e)) continue;
         if (!retryable(e) || attempt >= maxRetries) throw toSiloError(e);
         const owner = e instanceof RpcError ? metaString(e, "x-silo-shard-owner-addr") : undefined;
         if (route && owner && owner !== route.addr) {

@@ -52,8 +52,7 @@ describe("TLS", () => {
   });
 
   it("a plaintext client is told the node serves TLS only", async () => {
-    // Loopback seeds default to plaintext, as the seed documents' examples assume.
-    const c = new SiloGRPCClient({ servers: [tlsNode.addr], maxRetries: 0, topologyRefreshIntervalMs: 0 });
+    const c = new SiloGRPCClient({ servers: [tlsNode.addr], useTls: false, maxRetries: 0, topologyRefreshIntervalMs: 0 });
     try {
       const e = await rejection(c.getJob("any"));
       expect(e).toBeInstanceOf(SiloFailedPreconditionError);
