@@ -543,23 +543,31 @@ async fn run_ctl(args: CtlArgs) -> anyhow::Result<()> {
         }
         CtlCommand::AddLearner { id, addr } => {
             let m = ctl.add_learner(id, &addr).await?;
-            println!("added node {id} as a learner; voters {:?}, learners {:?}", ids(&m.voters), ids(&m.learners));
+            print_membership(&m, json, &format!("added node {id} as a learner; "));
         }
         CtlCommand::Promote { ids: add } => {
             let m = ctl.change(add, vec![]).await?;
-            println!("voters {:?}, learners {:?}", ids(&m.voters), ids(&m.learners));
+            print_membership(&m, json, "");
         }
         CtlCommand::Remove { ids: remove } => {
             let m = ctl.change(vec![], remove).await?;
-            println!("voters {:?}, learners {:?}", ids(&m.voters), ids(&m.learners));
+            print_membership(&m, json, "");
         }
         CtlCommand::TransferLeader { id } => {
             let leader = ctl.transfer_leader(id).await?;
-            println!("leader is now node {leader}");
+            if json {
+                println!("{}", serde_json::json!({ "leader": leader }));
+            } else {
+                println!("leader is now node {leader}");
+            }
         }
         CtlCommand::Snapshot => {
             ctl.snapshot().await?;
-            println!("snapshot triggered");
+            if json {
+                println!("{}", serde_json::json!({ "snapshot": "triggered" }));
+            } else {
+                println!("snapshot triggered");
+            }
         }
         CtlCommand::Query { sql, shard, params } => {
             let params = params.iter().map(|p| silo::ctl::query_parameter(p)).collect();
@@ -698,6 +706,18 @@ async fn run_ctl(args: CtlArgs) -> anyhow::Result<()> {
 
 fn ids(members: &[silo::pb::raft::Member]) -> Vec<u64> {
     members.iter().map(|m| m.id).collect()
+}
+
+/// A membership after a change: `{"voters": [{"id", "addr"}], "learners": [...]}` with --json.
+fn print_membership(m: &silo::pb::raft::MembershipReply, json: bool, prefix: &str) {
+    if json {
+        let members = |ms: &[silo::pb::raft::Member]| -> Vec<serde_json::Value> {
+            ms.iter().map(|x| serde_json::json!({ "id": x.id, "addr": x.addr })).collect()
+        };
+        println!("{}", serde_json::json!({ "voters": members(&m.voters), "learners": members(&m.learners) }));
+    } else {
+        println!("{prefix}voters {:?}, learners {:?}", ids(&m.voters), ids(&m.learners));
+    }
 }
 
 fn main() -> anyhow::Result<()> {

@@ -17,6 +17,7 @@ use tonic::Status;
 use crate::broker::Broker;
 use crate::pb::silo as pb;
 use crate::storage::keys;
+use crate::webui::data::{LeaseRow, TaskRow};
 
 /// Longest CpuProfile, seconds (the Silo default is 30).
 pub const PROFILE_SECONDS_MAX: u32 = 300;
@@ -172,31 +173,10 @@ pub struct GroupDump {
     /// Running leases (counted up to the console's lease scan bound).
     pub running: usize,
     /// The next ready tasks, in the order workers get them (at most [`DUMP_NEXT_TASKS`]).
-    pub next: Vec<TaskDump>,
-    /// Running leases (at most [`DUMP_LEASES`]).
-    pub leases: Vec<LeaseDump>,
-}
-
-#[derive(Debug, Serialize, serde::Deserialize, PartialEq)]
-pub struct TaskDump {
-    pub task_id: String,
-    pub job_id: String,
-    pub tenant: String,
-    pub priority: u32,
-    pub start_at_ms: i64,
-    pub attempt_number: u32,
-}
-
-#[derive(Debug, Serialize, serde::Deserialize, PartialEq)]
-pub struct LeaseDump {
-    pub task_id: String,
-    pub job_id: String,
-    pub tenant: String,
-    pub attempt_number: u32,
-    pub worker_id: String,
-    pub granted_at_ms: i64,
-    /// Wall-clock deadline by this node's lease clock (the leader's is authoritative).
-    pub deadline_ms: Option<i64>,
+    pub next: Vec<TaskRow>,
+    /// Running leases (at most [`DUMP_LEASES`]; the deadline by this node's
+    /// lease clock, the leader's being authoritative).
+    pub leases: Vec<LeaseRow>,
 }
 
 /// DumpTasks: task groups' counts, next ready tasks and running leases, as
@@ -221,17 +201,7 @@ pub fn dump_tasks(db: &rocksdb::DB, broker: &Broker) -> Result<pb::DumpTasksResp
     let groups: Vec<GroupDump> = stats
         .into_iter()
         .map(|g| {
-            let next = crate::webui::data::next_tasks(db, broker, &g.task_group, DUMP_NEXT_TASKS, now)
-                .into_iter()
-                .map(|t| TaskDump {
-                    task_id: t.task_id,
-                    job_id: t.job_id,
-                    tenant: t.tenant,
-                    priority: t.priority,
-                    start_at_ms: t.start_at_ms,
-                    attempt_number: t.attempt_number,
-                })
-                .collect();
+            let next = crate::webui::data::next_tasks(db, broker, &g.task_group, DUMP_NEXT_TASKS, now);
             GroupDump {
                 running: leases.per_group.get(&g.task_group).copied().unwrap_or(0),
                 leases: Vec::new(),
@@ -247,15 +217,7 @@ pub fn dump_tasks(db: &rocksdb::DB, broker: &Broker) -> Result<pb::DumpTasksResp
     for row in leases.rows {
         if let Some(g) = groups.iter_mut().find(|g| g.task_group == row.task_group) {
             if g.leases.len() < DUMP_LEASES {
-                g.leases.push(LeaseDump {
-                    task_id: row.task_id,
-                    job_id: row.job_id,
-                    tenant: row.tenant,
-                    attempt_number: row.attempt_number,
-                    worker_id: row.worker_id,
-                    granted_at_ms: row.granted_at_ms,
-                    deadline_ms: row.deadline_ms,
-                });
+                g.leases.push(row);
             }
         }
     }

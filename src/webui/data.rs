@@ -16,7 +16,9 @@ pub const LEASE_SCAN_MAX: usize = 10_000;
 /// Most rows a limits table shows.
 pub const LIMIT_ROWS_MAX: usize = 500;
 
-/// One running attempt (or floating-limit refresh) and its worker.
+/// One running attempt (or floating-limit refresh) and its worker (also a
+/// lease of a DumpTasks dump, as JSON).
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LeaseRow {
     pub task_id: String,
     pub task_group: String,
@@ -78,7 +80,9 @@ pub fn leases(db: &DB, broker: &Broker, group: Option<&str>, rows_max: usize) ->
     out
 }
 
-/// One queued attempt, in the order workers will get it.
+/// One queued attempt, in the order workers will get it (also a task of a
+/// DumpTasks dump, as JSON).
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TaskRow {
     pub task_id: String,
     pub job_id: String,

@@ -23,7 +23,7 @@
 //! cross-site subresource requests (an `<img>` pointing at `/sql`) are
 //! refused; every response forbids framing and sets a strict CSP.
 mod actions;
-pub(crate) mod data;
+pub mod data;
 mod format;
 mod links;
 mod pages;

@@ -354,26 +354,50 @@ async fn lagging_node_catches_up_by_streamed_snapshot_while_the_leader_takes_wri
     assert_eq!(read_on(&c, follower, &shard, "w199").await.unwrap().id, "w199");
 }
 
+/// A client enqueuing `<prefix>-<n>` jobs one after another until stopped;
+/// the ids it got acknowledged, in order.
+struct Writer {
+    acked: Arc<Mutex<Vec<String>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Writer {
+    fn start(cl: &Client, prefix: &str) -> Writer {
+        let acked: Arc<Mutex<Vec<String>>> = Arc::default();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (cl, a, st, prefix) = (cl.clone(), acked.clone(), stop.clone(), prefix.to_string());
+        let task = tokio::spawn(async move {
+            let mut i = 0;
+            while !st.load(std::sync::atomic::Ordering::Relaxed) {
+                let id = format!("{prefix}-{i}");
+                i += 1;
+                if cl.enqueue(job(&id)).await.is_ok() {
+                    a.lock().await.push(id);
+                }
+            }
+        });
+        Writer { acked, stop, task }
+    }
+
+    async fn count(&self) -> usize {
+        self.acked.lock().await.len()
+    }
+
+    /// Stops writing; every id acknowledged.
+    async fn finish(self) -> Vec<String> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.task.await.expect("writer");
+        self.acked.lock().await.clone()
+    }
+}
+
 #[tokio::test]
 async fn membership_changes_under_load() {
     let mut c = start(ClusterOpts::default());
     c.wait_for_leader(WAIT).await.unwrap();
     let cl = client(&c).await;
-    let acked = Arc::new(Mutex::new(Vec::new()));
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writer = {
-        let (cl, acked, stop) = (cl.clone(), acked.clone(), stop.clone());
-        tokio::spawn(async move {
-            let mut i = 0;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let id = format!("m{i}");
-                if cl.enqueue(job(&id)).await.is_ok() {
-                    acked.lock().await.push(id);
-                }
-                i += 1;
-            }
-        })
-    };
+    let writer = Writer::start(&cl, "m");
     let added = c.add_node().await.unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
     assert_eq!(added, 4);
     let leader = c.wait_for_leader(WAIT).await.unwrap();
@@ -384,12 +408,11 @@ async fn membership_changes_under_load() {
     let voters: Vec<u64> = c.status(leader).await.unwrap().voters.iter().map(|m| m.id).collect();
     assert_eq!(voters.len(), 3);
     assert!(!voters.contains(&victim) && voters.contains(&added));
-    silo_wait(|| async { acked.lock().await.len() > 50 }).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    writer.await.unwrap();
+    silo_wait(|| async { writer.count().await > 50 }).await;
+    let acked = writer.finish().await;
     c.nodes.remove(&victim);
     c.wait_converged(1, WAIT).await.unwrap();
-    for id in acked.lock().await.iter() {
+    for id in &acked {
         cl.get_job(id, None, false).await.unwrap_or_else(|e| panic!("acknowledged {id} lost: {e}"));
     }
 }
@@ -572,33 +595,18 @@ async fn sigterm_on_the_leader_hands_off_and_loses_no_acknowledged_write() {
     let mut c = start(ClusterOpts::default());
     let leader = c.wait_for_leader(WAIT).await.unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
     let cl = client(&c).await;
-    let acked: Arc<Mutex<Vec<String>>> = Arc::default();
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writer = {
-        let (cl, acked, stop) = (cl.clone(), acked.clone(), stop.clone());
-        tokio::spawn(async move {
-            let mut i = 0;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let id = format!("graceful-{i}");
-                i += 1;
-                if cl.enqueue(job(&id)).await.is_ok() {
-                    acked.lock().await.push(id);
-                }
-            }
-        })
-    };
-    silo_wait(|| async { acked.lock().await.len() >= 50 }).await;
+    let writer = Writer::start(&cl, "graceful");
+    silo_wait(|| async { writer.count().await >= 50 }).await;
     let status = c.terminate(leader).expect("the leader was running");
     assert!(status.success(), "graceful shutdown exits 0, got {status:?}\n{}", c.nodes[&leader].log());
     assert!(c.nodes[&leader].log().contains("leadership handed off"), "{}", c.nodes[&leader].log());
     // Writes resume on the new leader.
-    let before = acked.lock().await.len();
-    silo_wait(|| async { acked.lock().await.len() >= before + 50 }).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    writer.await.expect("writer");
+    let before = writer.count().await;
+    silo_wait(|| async { writer.count().await >= before + 50 }).await;
+    let acked = writer.finish().await;
     let new_leader = c.wait_for_leader(WAIT).await.expect("a new leader");
     assert_ne!(new_leader, leader);
-    for id in acked.lock().await.iter() {
+    for id in &acked {
         cl.get_job(id, None, false).await.unwrap_or_else(|e| panic!("acknowledged job {id} lost: {e}"));
     }
 }

@@ -95,7 +95,7 @@ async fn tls_cluster_replicates_and_refuses_strangers() {
     // A node with a proper certificate joins and catches up.
     let good = c.add_node().await.unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
     let applied = c.status(leader).await.expect("leader status").applied_index.unwrap_or(0);
-    wait_until(|| async { c.status(good).await.is_ok_and(|s| s.applied_index.unwrap_or(0) >= applied) }).await;
+    silo_wait(|| async { c.status(good).await.is_ok_and(|s| s.applied_index.unwrap_or(0) >= applied) }).await;
 
     // A node whose certificate another CA signed is added as a learner, but
     // the leader refuses its certificate: it never receives the log.
@@ -114,7 +114,7 @@ async fn tls_cluster_replicates_and_refuses_strangers() {
     let _ = admin.add_learner(add).await;
     cl.enqueue(job("after-the-foreign-node")).await.expect("enqueue");
     // The leader tried to replicate to it and refused its certificate ...
-    wait_until(|| async { c.nodes[&leader].log().contains("UnknownIssuer") }).await;
+    silo_wait(|| async { c.nodes[&leader].log().contains("UnknownIssuer") }).await;
     // ... and the node has no log (read trusting the CA that signed it).
     let other_ca_file = certs::write(&other_ca, &c.root().join("strangers"), "other-ca").expect("write").0;
     let their_operator = certs::issue_client(&other_ca, "their-operator", 30).expect("issue");
@@ -152,18 +152,6 @@ fn assert_handshake_refused(e: &tonic::Status) {
     assert!(format!("{e:?}").contains("transport error") || format!("{e:?}").contains("Transport"), "{e:?}");
 }
 
-async fn wait_until<F, Fut>(mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !cond().await {
-        assert!(tokio::time::Instant::now() < deadline, "condition not met within {WAIT:?}");
-        tokio::time::sleep(POLL_EVERY).await;
-    }
-}
-
 #[tokio::test]
 async fn certificates_reload_on_sighup_and_a_broken_file_keeps_the_old_ones() {
     let c = tls_cluster(1, "");
@@ -179,7 +167,7 @@ async fn certificates_reload_on_sighup_and_a_broken_file_keeps_the_old_ones() {
     // A file that does not parse: logged, the previous certificate stays.
     std::fs::write(c.certs_dir().join("node1.pem"), "not a certificate").expect("write");
     hangup();
-    wait_until(|| async { c.nodes[&1].log().contains("TLS reload failed") }).await;
+    silo_wait(|| async { c.nodes[&1].log().contains("TLS reload failed") }).await;
     c.status(1).await.expect("the previous certificate still serves");
 
     // An expired certificate: refused at reload, the previous one stays.
@@ -188,16 +176,16 @@ async fn certificates_reload_on_sighup_and_a_broken_file_keeps_the_old_ones() {
         certs::issue(&ca, "node1", &["127.0.0.1".into()], now - time::Duration::days(9), now - time::Duration::days(1));
     write(&expired.expect("issue"));
     hangup();
-    wait_until(|| async { c.nodes[&1].log().contains("is not valid now") }).await;
+    silo_wait(|| async { c.nodes[&1].log().contains("is not valid now") }).await;
     c.status(1).await.expect("the previous certificate still serves");
 
     // A certificate for another name: once reloaded, dialling 127.0.0.1 fails verification.
     write(&certs::issue_for_days(&ca, "node1", &["elsewhere.example".into()], 30).expect("issue"));
     hangup();
-    wait_until(|| async { c.status(1).await.is_err() }).await;
+    silo_wait(|| async { c.status(1).await.is_err() }).await;
 
     // The right certificate again: connections succeed.
     write(&certs::issue_for_days(&ca, "node1", &["127.0.0.1".into()], 30).expect("issue"));
     hangup();
-    wait_until(|| async { c.status(1).await.is_ok() }).await;
+    silo_wait(|| async { c.status(1).await.is_ok() }).await;
 }
