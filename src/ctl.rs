@@ -276,7 +276,14 @@ pub fn explain(s: &tonic::Status, servers: &str) -> anyhow::Error {
     let hint = match s.code() {
         Code::NotFound if s.message().contains("job not found") => " (with tenancy on, pass --tenant)",
         Code::Unauthenticated => " (pass --token or set SILO_AUTH_TOKEN)",
+        Code::Unavailable if s.message().contains("certificate") || format!("{s:?}").contains("certificate") => {
+            " (TLS: --ca-cert must be the CA that signed the node's certificate, whose names must include the address you dial)"
+        }
+        Code::Unavailable if s.message().contains("dns error") || format!("{s:?}").contains("dns error") => {
+            " (a name the node advertises does not resolve here: dial a node whose `advertise` address this machine can reach)"
+        }
         Code::Unavailable => " (is `silo serve` running there? list more nodes with --server a,b,c)",
+        Code::FailedPrecondition if s.message().contains("TLS only") => " (pass --ca-cert with the cluster's CA)",
         Code::InvalidArgument if s.message().contains("tenant") => {
             " (check --tenant against the server's tenancy setting)"
         }

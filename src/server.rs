@@ -79,6 +79,17 @@ impl Bound {
             true => Some(crate::tls::NodeTls::load(&config.tls)?),
             false => None,
         };
+        if let Some(t) = &tls {
+            let host = advertise_addr.rsplit_once(':').map_or(advertise_addr.as_str(), |(h, _)| h);
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            if !t.names(host) {
+                tracing::warn!(
+                    advertise = %advertise_addr,
+                    "the node certificate does not name {host}: peers and clients dialling it will refuse the certificate \
+                     (issue it with --san {host})"
+                );
+            }
+        }
         let node = Arc::new(
             RaftNode::open(
                 config.node_id,
@@ -275,8 +286,9 @@ pub const HAND_OFF_MAX: Duration = Duration::from_secs(5);
 /// UNAVAILABLE and retry), let batched proposals apply (at most
 /// [`DRAIN_MAX`]), stop heartbeats and wait out the followers' leader lease
 /// (`lease`, openraft's `election_timeout_max`: until then they refuse to
-/// vote), then ask the most caught-up voter to campaign and wait until it
-/// leads (at most [`HAND_OFF_MAX`]). Writes pause for about one lease instead
+/// vote), then ask the most caught-up voter that answers to campaign (a
+/// stopped voter is skipped after 500 ms) and wait until a new leader leads
+/// (at most [`HAND_OFF_MAX`]). Writes pause for about one lease instead
 /// of lease + election timeout after a kill -9. A follower, or a single
 /// voter, only stops proposing. Never fails: what does not happen in time
 /// is logged and the node stops anyway.
@@ -287,23 +299,45 @@ pub async fn hand_off_leadership(node: &RaftNode, peers: &Peers, lease: Duration
         return;
     }
     let status = node.status();
-    let target = status
+    // Voters, most caught-up first: the first that answers is asked to campaign.
+    let mut targets: Vec<(u64, Option<u64>)> = status
         .replication
         .iter()
         .filter(|(id, _)| *id != node.id() && status.voters.iter().any(|(v, _)| v == id))
-        .max_by_key(|(_, matched)| matched.unwrap_or(0))
-        .and_then(|(id, _)| status.voters.iter().find(|(v, _)| v == id).cloned());
-    let Some((target, info)) = target else { return };
+        .copied()
+        .collect();
+    if targets.is_empty() {
+        return;
+    }
+    targets.sort_by_key(|(_, matched)| std::cmp::Reverse(matched.unwrap_or(0)));
     let last = status.last_log_index.unwrap_or(0);
     if tokio::time::timeout(DRAIN_MAX, node.wait_applied(last)).await.is_err() {
         tracing::warn!(last, "proposals in flight did not apply within {DRAIN_MAX:?}; handing off anyway");
     }
-    tracing::info!(to = target, "handing leadership off before stopping");
     node.set_heartbeats(false);
     tokio::time::sleep(lease + Duration::from_millis(50)).await;
     let elected = async {
-        let mut admin = peers.admin(&info.grpc_addr)?;
-        admin.trigger_election(peers.request(crate::pb::raft::TriggerElectionRequest {})).await?;
+        let mut asked = false;
+        for (id, _) in &targets {
+            let Some((_, info)) = status.voters.iter().find(|(v, _)| v == id) else { continue };
+            let ask = async {
+                let mut admin = peers.admin(&info.grpc_addr)?;
+                let mut req = peers.request(crate::pb::raft::TriggerElectionRequest {});
+                req.set_timeout(Duration::from_millis(500));
+                admin.trigger_election(req).await
+            };
+            match ask.await {
+                Ok(_) => {
+                    tracing::info!(to = id, "handing leadership off before stopping");
+                    asked = true;
+                    break;
+                }
+                Err(e) => tracing::info!(node = id, "not handing leadership to an unreachable voter: {e}"),
+            }
+        }
+        if !asked {
+            return Err(tonic::Status::unavailable("no other voter answered"));
+        }
         loop {
             match node.status().leader {
                 Some(l) if l != node.id() => return Ok::<u64, tonic::Status>(l),
@@ -313,8 +347,8 @@ pub async fn hand_off_leadership(node: &RaftNode, peers: &Peers, lease: Duration
     };
     match tokio::time::timeout(HAND_OFF_MAX, elected).await {
         Ok(Ok(leader)) => tracing::info!(leader, "leadership handed off"),
-        Ok(Err(e)) => tracing::warn!(to = target, "leadership hand-off failed: {e}"),
-        Err(_) => tracing::warn!(to = target, "no new leader within {HAND_OFF_MAX:?}; stopping anyway"),
+        Ok(Err(e)) => tracing::warn!("leadership hand-off failed: {e}"),
+        Err(_) => tracing::warn!("no new leader within {HAND_OFF_MAX:?}; stopping anyway"),
     }
 }
 

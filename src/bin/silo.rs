@@ -92,7 +92,8 @@ struct CtlArgs {
     /// Connect with TLS, trusting this CA certificate (PEM; the nodes' `tls.ca_file`).
     #[arg(long, env = "SILO_CA_CERT", global = true)]
     ca_cert: Option<PathBuf>,
-    /// Client certificate (PEM) to show, for nodes with `tls.client_auth = "all"`; needs --key.
+    /// Client certificate (PEM) to show: the Admin commands (status, membership,
+    /// snapshot) need one on a TLS cluster, every command with `tls.client_auth = "all"`; needs --key.
     #[arg(long, env = "SILO_CLIENT_CERT", global = true, requires = "key")]
     cert: Option<PathBuf>,
     /// Private key (PEM) of --cert.

@@ -201,6 +201,10 @@ impl RaftNode {
     /// Forms a new cluster of `members` unless this node already belongs to one
     /// (then it rejoins from its own data and this is a no-op).
     pub async fn initialize_if_fresh(&self, members: BTreeMap<NodeId, NodeInfo>) -> anyhow::Result<bool> {
+        // A restarted node has a log: asking openraft would only log an ERROR.
+        if self.raft.is_initialized().await.map_err(|e| anyhow::anyhow!("{e}"))? {
+            return Ok(false);
+        }
         match self.raft.initialize(members).await {
             Ok(()) => Ok(true),
             Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(false),

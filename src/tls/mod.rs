@@ -62,7 +62,7 @@ pub const WATCH_INTERVAL: Duration = Duration::from_secs(5);
 /// The gRPC message a plaintext client gets from a TLS node (status
 /// FAILED_PRECONDITION: retrying the same way cannot succeed).
 pub const PLAINTEXT_REFUSED: &str = "this node serves gRPC over TLS only: connect with TLS (https://, trusting the \
-     cluster CA; the TypeScript client: useTls: true), not plaintext";
+     cluster CA: silo ctl --ca-cert; the TypeScript client: useTls: true or tls: { ca }), not plaintext";
 
 /// The parsed files of one load.
 struct Material {
@@ -161,6 +161,13 @@ impl NodeTls {
         *self.stamps.lock() = stamped;
         self.generation.fetch_add(1, Ordering::Release);
         Ok(())
+    }
+
+    /// Whether this node's certificate names `host` ([`names_host`]): peers
+    /// and clients dialling `host` can verify it.
+    pub fn names(&self, host: &str) -> bool {
+        let m = self.current.read().clone();
+        certificates(&m.cert_pem, std::path::Path::new("cert_file")).is_ok_and(|c| names_host(&c[0], host))
     }
 
     /// Counts successful reloads (0 after [`NodeTls::load`]).
@@ -265,6 +272,28 @@ pub async fn ignore_hangups(mut stop: watch::Receiver<bool>) {
 /// set, plain `http://` otherwise.
 pub fn endpoint(addr: &str, tls: Option<&NodeTls>) -> Result<Endpoint, tonic::transport::Error> {
     client_endpoint(addr, tls.map(|t| t.client_config()).as_ref())
+}
+
+/// Whether the certificate `der` names `host` (an IP address or DNS name,
+/// compared case-insensitively; `*.example.com` covers one label) among its
+/// subject alternative names.
+pub fn names_host(der: &[u8], host: &str) -> bool {
+    use x509_parser::extensions::GeneralName;
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else { return false };
+    let Ok(Some(san)) = cert.subject_alternative_name() else { return false };
+    let ip: Option<std::net::IpAddr> = host.parse().ok();
+    san.value.general_names.iter().any(|n| match n {
+        GeneralName::DNSName(d) => {
+            let (d, h) = (d.to_ascii_lowercase(), host.to_ascii_lowercase());
+            d == h || d.strip_prefix("*.").is_some_and(|rest| h.split_once('.').is_some_and(|(_, tail)| tail == rest))
+        }
+        GeneralName::IPAddress(bytes) => match (ip, bytes.len()) {
+            (Some(std::net::IpAddr::V4(v4)), 4) => v4.octets() == **bytes,
+            (Some(std::net::IpAddr::V6(v6)), 16) => v6.octets() == **bytes,
+            _ => false,
+        },
+        _ => false,
+    })
 }
 
 /// Whether `der` is a node certificate: its extended key usage allows
@@ -435,4 +464,36 @@ async fn refuse_plaintext(stream: TcpStream) {
     let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
         .serve_connection(io, service)
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leaf(sans: &[&str]) -> Vec<u8> {
+        let ca = certs::new_ca("test CA", 1).unwrap();
+        let pem = certs::issue_for_days(&ca, "n", &sans.iter().map(|s| s.to_string()).collect::<Vec<_>>(), 1).unwrap();
+        certificates(pem.cert.as_bytes(), std::path::Path::new("t")).unwrap().remove(0).to_vec()
+    }
+
+    #[test]
+    fn names_host_matches_ips_dns_names_and_one_wildcard_label() {
+        let der = leaf(&["127.0.0.1", "Silo-1.internal", "*.silo.svc"]);
+        assert!(names_host(&der, "127.0.0.1"));
+        assert!(!names_host(&der, "127.0.0.2"));
+        assert!(names_host(&der, "silo-1.INTERNAL"));
+        assert!(names_host(&der, "silo-0.silo.svc"));
+        assert!(!names_host(&der, "a.b.silo.svc"));
+        assert!(!names_host(&der, "silo-2.internal"));
+    }
+
+    #[test]
+    fn node_and_client_certificates_are_told_apart() {
+        let ca = certs::new_ca("test CA", 1).unwrap();
+        let node = certs::issue_for_days(&ca, "n", &["127.0.0.1".into()], 1).unwrap();
+        let client = certs::issue_client(&ca, "c", 1).unwrap();
+        let der = |p: &certs::Pem| certificates(p.cert.as_bytes(), std::path::Path::new("t")).unwrap().remove(0);
+        assert!(is_node_certificate(&der(&node)));
+        assert!(!is_node_certificate(&der(&client)));
+    }
 }
