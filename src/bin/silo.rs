@@ -506,6 +506,11 @@ fn cert_command(command: CertCommand, json: bool) -> anyhow::Result<()> {
                     && name != "ca",
                 "the name must be letters, digits, '-', '_' or '.' (and not \"ca\"), got {name:?}"
             );
+            anyhow::ensure!(
+                !dir.join(format!("{name}.key")).exists(),
+                "{} already exists (remove it first to issue a new certificate under that name)",
+                dir.join(format!("{name}.key")).display()
+            );
             let ca = certs::read(&dir, "ca")?;
             let pem = match client {
                 true => certs::issue_client(&ca, &name, days)?,
