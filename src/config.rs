@@ -225,8 +225,17 @@ pub struct AuthConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RaftConfig {
+    /// How often the leader sends heartbeats, ms.
     pub heartbeat_interval_ms: u64,
+    /// A follower that heard from no leader for this long may seek votes
+    /// (with a pre-vote first, see `raft::election`); a voter that heard
+    /// from the leader more recently refuses to vote for anyone else (the
+    /// leader lease). At least twice the heartbeat interval. ms.
     pub election_timeout_min_ms: u64,
+    /// Each election attempt waits a random timeout between the minimum and
+    /// this, so two followers rarely campaign at once; also how long a
+    /// leader may go without hearing from a quorum before it stops acting as
+    /// leader (check-quorum). ms.
     pub election_timeout_max_ms: u64,
     pub snapshot_logs_since_last: u64,
     /// Size of one chunk of a snapshot stream sent to a lagging follower, KiB
@@ -249,9 +258,9 @@ pub struct RaftConfig {
 impl Default for RaftConfig {
     fn default() -> Self {
         RaftConfig {
-            heartbeat_interval_ms: 100,
-            election_timeout_min_ms: 500,
-            election_timeout_max_ms: 1000,
+            heartbeat_interval_ms: 50,
+            election_timeout_min_ms: 250,
+            election_timeout_max_ms: 400,
             snapshot_logs_since_last: 20_000,
             snapshot_chunk_kb: 1024,
             max_in_snapshot_log_to_keep: 5_000,
@@ -393,8 +402,10 @@ impl Config {
             errors.push("retention_ms must be greater than 0 (omit it to keep finished jobs)".to_string());
         }
         let r = &self.raft;
-        if r.heartbeat_interval_ms == 0 || r.election_timeout_min_ms <= r.heartbeat_interval_ms {
-            errors.push("raft.election_timeout_min_ms must exceed raft.heartbeat_interval_ms (> 0)".to_string());
+        if r.heartbeat_interval_ms == 0 || r.election_timeout_min_ms < 2 * r.heartbeat_interval_ms {
+            errors.push(
+                "raft.election_timeout_min_ms must be at least twice raft.heartbeat_interval_ms (> 0)".to_string(),
+            );
         }
         if r.election_timeout_max_ms <= r.election_timeout_min_ms {
             errors.push("raft.election_timeout_max_ms must exceed raft.election_timeout_min_ms".to_string());

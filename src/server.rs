@@ -135,7 +135,6 @@ impl Bound {
             node: node.clone(),
             peers: peers.clone(),
             advertise_addr: advertise_addr.clone(),
-            election_timeout_max_ms: config.raft.election_timeout_max_ms,
         });
         let admin_auth = auth;
         let admin = InterceptedService::new(admin, move |r: tonic::Request<()>| {
@@ -258,8 +257,7 @@ impl Bound {
         tracing::info!("shutting down");
         // Readiness probes stop sending traffic here first.
         health_reporter.set_not_serving::<SiloServer<SiloService>>().await;
-        let lease = Duration::from_millis(config.raft.election_timeout_max_ms);
-        hand_off_leadership(&node, &peers, lease).await;
+        hand_off_leadership(&node, &peers).await;
         let _ = stop_tx.send(true);
         let _ = duties_task.await;
         // Stop accepting calls first, give in-flight ones a moment, then stop Raft.
@@ -284,15 +282,16 @@ pub const HAND_OFF_MAX: Duration = Duration::from_secs(5);
 
 /// Graceful shutdown of a leader (issue #14): stop proposing (clients get
 /// UNAVAILABLE and retry), let batched proposals apply (at most
-/// [`DRAIN_MAX`]), stop heartbeats and wait out the followers' leader lease
-/// (`lease`, openraft's `election_timeout_max`: until then they refuse to
-/// vote), then ask the most caught-up voter that answers to campaign (a
-/// stopped voter is skipped after 500 ms) and wait until a new leader leads
-/// (at most [`HAND_OFF_MAX`]). Writes pause for about one lease instead
-/// of lease + election timeout after a kill -9. A follower, or a single
-/// voter, only stops proposing. Never fails: what does not happen in time
-/// is logged and the node stops anyway.
-pub async fn hand_off_leadership(node: &RaftNode, peers: &Peers, lease: Duration) {
+/// [`DRAIN_MAX`]), stop heartbeats, then make the most caught-up voter that
+/// answers the target of a leadership transfer (a stopped voter is skipped
+/// after 500 ms): it campaigns once the followers' leader lease
+/// (`raft.election_timeout_min_ms`) has lapsed, and the others do not
+/// compete (`raft::election`). Waits until a new leader leads (at most
+/// [`HAND_OFF_MAX`]). Writes pause for about one lease instead of a random
+/// election timeout after a kill -9. A follower, or a single voter, only
+/// stops proposing. Never fails: what does not happen in time is logged and
+/// the node stops anyway.
+pub async fn hand_off_leadership(node: &RaftNode, peers: &Peers) {
     let leading = node.leader_term().is_some();
     node.begin_drain();
     if !leading {
@@ -315,7 +314,6 @@ pub async fn hand_off_leadership(node: &RaftNode, peers: &Peers, lease: Duration
         tracing::warn!(last, "proposals in flight did not apply within {DRAIN_MAX:?}; handing off anyway");
     }
     node.set_heartbeats(false);
-    tokio::time::sleep(lease + Duration::from_millis(50)).await;
     let elected = async {
         let mut asked = false;
         for (id, _) in &targets {

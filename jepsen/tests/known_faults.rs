@@ -35,7 +35,7 @@ struct Setup {
     db: Db,
     net: Net,
     conns: Conns,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
 }
 
 async fn setup(opts: DbOpts) -> Setup {
@@ -45,6 +45,13 @@ async fn setup(opts: DbOpts) -> Setup {
     db.cluster.wait_for_leader(WAIT).await.expect("leader");
     let ids: Vec<u64> = db.cluster.nodes.keys().copied().collect();
     let conns = Conns::connect(&ids).await.expect("connections");
+    // SILO_KEEP_TEST_DIRS=1 keeps the nodes' data and logs for a post-mortem.
+    let dir = if std::env::var_os("SILO_KEEP_TEST_DIRS").is_some() {
+        eprintln!("keeping {}", dir.keep().display());
+        None
+    } else {
+        Some(dir)
+    };
     Setup { db, net, conns, _dir: dir }
 }
 
@@ -288,4 +295,42 @@ async fn a_wall_clock_jump_on_the_leader_does_not_expire_leases() {
     assert_eq!(j.status, pb::JobStatus::Succeeded as i32);
     assert_eq!(j.attempts.len(), 1, "never expired and retried");
     s.db.set_clock(leader, 0).unwrap();
+}
+
+/// Pre-vote (issue #11): a follower cut off from both peers used to raise
+/// its term at every election timeout (about twice a second) and, once the
+/// partition healed, its higher term deposed the healthy leader. Now it asks
+/// for pre-votes, gets none, and never raises its term: over ten maximum
+/// election timeouts of isolation its term stays the leader's, and after the
+/// heal the same leader leads in the same term and takes writes.
+#[tokio::test]
+async fn an_isolated_follower_does_not_depose_the_leader_when_it_returns() {
+    if !is_root() {
+        return;
+    }
+    let s = setup(steady_opts()).await;
+    let leader = s.db.leader().await.expect("leader");
+    let term = s.db.status(leader).await.expect("leader status").term;
+    let follower = *s.db.cluster.nodes.keys().find(|&&i| i != leader).expect("a follower");
+    let others: Vec<usize> = s.db.cluster.nodes.keys().filter(|&&i| i != follower).map(|&i| i as usize).collect();
+    s.net.partition(&[follower as usize], &others).unwrap();
+    // Watch the isolated node for ten maximum election timeouts (4 s with the
+    // defaults): without pre-vote its term rose about every 0.5 s.
+    let window = Duration::from_millis(10 * silo::config::RaftConfig::default().election_timeout_max_ms);
+    let cut_at = Instant::now();
+    let mut seen = 0;
+    while cut_at.elapsed() < window {
+        if let Some(st) = s.db.status(follower).await {
+            assert_eq!(st.term, term, "the isolated n{follower} raised its term");
+            seen += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(seen > 0, "n{follower} never answered Status during the partition");
+    enqueue(&s, leader, "during", false).await.expect("the majority takes writes");
+    s.net.heal().unwrap();
+    s.db.cluster.wait_converged(0, WAIT).await.expect("converged after the heal");
+    enqueue(&s, leader, "after", false).await.expect("the leader still takes writes after the heal");
+    let st = s.db.status(leader).await.expect("leader status");
+    assert_eq!((st.state.as_str(), st.term), ("Leader", term), "the rejoined follower disturbed the leader");
 }

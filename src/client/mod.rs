@@ -1,8 +1,10 @@
 //! A Rust client for `silo.v1.Silo` that holds a list of servers: it discovers
 //! the topology with GetClusterInfo, routes each tenant to its shard's owner
 //! (XXH64, SEMANTICS §2.2), follows `x-silo-shard-owner-addr` redirects, and
-//! retries UNAVAILABLE / transport failures with backoff after refreshing the
-//! topology. Used by `silo ctl`, the benchmark, the chaos tools and the tests.
+//! on UNAVAILABLE / transport failures refreshes the topology and retries at
+//! once when it names another owner (followers answer once an election has
+//! settled), with a back-off only when it does not. Used by `silo ctl`, the
+//! benchmark, the chaos tools and the tests.
 //!
 //! Enqueue always sends an id (a fresh UUID v4 when the caller gave none), so a
 //! retry after an ambiguous failure (the leader died after committing) can be
@@ -23,6 +25,10 @@ use datafusion::arrow::ipc::reader::StreamReader;
 
 use crate::pb::silo as pb;
 use crate::pb::silo::silo_client::SiloClient as Grpc;
+
+/// Longest one GetClusterInfo of a topology refresh may take (a follower
+/// holds it while an election settles, up to two election timeouts).
+const REFRESH_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
@@ -201,7 +207,9 @@ impl Client {
                     continue;
                 }
             };
-            match c.get_cluster_info(self.request(pb::GetClusterInfoRequest {})).await {
+            let mut request = self.request(pb::GetClusterInfoRequest {});
+            request.set_timeout(self.inner.opts.call_timeout.min(REFRESH_TIMEOUT));
+            match c.get_cluster_info(request).await {
                 Ok(info) => {
                     let info = info.into_inner();
                     let mut shards: Vec<ShardRoute> = info
@@ -295,10 +303,19 @@ impl Client {
                     match redirect {
                         Some(owner) if owner != addr => self.pin(&shard_id, &owner),
                         _ => {
-                            tokio::time::sleep(delay).await;
-                            delay = (delay * 2).min(self.inner.opts.max_backoff);
+                            // Ask the cluster who leads now: a follower answers
+                            // once an election has settled, so a new owner is
+                            // tried at once; the same one only after a back-off.
                             if let Err(e) = self.refresh().await {
                                 tracing::debug!(error = %e, attempt, "topology refresh failed");
+                            }
+                            let owner_now = match shard {
+                                Some(s) => self.route_shard(s),
+                                None => self.route(tenant).ok().map(|(_, a)| a),
+                            };
+                            if owner_now.as_deref() == Some(addr.as_str()) {
+                                tokio::time::sleep(delay).await;
+                                delay = (delay * 2).min(self.inner.opts.max_backoff);
                             }
                         }
                     }

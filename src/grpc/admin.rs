@@ -17,7 +17,6 @@ pub struct AdminService {
     pub node: Arc<RaftNode>,
     pub peers: Arc<Peers>,
     pub advertise_addr: String,
-    pub election_timeout_max_ms: u64,
 }
 
 fn members(list: &[(NodeId, NodeInfo)]) -> Vec<pb::Member> {
@@ -141,10 +140,10 @@ impl Admin for AdminService {
             .find(|(id, _)| *id == to)
             .ok_or_else(|| Status::not_found(format!("node {to} is not a voter")))?;
         tracing::info!(to, "transferring leadership");
-        // Let the followers' leader lease lapse, then ask the target to campaign.
+        // Stop heartbeats and make the target campaign once the followers'
+        // leader lease has lapsed (raft::election).
         self.node.set_heartbeats(false);
         let result = async {
-            tokio::time::sleep(Duration::from_millis(self.election_timeout_max_ms + 100)).await;
             let mut admin = self.peers.admin(&target.1.grpc_addr)?;
             admin.trigger_election(self.peers.request(pb::TriggerElectionRequest {})).await?;
             let deadline = Instant::now() + Duration::from_secs(10);
@@ -170,7 +169,7 @@ impl Admin for AdminService {
         &self,
         _r: Request<pb::TriggerElectionRequest>,
     ) -> Result<Response<pb::TriggerElectionReply>, Status> {
-        self.node.trigger_election().await.map_err(admin_error)?;
+        self.node.trigger_election();
         Ok(Response::new(pb::TriggerElectionReply {}))
     }
 

@@ -114,10 +114,12 @@ impl SiloService {
         }
     }
 
-    /// Locate the shard and require that this node leads it (writes, worker calls).
-    fn route_write(&self, shard: &str) -> Result<ShardRef, Status> {
+    /// Locate the shard and require that this node leads it (writes, worker
+    /// calls). During an election the answer waits for its outcome, so the
+    /// redirect names the new leader (`RaftNode::settled_leadership`).
+    async fn route_write(&self, shard: &str) -> Result<ShardRef, Status> {
         let s = self.locate(shard)?;
-        match self.node.leadership() {
+        match self.node.settled_leadership().await {
             Leadership::Leader => Ok(s),
             Leadership::Follower { leader } => Err(status::not_leader(leader)),
         }
@@ -128,7 +130,7 @@ impl SiloService {
     async fn route_read(&self, shard: &str) -> Result<ShardRef, Status> {
         let s = self.locate(shard)?;
         if !self.edge.stale_reads {
-            match self.node.leadership() {
+            match self.node.settled_leadership().await {
                 Leadership::Leader => self.node.read_barrier().await.map_err(status::propose)?,
                 Leadership::Follower { leader: None } => return Err(status::not_leader(None)),
                 Leadership::Follower { leader: Some((_, info)) } => self.follower_read_barrier(&info.grpc_addr).await?,

@@ -55,7 +55,7 @@ impl SiloService {
     async fn import_one(&self, j: pb::ImportJobRequest) -> pb::ImportJobResult {
         let id = j.id.clone();
         let result: Result<Output, Status> = async {
-            let s = self.route_write(&j.shard)?;
+            let s = self.route_write(&j.shard).await?;
             let tenant = self.job_tenant(j.tenant.as_deref(), s)?;
             validate::job_id(&j.id)?;
             let job = self.validated_job(
@@ -227,7 +227,7 @@ impl SiloService {
         id: String,
         op: impl FnOnce(JobKey) -> Op,
     ) -> Result<(), Status> {
-        let s = self.route_write(shard)?;
+        let s = self.route_write(shard).await?;
         let tenant = self.job_tenant(tenant, s)?;
         self.write(op(JobKey { shard: s.index, tenant, id })).await.map(|_| ())
     }
@@ -259,7 +259,7 @@ impl Silo for SiloService {
                     stored.to_string()
                 }
             };
-            let owner = match self.node.leadership() {
+            let owner = match self.node.settled_leadership().await {
                 Leadership::Leader => Some((me, self.edge.advertise_addr.clone())),
                 Leadership::Follower { leader } => leader.map(|(id, info)| (id, addr_of(id, &info.grpc_addr))),
             };
@@ -343,7 +343,7 @@ impl Silo for SiloService {
     async fn enqueue(&self, request: Request<pb::EnqueueRequest>) -> Result<Response<pb::EnqueueResponse>, Status> {
         observed("enqueue", async {
             let r = request.into_inner();
-            let s = self.route_write(&r.shard)?;
+            let s = self.route_write(&r.shard).await?;
             let tenant = self.job_tenant(r.tenant.as_deref(), s)?;
             let id = if r.id.is_empty() {
                 uuid::Uuid::new_v4().to_string()
@@ -480,7 +480,7 @@ impl Silo for SiloService {
     ) -> Result<Response<pb::LeaseTaskResponse>, Status> {
         observed("lease_task", async {
             let r = request.into_inner();
-            let s = self.route_write(&r.shard)?;
+            let s = self.route_write(&r.shard).await?;
             let tenant = self.job_tenant(r.tenant.as_deref(), s)?;
             validate::worker_id(&r.worker_id)?;
             let op = Op::LeaseJob {
@@ -518,7 +518,7 @@ impl Silo for SiloService {
             }
             let empty = pb::LeaseTasksResponse { tasks: vec![], refresh_tasks: vec![] };
             let shard_filter = match r.shard.as_deref().filter(|s| !s.is_empty()) {
-                Some(shard) => Some(self.route_write(shard)?.index),
+                Some(shard) => Some(self.route_write(shard).await?.index),
                 None => None,
             };
             if r.max_tasks == 0 || (shard_filter.is_none() && self.node.leadership() != Leadership::Leader) {
@@ -601,7 +601,7 @@ impl Silo for SiloService {
         observed("report_outcome", async {
             let r = request.into_inner();
             crate::traces::record_task(&r.task_id);
-            let s = self.route_write(&r.shard)?;
+            let s = self.route_write(&r.shard).await?;
             self.worker_tenant(r.tenant_id.as_deref(), s)?;
             let outcome = validate::outcome(r.outcome)?;
             validate::task_id(&r.task_id).map_err(|_| Status::not_found("lease not found"))?;
@@ -618,7 +618,7 @@ impl Silo for SiloService {
         observed("report_refresh_outcome", async {
             let r = request.into_inner();
             crate::traces::record_task(&r.task_id);
-            let s = self.route_write(&r.shard)?;
+            let s = self.route_write(&r.shard).await?;
             self.worker_tenant(r.tenant_id.as_deref(), s)?;
             validate::task_id(&r.task_id).map_err(|_| Status::not_found("lease not found"))?;
             use pb::report_refresh_outcome_request::Outcome as O;
@@ -643,7 +643,7 @@ impl Silo for SiloService {
         observed("heartbeat", async {
             let r = request.into_inner();
             crate::traces::record_task(&r.task_id);
-            let s = self.route_write(&r.shard)?;
+            let s = self.route_write(&r.shard).await?;
             self.worker_tenant(r.tenant_id.as_deref(), s)?;
             // No lease has an id this long (as ReportOutcome answers).
             validate::task_id(&r.task_id).map_err(|_| Status::not_found("lease not found"))?;
@@ -697,7 +697,7 @@ impl Silo for SiloService {
     ) -> Result<Response<pb::DropTenantHoldersResponse>, Status> {
         observed("drop_tenant_holders", async {
             let r = request.into_inner();
-            let s = self.route_write(&r.shard)?;
+            let s = self.route_write(&r.shard).await?;
             let tenant = self.job_tenant(r.tenant.as_deref(), s)?;
             match self.write(Op::DropTenantHolders { shard: s.index, tenant }).await? {
                 Output::Removed { count } => Ok(pb::DropTenantHoldersResponse { holders_dropped: count }),
@@ -735,7 +735,7 @@ impl Silo for SiloService {
             }
             // A call that reached a follower is redirected as a whole.
             if let Some(first) = r.jobs.first() {
-                self.route_write(&first.shard)?;
+                self.route_write(&first.shard).await?;
             }
             // As Silo does, a batch naming a running job is refused as a whole
             // (each job's apply checks again: this read is only the early answer).

@@ -8,6 +8,7 @@
 #![allow(clippy::result_large_err)] // openraft::StorageError is large by design
 
 pub mod batcher;
+pub mod election;
 pub mod log_store;
 pub mod network;
 pub mod sm_store;
@@ -67,6 +68,9 @@ pub struct RaftNode {
     quorum_max_age: Duration,
     /// Checkpoints this node sends and received files it installs.
     snapshots: Arc<snapshot::SnapshotStore>,
+    /// Pre-vote elections (see [`election`]).
+    elections: Arc<election::Elections>,
+    log_store: log_store::LogStore,
 }
 
 /// Check-quorum at the edge. openraft 0.9 keeps an isolated leader leading
@@ -147,11 +151,16 @@ impl RaftNode {
         broker: Arc<Broker>,
         data_dir: &Path,
     ) -> anyhow::Result<Self> {
+        // Elections are ours (`election`): openraft's timer is off, and its
+        // leader lease (`election_timeout_max` in openraft) is our minimum
+        // election timeout, the silence a pre-vote requires. openraft's own
+        // minimum only has to pass its validation.
         let config = openraft::Config {
             cluster_name: "silo".into(),
             heartbeat_interval: settings.heartbeat_interval_ms,
-            election_timeout_min: settings.election_timeout_min_ms,
-            election_timeout_max: settings.election_timeout_max_ms,
+            election_timeout_min: settings.heartbeat_interval_ms + 1,
+            election_timeout_max: settings.election_timeout_min_ms,
+            enable_elect: false,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(settings.snapshot_logs_since_last),
             max_in_snapshot_log_to_keep: settings.max_in_snapshot_log_to_keep,
             purge_batch_size: 64,
@@ -165,7 +174,13 @@ impl RaftNode {
         let snapshots = sm_store.snapshots();
         let network =
             network::Network { token: cluster_token, snapshot_chunk_bytes: settings.snapshot_chunk_kb * 1024, tls };
-        let raft = Raft::new(id, config, network, log_store, sm_store).await?;
+        let pre_votes = network::PreVoteClients::new(&network);
+        let raft = Raft::new(id, config, network, log_store.clone(), sm_store).await?;
+        let elections = election::Elections::new(
+            id,
+            election::Timing { min_ms: settings.election_timeout_min_ms, max_ms: settings.election_timeout_max_ms },
+        );
+        elections.clone().spawn_driver(raft.clone(), log_store.clone(), pre_votes);
         let quorum = Arc::new(QuorumContact::default());
         quorum.clone().watch(raft.clone(), id);
         let quorum_max_age = Duration::from_millis(settings.election_timeout_max_ms);
@@ -187,6 +202,8 @@ impl RaftNode {
             quorum,
             quorum_max_age,
             snapshots,
+            elections,
+            log_store,
         })
     }
 
@@ -301,6 +318,39 @@ impl RaftNode {
         Leadership::Follower { leader }
     }
 
+    /// [`RaftNode::leadership`] for a caller about to send a client
+    /// elsewhere. While this follower's leader has gone silent for the lease
+    /// (`raft.election_timeout_min_ms`: it is probably gone and an election
+    /// is probably under way) or no leader is known, waits up to two maximum
+    /// election timeouts for a
+    /// leader that is heard again or newly elected, so the client is
+    /// redirected to the new leader at once instead of to the old one or
+    /// into a retry back-off (issue #11). A leader cut off from its quorum,
+    /// or a draining node, answers at once: clients must leave it.
+    pub async fn settled_leadership(&self) -> Leadership {
+        let max = self.elections.settle_max();
+        let now = self.leadership();
+        let unsettled = |l: &Leadership| match l {
+            Leadership::Leader => false,
+            Leadership::Follower { leader: None } => true,
+            Leadership::Follower { leader: Some(_) } => self.elections.silence_ms() >= self.elections.lease_ms(),
+        };
+        let leads_in_openraft = self.raft.metrics().borrow().state == ServerState::Leader;
+        if !unsettled(&now) || self.is_draining() || leads_in_openraft {
+            return now;
+        }
+        let deadline = tokio::time::Instant::now() + max;
+        let mut tick = tokio::time::interval(Duration::from_millis(5));
+        while tokio::time::Instant::now() < deadline {
+            tick.tick().await;
+            let l = self.leadership();
+            if !unsettled(&l) {
+                return l;
+            }
+        }
+        self.leadership()
+    }
+
     /// The current term while this node leads.
     pub fn leader_term(&self) -> Option<u64> {
         let m = self.raft.metrics().borrow().clone();
@@ -351,6 +401,7 @@ impl RaftNode {
     /// leadership, so its duties stop; proposals already batched finish.
     pub fn begin_drain(&self) {
         self.draining.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.elections.stop_campaigning();
     }
 
     /// Whether [`RaftNode::begin_drain`] was called.
@@ -363,9 +414,12 @@ impl RaftNode {
         self.raft.runtime_config().heartbeat(enabled);
     }
 
-    /// Starts an election at once (leadership transfer target).
-    pub async fn trigger_election(&self) -> Result<(), ProposeError> {
-        self.raft.trigger().elect().await.map_err(|f| ProposeError::Fatal(f.to_string()))
+    /// Makes this node the target of a leadership transfer: it campaigns as
+    /// soon as the current leader (whose heartbeats the caller stopped) has
+    /// been silent for the lease, and refuses other candidates meanwhile
+    /// (see [`election`]). Returns at once.
+    pub fn trigger_election(&self) {
+        self.elections.begin_transfer();
     }
 
     pub async fn trigger_snapshot(&self) -> Result<(), ProposeError> {
@@ -427,7 +481,7 @@ impl RaftNode {
     }
 
     pub fn raft_service(&self) -> crate::pb::raft::raft_server::RaftServer<network::RaftService> {
-        network::service(self.raft.clone(), self.snapshots.clone())
+        network::service(self.raft.clone(), self.snapshots.clone(), self.elections.clone(), self.log_store.clone())
     }
 
     /// Digest of the applied state (equal on replicas at the same applied index).

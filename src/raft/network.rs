@@ -23,6 +23,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::transport::Channel;
 
+use super::election::{Elections, PreVoteRequest, PreVoteResponse};
+use super::log_store::LogStore;
 use super::snapshot::{SnapshotData, SnapshotStore, SstWriter};
 use super::types::{NodeId, NodeInfo, Raft, Snapshot, SnapshotMeta, TypeConfig, Vote};
 use crate::pb::raft::raft_client::RaftClient;
@@ -243,15 +245,66 @@ impl RaftNetwork<TypeConfig> for PeerClient {
     }
 }
 
+/// Clients for the `PreVote` call, which openraft's network has no method
+/// for (see [`super::election`]): one lazily connecting channel per peer
+/// address, rebuilt when the TLS certificates were reloaded.
+#[derive(Clone)]
+pub struct PreVoteClients {
+    token: Option<String>,
+    tls: Option<Arc<crate::tls::NodeTls>>,
+    cache: Arc<parking_lot::Mutex<std::collections::HashMap<String, (u64, RaftClient<Channel>)>>>,
+}
+
+impl PreVoteClients {
+    pub fn new(network: &Network) -> Self {
+        PreVoteClients { token: network.token.clone(), tls: network.tls.clone(), cache: Arc::default() }
+    }
+
+    /// Asks the voter at `addr` for a pre-vote; an error when it does not
+    /// answer within `timeout` (UNIMPLEMENTED from a node without PreVote).
+    pub async fn pre_vote(&self, addr: &str, req: &PreVoteRequest, timeout: Duration) -> Result<PreVoteResponse, tonic::Status> {
+        let generation = self.tls.as_ref().map_or(0, |t| t.generation());
+        let client = {
+            let mut cache = self.cache.lock();
+            match cache.get(addr) {
+                Some((g, c)) if *g == generation => c.clone(),
+                _ => {
+                    let c = connect(addr, self.tls.as_deref())
+                        .ok_or_else(|| tonic::Status::invalid_argument(format!("invalid peer address {addr:?}")))?;
+                    cache.insert(addr.to_string(), (generation, c.clone()));
+                    c
+                }
+            }
+        };
+        let mut request = tonic::Request::new(RaftMessage { data: encode(req) });
+        request.set_timeout(timeout);
+        if let Some(v) = self.token.as_ref().and_then(|t| format!("Bearer {t}").parse().ok()) {
+            request.metadata_mut().insert("authorization", v);
+        }
+        let reply = tokio::time::timeout(timeout, client.clone().pre_vote(request))
+            .await
+            .map_err(|_| tonic::Status::deadline_exceeded("no pre-vote answer in time"))??;
+        decode(&reply.into_inner().data).map_err(|e| tonic::Status::internal(format!("undecodable pre-vote answer: {e}")))
+    }
+}
+
 /// Server side of `silo.raft.v1.Raft`: hands each request to the local Raft;
-/// received snapshots are written into `snapshots`.
+/// received snapshots are written into `snapshots`; leader contact and
+/// pre-votes go to `elections`.
 pub struct RaftService {
     raft: Raft,
     snapshots: Arc<SnapshotStore>,
+    elections: Arc<Elections>,
+    log: LogStore,
 }
 
-pub fn service(raft: Raft, snapshots: Arc<SnapshotStore>) -> RaftServer<RaftService> {
-    RaftServer::new(RaftService { raft, snapshots })
+pub fn service(
+    raft: Raft,
+    snapshots: Arc<SnapshotStore>,
+    elections: Arc<Elections>,
+    log: LogStore,
+) -> RaftServer<RaftService> {
+    RaftServer::new(RaftService { raft, snapshots, elections, log })
         .max_decoding_message_size(crate::limits::GRPC_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(crate::limits::GRPC_MESSAGE_BYTES_MAX)
 }
@@ -294,6 +347,7 @@ impl RaftService {
     /// [`SNAPSHOT_STALL_MS`] before the end frame, or when the install ends.
     fn leader_keepalive(&self, vote: Vote, progress: Arc<AtomicU64>) -> AbortOnDrop {
         let raft = self.raft.clone();
+        let elections = self.elections.clone();
         AbortOnDrop(tokio::spawn(async move {
             let mut tick = tokio::time::interval(SNAPSHOT_KEEPALIVE);
             loop {
@@ -305,7 +359,7 @@ impl RaftService {
                 }
                 let heartbeat = AppendEntriesRequest { vote, prev_log_id: None, entries: vec![], leader_commit: None };
                 match raft.append_entries(heartbeat).await {
-                    Ok(openraft::raft::AppendEntriesResponse::Success) => {}
+                    Ok(openraft::raft::AppendEntriesResponse::Success) => elections.note_contact(),
                     _ => return,
                 }
             }
@@ -320,12 +374,36 @@ impl RaftRpc for RaftService {
         request: tonic::Request<RaftMessage>,
     ) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
         let req: AppendEntriesRequest<TypeConfig> = decode(&request.into_inner().data).map_err(bad_request)?;
-        reply(&self.raft.append_entries(req).await)
+        // From a leader at least as recent as the one this node follows: it
+        // is alive (counted now, before a slow append completes, and again
+        // once accepted). An older one is refused below and counts nothing.
+        let current = self.raft.metrics().borrow().vote;
+        let from_leader = req.vote >= current;
+        if from_leader {
+            self.elections.note_contact();
+        }
+        let result = self.raft.append_entries(req).await;
+        if from_leader && matches!(result, Ok(AppendEntriesResponse::Success | AppendEntriesResponse::PartialSuccess(_) | AppendEntriesResponse::Conflict)) {
+            self.elections.note_contact();
+        }
+        reply(&result)
     }
 
     async fn vote(&self, request: tonic::Request<RaftMessage>) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
         let req: VoteRequest<NodeId> = decode(&request.into_inner().data).map_err(bad_request)?;
-        reply(&self.raft.vote(req).await)
+        let result = self.raft.vote(req).await;
+        // Having voted, give the candidate its chance before campaigning.
+        if result.as_ref().is_ok_and(|r| r.vote_granted) {
+            self.elections.note_contact();
+        }
+        reply(&result)
+    }
+
+    /// Would this node vote for the candidate? Changes nothing (see
+    /// [`super::election`]).
+    async fn pre_vote(&self, request: tonic::Request<RaftMessage>) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
+        let req: PreVoteRequest = decode(&request.into_inner().data).map_err(bad_request)?;
+        reply(&self.elections.answer(&self.raft, &self.log, &req).await)
     }
 
     /// Receives a snapshot stream into an SST file (module docs), then asks
