@@ -253,6 +253,13 @@ pub struct RaftConfig {
     /// UNAVAILABLE "outcome unknown" and the batch slot is freed: no proposal
     /// waits for an answer that can no longer come (ARCHITECTURE example 12).
     pub proposal_timeout_ms: u64,
+    /// Also write state-machine changes to RocksDB's WAL. Off (default): each
+    /// change is written once, in the Raft log (issue #11), and after a
+    /// crash the node re-applies the committed entries since its last flush
+    /// (at most the memtables, `storage.write_buffers_mb`) before serving;
+    /// a clean shutdown flushes. On: every change is logged twice and a
+    /// crash restart re-applies nothing.
+    pub state_machine_wal: bool,
 }
 
 impl Default for RaftConfig {
@@ -267,6 +274,7 @@ impl Default for RaftConfig {
             max_payload_entries: 512,
             proposals_in_flight: 1,
             proposal_timeout_ms: 10_000,
+            state_machine_wal: false,
         }
     }
 }

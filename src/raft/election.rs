@@ -97,6 +97,8 @@ pub struct Elections {
     transfer_until_ms: AtomicI64,
     /// A node that is shutting down does not campaign.
     stopping: AtomicBool,
+    /// Set while a leadership transfer keeps this leader quiet.
+    heartbeats_off: AtomicBool,
 }
 
 impl Elections {
@@ -109,6 +111,7 @@ impl Elections {
             contact_ms: AtomicI64::new(crate::monotonic_ms()),
             transfer_until_ms: AtomicI64::new(0),
             stopping: AtomicBool::new(false),
+            heartbeats_off: AtomicBool::new(false),
         })
     }
 
@@ -131,6 +134,33 @@ impl Elections {
     /// election timeouts (one attempt, and one more after a split vote).
     pub fn settle_max(&self) -> Duration {
         Duration::from_millis(2 * self.timing.max_ms)
+    }
+
+    /// Heartbeats on or off while this node leads (off during a leadership
+    /// transfer, so the followers' leases lapse).
+    pub fn set_heartbeats(&self, enabled: bool) {
+        self.heartbeats_off.store(!enabled, Ordering::Relaxed);
+    }
+
+    /// Sends a heartbeat to every follower every `interval` while this node
+    /// leads. openraft's own heartbeat runs at its `heartbeat_interval`,
+    /// which doubles as its AppendEntries timeout and so is set longer (see
+    /// `RaftNode::open`).
+    pub fn spawn_heartbeats(self: Arc<Self>, raft: Raft, interval: Duration) {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let state = raft.metrics().borrow().state;
+                if state == ServerState::Shutdown {
+                    return;
+                }
+                if state == ServerState::Leader && !self.heartbeats_off.load(Ordering::Relaxed) {
+                    let _ = raft.trigger().heartbeat().await;
+                }
+            }
+        });
     }
 
     /// This node will not campaign again (graceful shutdown).

@@ -151,14 +151,20 @@ impl RaftNode {
         broker: Arc<Broker>,
         data_dir: &Path,
     ) -> anyhow::Result<Self> {
-        // Elections are ours (`election`): openraft's timer is off, and its
-        // leader lease (`election_timeout_max` in openraft) is our minimum
-        // election timeout, the silence a pre-vote requires. openraft's own
-        // minimum only has to pass its validation.
+        // Elections and heartbeats are driven by `election`: openraft's
+        // election timer is off, and its leader lease (`election_timeout_max`
+        // in openraft) is our minimum election timeout, the silence a
+        // pre-vote requires. openraft bounds every AppendEntries by its
+        // `heartbeat_interval` and drops a slower one, so that is set to
+        // three quarters of the lease (an append may take that long under
+        // load), and our own ticker sends the heartbeats at
+        // `raft.heartbeat_interval_ms`. openraft's minimum election timeout
+        // only has to pass its validation.
+        let append_timeout_ms = (settings.election_timeout_min_ms * 3 / 4).max(settings.heartbeat_interval_ms);
         let config = openraft::Config {
             cluster_name: "silo".into(),
-            heartbeat_interval: settings.heartbeat_interval_ms,
-            election_timeout_min: settings.heartbeat_interval_ms + 1,
+            heartbeat_interval: append_timeout_ms,
+            election_timeout_min: append_timeout_ms + 1,
             election_timeout_max: settings.election_timeout_min_ms,
             enable_elect: false,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(settings.snapshot_logs_since_last),
@@ -169,7 +175,8 @@ impl RaftNode {
         };
         let config = Arc::new(config.validate()?);
         let log_store = log_store::LogStore::new(db.clone());
-        let sm_store = sm_store::StateMachineStore::new(db.clone(), broker, data_dir, id);
+        let sm_store =
+            sm_store::StateMachineStore::new(db.clone(), broker, data_dir, id).with_wal(settings.state_machine_wal);
         let applied = sm_store.applied_index();
         let snapshots = sm_store.snapshots();
         let network =
@@ -181,6 +188,7 @@ impl RaftNode {
             election::Timing { min_ms: settings.election_timeout_min_ms, max_ms: settings.election_timeout_max_ms },
         );
         elections.clone().spawn_driver(raft.clone(), log_store.clone(), pre_votes);
+        elections.clone().spawn_heartbeats(raft.clone(), Duration::from_millis(settings.heartbeat_interval_ms));
         let quorum = Arc::new(QuorumContact::default());
         quorum.clone().watch(raft.clone(), id);
         let quorum_max_age = Duration::from_millis(settings.election_timeout_max_ms);
@@ -411,6 +419,7 @@ impl RaftNode {
 
     /// Leader-side heartbeats on or off (leadership transfer lets follower leases lapse).
     pub fn set_heartbeats(&self, enabled: bool) {
+        self.elections.set_heartbeats(enabled);
         self.raft.runtime_config().heartbeat(enabled);
     }
 

@@ -141,7 +141,11 @@ impl PeerClient {
             return Err(RPCError::Unreachable(Unreachable::new(&e)));
         };
         let mut request = tonic::Request::new(RaftMessage { data: encode(req) });
-        request.set_timeout(option.hard_ttl());
+        // openraft bounds the call by `hard_ttl` itself and treats that as a
+        // timeout (retried at once). The transport's own deadline comes a
+        // little later, so it never turns a slow call into `Unreachable`,
+        // which openraft answers with a back-off.
+        request.set_timeout(option.hard_ttl() + RPC_DEADLINE_SLACK);
         if let Some(v) = &self.authorization {
             request.metadata_mut().insert("authorization", v.clone());
         }
@@ -156,7 +160,20 @@ impl PeerClient {
     }
 }
 
+/// How much later than openraft's own bound a Raft RPC's transport deadline
+/// expires (see `PeerClient::call`).
+const RPC_DEADLINE_SLACK: Duration = Duration::from_millis(100);
+
+/// Wait before retrying a peer that was unreachable (openraft's default is
+/// 500 ms, longer than the leader lease: a leader that lost one connection
+/// would go silent long enough for its followers to elect another).
+pub const UNREACHABLE_BACKOFF: Duration = Duration::from_millis(100);
+
 impl RaftNetwork<TypeConfig> for PeerClient {
+    fn backoff(&self) -> openraft::network::Backoff {
+        openraft::network::Backoff::new(std::iter::repeat(UNREACHABLE_BACKOFF))
+    }
+
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,

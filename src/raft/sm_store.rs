@@ -35,6 +35,8 @@ pub struct StateMachineStore {
     /// the node that proposed it as leader (its log id names it), so each
     /// entry is counted once across the cluster, whoever leads later.
     node_id: u64,
+    /// Write applied changes to RocksDB's WAL too (`raft.state_machine_wal`).
+    wal: bool,
 }
 
 /// Written (synced) before an install replaces the state and deleted in the
@@ -75,7 +77,7 @@ impl StateMachineStore {
                 .unwrap_or_else(|e| panic!("opening {}: {e}", data_dir.join(super::snapshot::SNAPSHOT_DIR).display())),
         );
         let (applied, _) = watch::channel(0);
-        let store = StateMachineStore { db, broker, snapshots, applied: Arc::new(applied), node_id };
+        let store = StateMachineStore { db, broker, snapshots, applied: Arc::new(applied), node_id, wal: false };
         if let Some(m) = marker {
             tracing::warn!(snapshot = %m.meta.snapshot_id, "finishing a snapshot install interrupted by a crash");
             let sst = m.sst.map(|name| store.snapshots.dir().join(name));
@@ -86,6 +88,12 @@ impl StateMachineStore {
         }
         store.rebuild_broker();
         store
+    }
+
+    /// Writes applied changes to RocksDB's WAL as well (`raft.state_machine_wal`).
+    pub fn with_wal(mut self, wal: bool) -> Self {
+        self.wal = wal;
+        self
     }
 
     /// Watches the index of the last applied entry.
@@ -244,7 +252,17 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         if let Some(m) = &membership {
             batch.put_cf(meta_cf, keys::SM_MEMBERSHIP, codec::encode(m));
         }
-        db.write_opt(batch, &WriteOptions::default()).map_err(write_err)?;
+        // No WAL (unless `raft.state_machine_wal`): every change here is a
+        // function of log entries already fsynced in the Raft log (issue
+        // #11, "one WAL instead of two"). After a crash the state is that of
+        // the last flush, which is atomic across column families
+        // (`storage::rocks::open`), so the last-applied marker matches it,
+        // and openraft re-applies the committed entries after it on start.
+        // The log is never purged past a snapshot, and building one flushes
+        // first, so those entries are still there.
+        let mut opts = WriteOptions::default();
+        opts.disable_wal(!self.wal);
+        db.write_opt(batch, &opts).map_err(write_err)?;
         let now = crate::monotonic_ms();
         for (mine, effects) in &runs {
             self.broker.apply_effects_counted(effects, now, *mine);

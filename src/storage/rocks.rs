@@ -44,6 +44,12 @@ pub fn open(path: &Path, st: &StorageConfig) -> Result<Arc<DB>, rocksdb::Error> 
     opts.set_max_background_jobs(st.background_jobs);
     opts.set_db_write_buffer_size(st.write_buffers_mb * MIB);
     opts.set_bytes_per_sync(MIB as u64);
+    // State-machine writes skip the WAL (the Raft log already holds every
+    // change; `raft::sm_store` apply). What they leave in memtables becomes
+    // durable only by a flush, so every flush must cover every column
+    // family at one point: the state and its last-applied marker never
+    // land on disk apart.
+    opts.set_atomic_flush(true);
     let cache = rocksdb::Cache::new_lru_cache(st.block_cache_mb * MIB)?;
     let compression = compression_type(&st.compression);
     let cf_opts = || {
@@ -82,6 +88,19 @@ pub fn open(path: &Path, st: &StorageConfig) -> Result<Arc<DB>, rocksdb::Error> 
     }
     let cfs = keys::ALL_CFS.into_iter().map(|name| ColumnFamilyDescriptor::new(name, cf_opts()));
     Ok(Arc::new(DB::open_cf_descriptors(&opts, path, cfs)?))
+}
+
+/// Flushes every column family's memtables to disk (one atomic flush).
+/// Called at shutdown: state-machine writes are not in the WAL, so without
+/// it a restart would re-apply them from the Raft log.
+pub fn flush_all(db: &DB) -> Result<(), rocksdb::Error> {
+    let cfs: Vec<&ColumnFamily> = keys::ALL_CFS.iter().map(|name| cf(db, name)).collect();
+    let mut opts = rocksdb::FlushOptions::default();
+    opts.set_wait(true);
+    for c in cfs {
+        db.flush_cf_opt(c, &opts)?;
+    }
+    Ok(())
 }
 
 /// RocksDB compression for a `[storage]` name (validated by `Config::validate`).

@@ -510,8 +510,16 @@ async fn deposed_leader_with_a_stranded_proposal_commits_after_regaining_leaders
     let mut g = cl.grpc(&c.addr(old)).unwrap();
     let mut req = job("stranded");
     req.shard = shard.clone();
-    let stranded = tokio::spawn(async move { g.enqueue(req).await });
-    silo_wait(|| async { c.status(old).await.unwrap().last_log_index.unwrap_or(0) > appended_before }).await;
+    let mut stranded = tokio::spawn(async move { g.enqueue(req).await });
+    let deadline = std::time::Instant::now() + WAIT;
+    while c.status(old).await.unwrap().last_log_index.unwrap_or(0) <= appended_before {
+        if stranded.is_finished() {
+            let answer = (&mut stranded).await.unwrap();
+            panic!("the enqueue was answered without being appended: {answer:?}\n{}", c.logs());
+        }
+        assert!(std::time::Instant::now() < deadline, "not appended within {WAIT:?}\n{}", c.logs());
+        tokio::time::sleep(POLL_EVERY).await;
+    }
     c.pause(old);
     for f in &followers {
         c.spawn(*f).unwrap();

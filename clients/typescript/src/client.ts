@@ -739,7 +739,8 @@ export class SiloGRPCClient {
 
   /**
    * Runs `f` against the owner of the shard (by tenant or shard id), following
-   * `x-silo-shard-owner-addr` redirects and retrying outages with backoff.
+   * `x-silo-shard-owner-addr` redirects; after an outage it refreshes the
+   * topology and retries at once when the owner changed, else backs off.
    */
   private async retryLoop<T>(
     target: { tenant?: string; shard?: string },
@@ -765,9 +766,14 @@ export class SiloGRPCClient {
           }
           continue;
         }
+        // Ask the cluster who owns the shard now: a follower answers once an
+        // election has settled, so a new owner is tried at once; the same
+        // owner (or none) only after a back-off.
+        await this.refreshTopology().catch(() => undefined);
+        const now = route && this.routes.find((r) => r.shardId === route.shardId);
+        if (route && now && now.addr !== route.addr) continue;
         await sleep(delay);
         delay = Math.min(delay * 2, 5_000);
-        await this.refreshTopology().catch(() => undefined);
       }
     }
   }
