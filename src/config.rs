@@ -225,7 +225,9 @@ pub struct AuthConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RaftConfig {
-    /// How often the leader sends heartbeats, ms.
+    /// How often the leader sends heartbeats, ms (our own ticker; openraft
+    /// also heartbeats on its own every 3/4 of `election_timeout_min_ms`,
+    /// which is also how long one AppendEntries may take).
     pub heartbeat_interval_ms: u64,
     /// A follower that heard from no leader for this long may seek votes
     /// (with a pre-vote first, see `raft::election`); a voter that heard
@@ -254,11 +256,12 @@ pub struct RaftConfig {
     /// waits for an answer that can no longer come (ARCHITECTURE example 12).
     pub proposal_timeout_ms: u64,
     /// Also write state-machine changes to RocksDB's WAL. Off (default): each
-    /// change is written once, in the Raft log (issue #11), and after a
-    /// crash the node re-applies the committed entries since its last flush
-    /// (at most the memtables, `storage.write_buffers_mb`) before serving;
-    /// a clean shutdown flushes. On: every change is logged twice and a
-    /// crash restart re-applies nothing.
+    /// change is written once, in the Raft log (issue #11). After a crash
+    /// the node re-applies, at start, the entries up to the commit index it
+    /// saved, and the rest once it hears the leader (at most the memtables'
+    /// worth, `storage.write_buffers_mb`); their job-lifecycle metrics are
+    /// counted again. A clean shutdown flushes. On: every change is logged
+    /// twice and a crash restart re-applies nothing.
     pub state_machine_wal: bool,
 }
 

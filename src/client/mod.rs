@@ -27,7 +27,8 @@ use crate::pb::silo as pb;
 use crate::pb::silo::silo_client::SiloClient as Grpc;
 
 /// Longest one GetClusterInfo of a topology refresh may take (a follower
-/// holds it while an election settles, up to two election timeouts).
+/// holds it while an election settles, at most 1.5 s:
+/// `raft::election::SETTLE_MAX`).
 const REFRESH_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone)]
@@ -313,7 +314,8 @@ impl Client {
                                 Some(s) => self.route_shard(s),
                                 None => self.route(tenant).ok().map(|(_, a)| a),
                             };
-                            if owner_now.as_deref() == Some(addr.as_str()) {
+                            let moved = owner_now.is_some_and(|o| o != addr);
+                            if !moved {
                                 tokio::time::sleep(delay).await;
                                 delay = (delay * 2).min(self.inner.opts.max_backoff);
                             }

@@ -169,7 +169,7 @@ impl Admin for AdminService {
         &self,
         _r: Request<pb::TriggerElectionRequest>,
     ) -> Result<Response<pb::TriggerElectionReply>, Status> {
-        self.node.trigger_election();
+        self.node.begin_transfer();
         Ok(Response::new(pb::TriggerElectionReply {}))
     }
 

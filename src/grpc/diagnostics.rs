@@ -70,15 +70,12 @@ pub async fn cpu_profile(r: pb::CpuProfileRequest) -> Result<pb::CpuProfileRespo
     Ok(pb::CpuProfileResponse { profile_data, duration_seconds: seconds, samples })
 }
 
-/// FlushShard: writes every memtable of this node's store to disk.
+/// FlushShard: writes every memtable of this node's store to disk, in one
+/// atomic flush (`storage::rocks::flush_all`).
 pub async fn flush(db: std::sync::Arc<rocksdb::DB>) -> Result<pb::FlushShardResponse, Status> {
     let started = Instant::now();
     tokio::task::spawn_blocking(move || {
-        for cf in keys::ALL_CFS {
-            let h = db.cf_handle(cf).ok_or_else(|| Status::internal(format!("column family {cf} missing")))?;
-            db.flush_cf(&h).map_err(|e| Status::internal(format!("flush of {cf}: {e}")))?;
-        }
-        Ok::<_, Status>(())
+        crate::storage::rocks::flush_all(&db).map_err(|e| Status::internal(format!("flush: {e}")))
     })
     .await
     .map_err(|e| Status::internal(format!("flush task: {e}")))??;

@@ -25,7 +25,10 @@
 //! hears its leader never helps depose it. openraft's leader lease (how long
 //! a voter refuses real votes after hearing the leader) is set to
 //! `election_timeout_min`, the same silence a pre-vote requires, so a granted
-//! pre-vote is followed by a granted vote.
+//! pre-vote is usually followed by a granted vote. (Not always: a leader may
+//! be heard between the two, another candidate may win first, and a
+//! pre-vote compares the stored log while openraft compares the accepted
+//! one. Then the campaign fails and costs one term, as in plain Raft.)
 //!
 //! "Heard from a leader" ([`Elections::note_contact`]) is an AppendEntries
 //! whose vote is at least this node's (counted when it arrives and again
@@ -34,9 +37,11 @@
 //!
 //! Leadership transfer ([`Elections::begin_transfer`]): the leader stops its
 //! heartbeats and tells the target, which refuses other candidates'
-//! pre-votes for a while and campaigns without a pre-vote as soon as it has
-//! been silent for the lease (the other voters' leases lapse at the same
-//! time), retrying every [`TRANSFER_RETRY`] until it leads or the window ends.
+//! pre-votes for a while and runs its own round as soon as it has been
+//! silent for the lease (the other voters' leases lapse at the same time),
+//! once per lease until it leads or the window ends. With three voters the
+//! third cannot win meanwhile (the leader and the target refuse it); with
+//! five or more it can, and whoever wins leads.
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
@@ -48,13 +53,18 @@ use serde::{Deserialize, Serialize};
 
 use super::log_store::LogStore;
 use super::network::PreVoteClients;
-use super::types::{NodeId, Raft};
+use super::types::{NodeId, NodeInfo, Raft};
+
+type Metrics = openraft::RaftMetrics<NodeId, NodeInfo>;
 
 /// A candidate's question to a voter. Bincode inside `RaftMessage`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PreVoteRequest {
     pub candidate: NodeId,
     /// The term the candidate would campaign in (its current term + 1).
+    /// Informational: the receiver does not refuse on it (a voter with a
+    /// higher term but a shorter log must not block the only node that can
+    /// win; openraft settles terms in the real vote).
     pub term: u64,
     /// The candidate's last log id as (term, index); `None` for an empty log.
     pub last_log: Option<(u64, u64)>,
@@ -68,10 +78,12 @@ pub struct PreVoteResponse {
     pub reason: String,
 }
 
+/// Longest a request waits for an election to settle (see
+/// [`Elections::settle_max`]); the Rust client's topology refresh allows 2 s.
+pub const SETTLE_MAX: Duration = Duration::from_millis(1_500);
+
 /// How often the driver looks at the clock and the metrics.
 const TICK: Duration = Duration::from_millis(10);
-/// Between two attempts of a transfer target to win its campaign.
-pub const TRANSFER_RETRY: Duration = Duration::from_millis(30);
 /// Extra silence a transfer target waits beyond the lease before it
 /// campaigns, so the other voters' leases (refreshed by the same last
 /// heartbeat, a little later) have lapsed too.
@@ -131,9 +143,10 @@ impl Elections {
     }
 
     /// How long a caller may wait for an election to settle: two maximum
-    /// election timeouts (one attempt, and one more after a split vote).
+    /// election timeouts (one attempt, and one more after a split vote), at
+    /// most [`SETTLE_MAX`] (below the clients' topology-refresh timeout).
     pub fn settle_max(&self) -> Duration {
-        Duration::from_millis(2 * self.timing.max_ms)
+        Duration::from_millis(2 * self.timing.max_ms).min(SETTLE_MAX)
     }
 
     /// Heartbeats on or off while this node leads (off during a leadership
@@ -204,7 +217,10 @@ impl Elections {
         PreVoteResponse { granted: true, term: m.current_term, reason: String::new() }
     }
 
-    /// Runs the election driver until the process ends.
+    /// Runs the election driver until the process ends: every [`TICK`], a
+    /// voter that does not lead and has been silent for its drawn timeout
+    /// (or, as a transfer target, for the lease plus a margin) runs a
+    /// pre-vote round and campaigns if it wins.
     pub fn spawn_driver(self: Arc<Self>, raft: Raft, log: LogStore, peers: PreVoteClients) {
         tokio::spawn(async move {
             let mut timeout_ms = self.draw_timeout();
@@ -221,88 +237,94 @@ impl Elections {
                     self.transfer_until_ms.store(0, Ordering::Relaxed);
                     continue;
                 }
-                let membership = m.membership_config.membership().clone();
-                if !membership.voter_ids().any(|v| v == self.id) {
+                if !m.membership_config.membership().voter_ids().any(|v| v == self.id) {
                     continue;
                 }
                 let now = crate::monotonic_ms();
                 let silence = self.silence_ms();
-                if self.in_transfer() {
-                    if silence >= self.timing.min_ms as i64 + TRANSFER_MARGIN_MS
-                        && now - last_attempt >= TRANSFER_RETRY.as_millis() as i64
-                    {
-                        last_attempt = now;
-                        tracing::info!(term = m.current_term + 1, "campaigning as the target of a leadership transfer");
-                        self.campaign(&raft).await;
-                    }
-                    continue;
-                }
-                if silence < timeout_ms || now - last_attempt < timeout_ms {
+                let lease = self.timing.min_ms as i64;
+                let due = if self.in_transfer() {
+                    // Once per lease: a round plus the vote's fsyncs must
+                    // finish before the next attempt, or each would abandon
+                    // the term of the one before.
+                    silence >= lease + TRANSFER_MARGIN_MS && now - last_attempt >= lease
+                } else {
+                    silence >= timeout_ms && now - last_attempt >= timeout_ms
+                };
+                if !due {
                     continue;
                 }
                 last_attempt = now;
                 timeout_ms = self.draw_timeout();
-                let joint: Vec<BTreeSet<NodeId>> = membership.get_joint_config().clone();
-                let voters: BTreeSet<NodeId> = joint.iter().flatten().copied().collect();
-                if voters.len() == 1 {
-                    self.campaign(&raft).await;
-                    continue;
-                }
-                let req = match last_log(&log).await {
-                    Ok(last_log) => PreVoteRequest { candidate: self.id, term: m.current_term + 1, last_log },
-                    Err(e) => {
-                        tracing::warn!("not campaigning: cannot read my own log: {e}");
-                        continue;
-                    }
-                };
-                let wait = Duration::from_millis((self.timing.min_ms / 2).max(20));
-                let asks = voters.iter().filter(|&&v| v != self.id).filter_map(|&v| {
-                    let addr = membership.get_node(&v)?.grpc_addr.clone();
-                    let (peers, req) = (peers.clone(), req.clone());
-                    Some(async move { (v, peers.pre_vote(&addr, &req, wait).await) })
-                });
-                // Count answers as they come: a majority decides without
-                // waiting for a voter that is down or cut off.
-                let round_started = crate::monotonic_ms();
-                let majority = |granted: &BTreeSet<NodeId>| {
-                    joint.iter().all(|c| 2 * c.intersection(granted).count() > c.len())
-                };
-                let mut granted: BTreeSet<NodeId> = BTreeSet::from([self.id]);
-                let mut answers: futures::stream::FuturesUnordered<_> = asks.collect();
-                while !majority(&granted) {
-                    let Some((voter, answer)) = futures::StreamExt::next(&mut answers).await else { break };
-                    match answer {
-                        Ok(a) if a.granted => {
-                            granted.insert(voter);
-                        }
-                        Ok(a) => tracing::debug!(voter, reason = %a.reason, "pre-vote refused"),
-                        // A node too old to know PreVote still votes by openraft's rules.
-                        Err(s) if s.code() == tonic::Code::Unimplemented => {
-                            granted.insert(voter);
-                        }
-                        Err(s) => tracing::debug!(voter, "pre-vote unanswered: {}", s.message()),
-                    }
-                }
-                // The round took time: if a leader was heard or a term began
-                // meanwhile (another node won), the answers are stale.
-                let now_m = raft.metrics().borrow().clone();
-                let overtaken = self.contact_ms.load(Ordering::Relaxed) > round_started
-                    || now_m.current_term != m.current_term
-                    || now_m.state == ServerState::Leader;
-                let won = majority(&granted) && !overtaken;
-                metrics::counter!("silo_raft_pre_votes_total", "outcome" => if won { "won" } else { "lost" }).increment(1);
-                if won {
+                if self.pre_vote_round(&raft, &log, &peers, &m).await {
                     tracing::info!(
-                        term = req.term,
+                        term = m.current_term + 1,
                         silence_ms = silence,
+                        transfer = self.in_transfer(),
                         "no leader heard and a majority would vote for me: campaigning"
                     );
                     self.campaign(&raft).await;
-                } else {
-                    tracing::debug!(?granted, "pre-vote lost: not campaigning");
                 }
             }
         });
+    }
+
+    /// Asks every voter for a pre-vote; true when a majority (of every
+    /// configuration of a joint membership, counting this node) said yes
+    /// and nothing overtook the round (a leader heard, a term begun).
+    async fn pre_vote_round(&self, raft: &Raft, log: &LogStore, peers: &PreVoteClients, m: &Metrics) -> bool {
+        let membership = m.membership_config.membership();
+        let joint: Vec<BTreeSet<NodeId>> = membership.get_joint_config().clone();
+        let voters: BTreeSet<NodeId> = joint.iter().flatten().copied().collect();
+        if voters.len() == 1 {
+            return true;
+        }
+        let req = match last_log(log).await {
+            Ok(last_log) => PreVoteRequest { candidate: self.id, term: m.current_term + 1, last_log },
+            Err(e) => {
+                tracing::warn!("not campaigning: cannot read my own log: {e}");
+                return false;
+            }
+        };
+        let wait = Duration::from_millis((self.timing.min_ms / 2).max(20));
+        let asks = voters.iter().filter(|&&v| v != self.id).filter_map(|&v| {
+            let addr = membership.get_node(&v)?.grpc_addr.clone();
+            let (peers, req) = (peers.clone(), req.clone());
+            Some(async move { (v, peers.pre_vote(&addr, &req, wait).await) })
+        });
+        // Count answers as they come: a majority decides without waiting for
+        // a voter that is down or cut off.
+        let round_started = crate::monotonic_ms();
+        let majority =
+            |granted: &BTreeSet<NodeId>| joint.iter().all(|c| 2 * c.intersection(granted).count() > c.len());
+        let mut granted: BTreeSet<NodeId> = BTreeSet::from([self.id]);
+        let mut answers: futures::stream::FuturesUnordered<_> = asks.collect();
+        while !majority(&granted) {
+            let Some((voter, answer)) = futures::StreamExt::next(&mut answers).await else { break };
+            match answer {
+                Ok(a) if a.granted => {
+                    granted.insert(voter);
+                }
+                Ok(a) => tracing::debug!(voter, reason = %a.reason, "pre-vote refused"),
+                // A node too old to know PreVote still votes by openraft's rules.
+                Err(s) if s.code() == tonic::Code::Unimplemented => {
+                    granted.insert(voter);
+                }
+                Err(s) => tracing::debug!(voter, "pre-vote unanswered: {}", s.message()),
+            }
+        }
+        // The round took time: if a leader was heard or a term began
+        // meanwhile (another node won), the answers are stale.
+        let now_m = raft.metrics().borrow().clone();
+        let overtaken = self.contact_ms.load(Ordering::Relaxed) > round_started
+            || now_m.current_term != m.current_term
+            || now_m.state == ServerState::Leader;
+        let won = majority(&granted) && !overtaken;
+        metrics::counter!("silo_raft_pre_votes_total", "outcome" => if won { "won" } else { "lost" }).increment(1);
+        if !won {
+            tracing::debug!(?granted, overtaken, "pre-vote lost: not campaigning");
+        }
+        won
     }
 
     async fn campaign(&self, raft: &Raft) {

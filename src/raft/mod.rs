@@ -73,6 +73,10 @@ pub struct RaftNode {
     log_store: log_store::LogStore,
 }
 
+/// How often a request held by [`RaftNode::settled_leadership`] looks again
+/// without a metrics change.
+const SETTLE_POLL: Duration = Duration::from_millis(25);
+
 /// Check-quorum at the edge. openraft 0.9 keeps an isolated leader leading
 /// until it hears a higher term, so clients that reach it would wait for
 /// proposals that cannot commit (and Silo's client, told it is the owner,
@@ -131,6 +135,44 @@ impl QuorumContact {
         });
     }
 
+    /// Check-quorum step-down. openraft 0.9 has none: a leader that hears no
+    /// quorum keeps sending heartbeats, and a follower that still receives
+    /// them (a one-way partition, a leader that cannot hear) refuses to
+    /// elect anyone else. So once this node has led for `after` without a
+    /// quorum's acknowledgement it mutes its outgoing replication (see
+    /// [`network::Network::muted`]): its followers fall silent and elect a
+    /// leader, whose first message deposes this one and unmutes it.
+    /// Checked every `every`.
+    fn step_down_when_lost(
+        self: Arc<Self>,
+        raft: Raft,
+        id: NodeId,
+        muted: Arc<std::sync::atomic::AtomicBool>,
+        after: Duration,
+        every: Duration,
+    ) {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                let m = raft.metrics().borrow().clone();
+                if m.state == ServerState::Shutdown {
+                    return;
+                }
+                let leading = m.state == ServerState::Leader && m.current_leader == Some(id);
+                let lost = leading && self.lost(m.current_term, after);
+                if muted.swap(lost, std::sync::atomic::Ordering::Relaxed) != lost {
+                    if lost {
+                        tracing::warn!(term = m.current_term, "no quorum heard for {after:?}: stepping down (sending nothing)");
+                        metrics::counter!("silo_raft_step_downs_total").increment(1);
+                    } else {
+                        tracing::info!(term = m.current_term, "replication unmuted");
+                    }
+                }
+            }
+        });
+    }
+
     /// True when this node leads `term` but no quorum acknowledged it within
     /// `max_age` (counting from when it became leader if none ever did).
     fn lost(&self, term: u64, max_age: Duration) -> bool {
@@ -179,8 +221,13 @@ impl RaftNode {
             sm_store::StateMachineStore::new(db.clone(), broker, data_dir, id).with_wal(settings.state_machine_wal);
         let applied = sm_store.applied_index();
         let snapshots = sm_store.snapshots();
-        let network =
-            network::Network { token: cluster_token, snapshot_chunk_bytes: settings.snapshot_chunk_kb * 1024, tls };
+        let muted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let network = network::Network {
+            token: cluster_token,
+            snapshot_chunk_bytes: settings.snapshot_chunk_kb * 1024,
+            tls,
+            muted: muted.clone(),
+        };
         let pre_votes = network::PreVoteClients::new(&network);
         let raft = Raft::new(id, config, network, log_store.clone(), sm_store).await?;
         let elections = election::Elections::new(
@@ -192,6 +239,13 @@ impl RaftNode {
         let quorum = Arc::new(QuorumContact::default());
         quorum.clone().watch(raft.clone(), id);
         let quorum_max_age = Duration::from_millis(settings.election_timeout_max_ms);
+        quorum.clone().step_down_when_lost(
+            raft.clone(),
+            id,
+            muted,
+            2 * quorum_max_age,
+            Duration::from_millis(settings.heartbeat_interval_ms),
+        );
         let batcher = batcher::Batcher::start(
             raft.clone(),
             id,
@@ -269,9 +323,9 @@ impl RaftNode {
 
     /// Confirms with a quorum that this node still leads, unless that was
     /// confirmed less than `max_age` ago. Followers refuse to vote for anyone
-    /// else for an election timeout after hearing from the leader, so a recent
-    /// confirmation (max_age well below the minimum election timeout) still
-    /// holds. Used by heartbeats, which extend leases in the leader's memory: a
+    /// else for the leader lease (`raft.election_timeout_min_ms`) after
+    /// hearing from the leader, so a recent confirmation (max_age well below
+    /// the lease) still holds. Used by heartbeats, which extend leases in the leader's memory: a
     /// deposed leader that has not noticed yet must not keep a lease alive.
     pub async fn confirm_leadership(&self, max_age: Duration) -> Result<(), ProposeError> {
         if self.leadership_confirmed.lock().is_some_and(|t| t.elapsed() < max_age) {
@@ -330,7 +384,7 @@ impl RaftNode {
     /// elsewhere. While this follower's leader has gone silent for the lease
     /// (`raft.election_timeout_min_ms`: it is probably gone and an election
     /// is probably under way) or no leader is known, waits up to two maximum
-    /// election timeouts for a
+    /// election timeouts (at most 1.5 s) for a
     /// leader that is heard again or newly elected, so the client is
     /// redirected to the new leader at once instead of to the old one or
     /// into a retry back-off (issue #11). A leader cut off from its quorum,
@@ -347,16 +401,17 @@ impl RaftNode {
         if !unsettled(&now) || self.is_draining() || leads_in_openraft {
             return now;
         }
+        // Woken by a metrics change (a vote, a new leader, an append), and
+        // every 25 ms for a known leader heard again without one.
         let deadline = tokio::time::Instant::now() + max;
-        let mut tick = tokio::time::interval(Duration::from_millis(5));
-        while tokio::time::Instant::now() < deadline {
-            tick.tick().await;
+        let mut rx = self.raft.metrics();
+        loop {
+            let _ = tokio::time::timeout_at(deadline.min(tokio::time::Instant::now() + SETTLE_POLL), rx.changed()).await;
             let l = self.leadership();
-            if !unsettled(&l) {
+            if !unsettled(&l) || tokio::time::Instant::now() >= deadline {
                 return l;
             }
         }
-        self.leadership()
     }
 
     /// The current term while this node leads.
@@ -427,7 +482,7 @@ impl RaftNode {
     /// soon as the current leader (whose heartbeats the caller stopped) has
     /// been silent for the lease, and refuses other candidates meanwhile
     /// (see [`election`]). Returns at once.
-    pub fn trigger_election(&self) {
+    pub fn begin_transfer(&self) {
         self.elections.begin_transfer();
     }
 

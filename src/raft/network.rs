@@ -54,6 +54,11 @@ pub struct Network {
     pub token: Option<String>,
     pub snapshot_chunk_bytes: usize,
     pub tls: Option<Arc<crate::tls::NodeTls>>,
+    /// Set while this node leads but has heard from no quorum for a while
+    /// (check-quorum step-down, `raft::QuorumContact`): it then sends no
+    /// AppendEntries or snapshots, so its followers stop hearing it and elect
+    /// another leader even when they could still receive from it.
+    pub muted: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// A lazily connecting client for the peer at `addr`; `None` if the address
@@ -89,6 +94,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             snapshot_chunk_bytes: self.snapshot_chunk_bytes,
             tls: self.tls.clone(),
             tls_generation,
+            muted: self.muted.clone(),
         }
     }
 }
@@ -102,6 +108,8 @@ pub struct PeerClient {
     tls: Option<Arc<crate::tls::NodeTls>>,
     /// The [`crate::tls::NodeTls::generation`] `client` was built with.
     tls_generation: u64,
+    /// See [`Network::muted`].
+    muted: Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn encode<T: Serialize>(v: &T) -> Vec<u8> {
@@ -160,6 +168,10 @@ impl PeerClient {
     }
 }
 
+fn muted_error() -> std::io::Error {
+    std::io::Error::other("this leader heard from no quorum and stepped down: it sends nothing")
+}
+
 /// How much later than openraft's own bound a Raft RPC's transport deadline
 /// expires (see `PeerClient::call`).
 const RPC_DEADLINE_SLACK: Duration = Duration::from_millis(100);
@@ -179,6 +191,9 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId>>> {
+        if self.muted.load(Ordering::Relaxed) {
+            return Err(RPCError::Unreachable(Unreachable::new(&muted_error())));
+        }
         self.call("append", &rpc, &option).await
     }
 
@@ -192,6 +207,9 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         cancel: impl std::future::Future<Output = ReplicationClosed> + OptionalSend + 'static,
         _option: RPCOption,
     ) -> Result<SnapshotResponse<NodeId>, StreamingError<TypeConfig, Fatal<NodeId>>> {
+        if self.muted.load(Ordering::Relaxed) {
+            return Err(StreamingError::Unreachable(Unreachable::new(&muted_error())));
+        }
         let Some(mut client) = self.client() else {
             let e = std::io::Error::other(format!("invalid peer address {:?}", self.addr));
             return Err(StreamingError::Unreachable(Unreachable::new(&e)));

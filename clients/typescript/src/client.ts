@@ -748,6 +748,7 @@ export class SiloGRPCClient {
   ): Promise<T> {
     const maxRetries = this.opts.shardRouting?.maxRetries ?? this.opts.maxRetries ?? 8;
     let delay = this.opts.shardRouting?.retryDelayMs ?? 250;
+    let triedAtOnce: string | undefined;
     for (let attempt = 0; ; attempt++) {
       let route: ShardRoute | undefined;
       try {
@@ -769,9 +770,15 @@ export class SiloGRPCClient {
         // Ask the cluster who owns the shard now: a follower answers once an
         // election has settled, so a new owner is tried at once; the same
         // owner (or none) only after a back-off.
+        // One immediate try per new owner, so owners that flap cannot use
+        // up the retries without a pause.
         await this.refreshTopology().catch(() => undefined);
-        const now = route && this.routes.find((r) => r.shardId === route.shardId);
-        if (route && now && now.addr !== route.addr) continue;
+        const failed = route;
+        const now = failed && this.routes.find((r) => r.shardId === failed.shardId);
+        if (failed && now && now.addr !== failed.addr && now.addr !== triedAtOnce) {
+          triedAtOnce = now.addr;
+          continue;
+        }
         await sleep(delay);
         delay = Math.min(delay * 2, 5_000);
       }
