@@ -263,8 +263,11 @@ impl Bound {
         // Stop accepting calls first, give in-flight ones a moment, then stop Raft.
         let serving = tokio::time::timeout(Duration::from_secs(3), serving).await;
         node.shutdown().await;
-        if let Err(e) = crate::storage::rocks::flush_all(node.db()) {
-            tracing::warn!("flushing the state at shutdown failed (a restart re-applies it from the log): {e}");
+        let db = node.db().clone();
+        match tokio::task::spawn_blocking(move || crate::storage::rocks::flush_all(&db)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("flushing the state at shutdown failed (a restart re-applies it from the log): {e}"),
+            Err(e) => tracing::warn!("flushing the state at shutdown: {e}"),
         }
         match serving {
             Ok(Ok(Ok(()))) => Ok(()),

@@ -353,6 +353,7 @@ pub const METRICS: &[(Kind, &str, Unit, &str)] = &[
     (Kind::Counter, "silo_leadership_gained_total", Unit::Count, "Times this node became leader"),
     (Kind::Counter, "silo_raft_pre_votes_total", Unit::Count, "Pre-vote rounds this node ran, by outcome (won, lost)"),
     (Kind::Counter, "silo_raft_campaigns_total", Unit::Count, "Elections this node started (after a won pre-vote or as a transfer target)"),
+    (Kind::Counter, "silo_raft_append_shrunk_total", Unit::Count, "AppendEntries abandoned near openraft's time bound and retried with half the entries"),
     (Kind::Counter, "silo_raft_step_downs_total", Unit::Count, "Times this leader heard no quorum for two election timeouts and muted its replication (check-quorum)"),
     (Kind::Histogram, "silo_raft_log_append_seconds", Unit::Seconds, "Log append including its fsync"),
     (Kind::Histogram, "silo_raft_log_append_entries", Unit::Count, "Entries per log append (group-commit factor)"),

@@ -148,10 +148,16 @@ impl Admin for AdminService {
             admin.trigger_election(self.peers.request(pb::TriggerElectionRequest {})).await?;
             let deadline = Instant::now() + Duration::from_secs(10);
             loop {
-                if let Some(leader) = self.node.status().leader {
-                    if leader != self.node.id() {
-                        return Ok(leader);
+                match self.node.status().leader {
+                    Some(leader) if leader == to => return Ok(leader),
+                    // Another voter won the election the transfer opened
+                    // (possible with five or more voters).
+                    Some(leader) if leader != self.node.id() => {
+                        return Err(Status::aborted(format!(
+                            "node {leader} won the election instead of node {to}; leadership moved there"
+                        )))
                     }
+                    _ => {}
                 }
                 if Instant::now() > deadline {
                     return Err(Status::deadline_exceeded("leadership did not move within 10 s"));

@@ -13,7 +13,8 @@
 //!   at random from `[election_timeout_min, election_timeout_max]` for each
 //!   attempt) first asks every voter *would you vote for me?* (`PreVote`,
 //!   which changes nothing on the receiver).
-//! - A voter says yes when it is not the leader, has itself heard from no
+//! - A voter says yes when it is not the leader (a leader that stepped down
+//!   or is handing off counts as not leading), has itself heard from no
 //!   leader for `election_timeout_min`, is not the target of a leadership
 //!   transfer for someone else, and the candidate's last log id (term, index)
 //!   is at least its own.
@@ -111,6 +112,9 @@ pub struct Elections {
     stopping: AtomicBool,
     /// Set while a leadership transfer keeps this leader quiet.
     heartbeats_off: AtomicBool,
+    /// Set while this node leads without a quorum and has stopped
+    /// replicating (`network::Network::muted`).
+    muted: Arc<AtomicBool>,
 }
 
 impl Elections {
@@ -124,7 +128,18 @@ impl Elections {
             transfer_until_ms: AtomicI64::new(0),
             stopping: AtomicBool::new(false),
             heartbeats_off: AtomicBool::new(false),
+            muted: Arc::new(AtomicBool::new(false)),
         })
+    }
+
+    /// True while heartbeats are off for a leadership transfer.
+    pub fn handing_off(&self) -> bool {
+        self.heartbeats_off.load(Ordering::Relaxed)
+    }
+
+    /// The flag a leader without a quorum sets to stop replicating.
+    pub fn muted(&self) -> Arc<AtomicBool> {
+        self.muted.clone()
     }
 
     /// This node heard from a leader (or granted a vote) just now.
@@ -197,7 +212,13 @@ impl Elections {
     pub async fn answer(&self, raft: &Raft, log: &LogStore, req: &PreVoteRequest) -> PreVoteResponse {
         let m = raft.metrics().borrow().clone();
         let refuse = |reason: String| PreVoteResponse { granted: false, term: m.current_term, reason };
-        if m.state == ServerState::Leader {
+        // A leader answers like a follower once it has stepped down (muted:
+        // no quorum hears it) or is handing off (heartbeats off): either way
+        // it wants another leader elected.
+        let leading = m.state == ServerState::Leader
+            && !self.muted.load(Ordering::Relaxed)
+            && !self.heartbeats_off.load(Ordering::Relaxed);
+        if leading {
             return refuse("I lead".into());
         }
         let silence = self.silence_ms();

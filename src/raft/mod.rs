@@ -221,19 +221,20 @@ impl RaftNode {
             sm_store::StateMachineStore::new(db.clone(), broker, data_dir, id).with_wal(settings.state_machine_wal);
         let applied = sm_store.applied_index();
         let snapshots = sm_store.snapshots();
-        let muted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let elections = election::Elections::new(
+            id,
+            election::Timing { min_ms: settings.election_timeout_min_ms, max_ms: settings.election_timeout_max_ms },
+        );
+        let muted = elections.muted();
         let network = network::Network {
             token: cluster_token,
             snapshot_chunk_bytes: settings.snapshot_chunk_kb * 1024,
             tls,
             muted: muted.clone(),
+            probe_every: Duration::from_millis(2 * settings.election_timeout_max_ms),
         };
         let pre_votes = network::PreVoteClients::new(&network);
         let raft = Raft::new(id, config, network, log_store.clone(), sm_store).await?;
-        let elections = election::Elections::new(
-            id,
-            election::Timing { min_ms: settings.election_timeout_min_ms, max_ms: settings.election_timeout_max_ms },
-        );
         elections.clone().spawn_driver(raft.clone(), log_store.clone(), pre_votes);
         elections.clone().spawn_heartbeats(raft.clone(), Duration::from_millis(settings.heartbeat_interval_ms));
         let quorum = Arc::new(QuorumContact::default());
@@ -294,7 +295,7 @@ impl RaftNode {
     /// Proposes `op` stamped with this node's clock and waits until it is
     /// committed on a majority and applied here.
     pub async fn propose(&self, op: Op) -> Result<ApplyResult, ProposeError> {
-        if self.is_draining() {
+        if self.is_draining() || self.elections.handing_off() {
             return Err(ProposeError::NotLeader { leader: None });
         }
         let name = op.name();
@@ -308,6 +309,7 @@ impl RaftNode {
     /// Linearizable read barrier on the leader: confirms leadership with a
     /// quorum and waits until this node applied everything committed before.
     pub async fn read_barrier(&self) -> Result<(), ProposeError> {
+        self.refuse_while_handing_off()?;
         match self.raft.get_read_log_id().await {
             Ok((read_log_id, _)) => {
                 self.wait_applied(read_log_id.map_or(0, |l| l.index)).await;
@@ -331,6 +333,7 @@ impl RaftNode {
         if self.leadership_confirmed.lock().is_some_and(|t| t.elapsed() < max_age) {
             return Ok(());
         }
+        self.refuse_while_handing_off()?;
         let asked_at = std::time::Instant::now();
         self.read_index().await?;
         *self.leadership_confirmed.lock() = Some(asked_at);
@@ -366,7 +369,7 @@ impl RaftNode {
     /// the other nodes. A single-voter cluster is its own quorum.
     pub fn leadership(&self) -> Leadership {
         let m = self.raft.metrics().borrow().clone();
-        if self.is_draining() {
+        if self.is_draining() || self.elections.handing_off() {
             return Leadership::Follower { leader: None };
         }
         if m.state == ServerState::Leader && m.current_leader == Some(self.id) {
@@ -472,6 +475,18 @@ impl RaftNode {
         self.draining.load(std::sync::atomic::Ordering::SeqCst)
     }
 
+    /// While a leadership transfer or a graceful hand-off keeps this leader
+    /// quiet, it confirms no reads and takes no proposals: openraft would
+    /// send AppendEntries for them, and each one resets the followers'
+    /// silence the transfer waits for. Callers get "no leader is known" and
+    /// retry; the new leader answers within about one lease.
+    fn refuse_while_handing_off(&self) -> Result<(), ProposeError> {
+        if self.elections.handing_off() {
+            return Err(ProposeError::NotLeader { leader: None });
+        }
+        Ok(())
+    }
+
     /// Leader-side heartbeats on or off (leadership transfer lets follower leases lapse).
     pub fn set_heartbeats(&self, enabled: bool) {
         self.elections.set_heartbeats(enabled);
@@ -493,6 +508,7 @@ impl RaftNode {
     /// The index a linearizable read must wait for, confirmed with a quorum.
     /// Leader only.
     pub async fn read_index(&self) -> Result<u64, ProposeError> {
+        self.refuse_while_handing_off()?;
         match self.raft.get_read_log_id().await {
             Ok((read_log_id, _)) => Ok(read_log_id.map_or(0, |l| l.index)),
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {

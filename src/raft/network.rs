@@ -57,8 +57,13 @@ pub struct Network {
     /// Set while this node leads but has heard from no quorum for a while
     /// (check-quorum step-down, `raft::QuorumContact`): it then sends no
     /// AppendEntries or snapshots, so its followers stop hearing it and elect
-    /// another leader even when they could still receive from it.
+    /// another leader even when they could still receive from it. One probe
+    /// per peer still goes out every `probe_every`: a quorum that answers
+    /// ends the step-down (it was only slow, or its followers restarted).
     pub muted: Arc<std::sync::atomic::AtomicBool>,
+    /// See `muted`; longer than any election timeout, so followers that only
+    /// hear the probes still get their chance to elect.
+    pub probe_every: Duration,
 }
 
 /// A lazily connecting client for the peer at `addr`; `None` if the address
@@ -95,6 +100,8 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             tls: self.tls.clone(),
             tls_generation,
             muted: self.muted.clone(),
+            probe_every: self.probe_every,
+            last_probe_ms: i64::MIN / 2,
         }
     }
 }
@@ -110,6 +117,9 @@ pub struct PeerClient {
     tls_generation: u64,
     /// See [`Network::muted`].
     muted: Arc<std::sync::atomic::AtomicBool>,
+    probe_every: Duration,
+    /// `crate::monotonic_ms()` of the last append let through while muted.
+    last_probe_ms: i64,
 }
 
 fn encode<T: Serialize>(v: &T) -> Vec<u8> {
@@ -172,6 +182,10 @@ fn muted_error() -> std::io::Error {
     std::io::Error::other("this leader heard from no quorum and stepped down: it sends nothing")
 }
 
+/// How long before openraft's own bound a multi-entry AppendEntries is
+/// abandoned and retried with half the entries (see `append_entries`).
+const APPEND_SHRINK_MARGIN: Duration = Duration::from_millis(20);
+
 /// How much later than openraft's own bound a Raft RPC's transport deadline
 /// expires (see `PeerClient::call`).
 const RPC_DEADLINE_SLACK: Duration = Duration::from_millis(100);
@@ -192,7 +206,26 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId>>> {
         if self.muted.load(Ordering::Relaxed) {
-            return Err(RPCError::Unreachable(Unreachable::new(&muted_error())));
+            let now = crate::monotonic_ms();
+            if now - self.last_probe_ms < self.probe_every.as_millis() as i64 {
+                return Err(RPCError::Unreachable(Unreachable::new(&muted_error())));
+            }
+            self.last_probe_ms = now;
+        }
+        // openraft resends the very same request after a timeout, so a batch
+        // too big to land within its bound would never land: give up a little
+        // earlier and ask for half as many entries (openraft keeps the hint
+        // for ten sends). A single entry is sent as it is.
+        let entries = rpc.entries.len() as u64;
+        if entries > 1 {
+            let bound = option.hard_ttl().saturating_sub(APPEND_SHRINK_MARGIN);
+            return match tokio::time::timeout(bound, self.call("append", &rpc, &option)).await {
+                Ok(reply) => reply,
+                Err(_) => {
+                    metrics::counter!("silo_raft_append_shrunk_total").increment(1);
+                    Err(RPCError::PayloadTooLarge(openraft::error::PayloadTooLarge::new_entries_hint(entries / 2)))
+                }
+            };
         }
         self.call("append", &rpc, &option).await
     }
@@ -222,6 +255,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         let header = RaftMessage { data: encode(&(vote, snapshot.meta.clone())) };
         tx.send(header).await.expect("the receiver is alive");
         let chunk_bytes = self.snapshot_chunk_bytes;
+        let muted = self.muted.clone();
         let reader = tokio::task::spawn_blocking(move || {
             let mut chunk: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
             let (mut size, mut records) = (0usize, 0u64);
@@ -232,7 +266,10 @@ impl RaftNetwork<TypeConfig> for PeerClient {
                 records += 1;
                 chunk.push((k.to_vec(), v.to_vec()));
                 if size >= chunk_bytes {
-                    open = tx.blocking_send(frame(&SnapshotFrame::Records(std::mem::take(&mut chunk)))).is_ok();
+                    // A leader that stepped down stops mid-stream too: the
+                    // stream keeps its follower from electing anyone else.
+                    open = !muted.load(Ordering::Relaxed)
+                        && tx.blocking_send(frame(&SnapshotFrame::Records(std::mem::take(&mut chunk)))).is_ok();
                     size = 0;
                 }
                 open

@@ -87,6 +87,7 @@ pub fn open(path: &Path, st: &StorageConfig) -> Result<Arc<DB>, rocksdb::Error> 
         opts.enable_statistics();
     }
     let cfs = keys::ALL_CFS.into_iter().map(|name| ColumnFamilyDescriptor::new(name, cf_opts()));
+    remove_flush_scratch(path);
     Ok(Arc::new(DB::open_cf_descriptors(&opts, path, cfs)?))
 }
 
@@ -105,6 +106,20 @@ pub fn flush_all(db: &DB) -> Result<(), rocksdb::Error> {
     let made = rocksdb::checkpoint::Checkpoint::new(db).and_then(|c| c.create_checkpoint(&scratch));
     let _ = std::fs::remove_dir_all(&scratch);
     made
+}
+
+/// Removes checkpoints [`flush_all`] left beside the database when the
+/// process died mid-flush (their hard links would keep old tables alive).
+fn remove_flush_scratch(db_path: &Path) {
+    let (Some(dir), Some(name)) = (db_path.parent(), db_path.file_name()) else { return };
+    let prefix = format!("{}.flush-", name.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        if n.starts_with(&prefix) && n.ends_with(".tmp") {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 /// RocksDB compression for a `[storage]` name (validated by `Config::validate`).
