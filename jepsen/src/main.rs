@@ -69,6 +69,25 @@ struct Args {
     /// Keep the nodes' data directories after the run.
     #[arg(long)]
     keep_data: bool,
+    /// Run no test: check a stored history (`<store>/<name>/<time>/history.jsonl`)
+    /// again with this build's checkers (not `cluster-heals`, which needs the
+    /// live nodes) and print their verdicts. Pass the `--lease-ms` of the run.
+    #[arg(long, value_name = "HISTORY_JSONL")]
+    recheck: Option<PathBuf>,
+}
+
+/// `--recheck`: the checkers over a stored history; true when all pass.
+fn recheck(path: &std::path::Path, lease_ms: i64) -> anyhow::Result<bool> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let history = silo_jepsen::history::read_jsonl(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let verdicts = check_all(&history, &CheckContext { lease_ms });
+    for v in &verdicts {
+        eprintln!("  {:<22} {}", v.name, if v.valid { "valid".to_string() } else { format!("INVALID, {} errors", v.error_count) });
+        for e in &v.errors {
+            eprintln!("      - {e}");
+        }
+    }
+    Ok(verdicts.iter().all(|v| v.valid))
 }
 
 fn pair(s: &str) -> anyhow::Result<(u64, u64)> {
@@ -86,6 +105,20 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    if let Some(path) = &args.recheck {
+        match recheck(path, args.lease_ms) {
+            Ok(true) => println!("valid"),
+            Ok(false) => {
+                println!("invalid");
+                std::process::exit(1);
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                std::process::exit(2);
+            }
+        }
+        return;
+    }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     match rt.block_on(run(args)) {
         Ok(true) => {

@@ -25,7 +25,9 @@
 //!   length left (its clock starts when the grant applies on the leader,
 //!   before delivery, and a new leader only ever extends leases), so such a refusal
 //!   means the lease was delivered dead, or expired early (e.g. on a leader
-//!   whose wall clock jumped).
+//!   whose wall clock jumped). Unless the refusal came a whole lease length
+//!   or more after delivery: a call held up that long (by a frozen or cut-off
+//!   node) reached the cluster after the lease had rightly expired.
 use std::collections::{BTreeMap, HashMap};
 
 use crate::history::Op;
@@ -149,7 +151,12 @@ pub(crate) fn check_facts(facts: &Facts<'_>, ctx: &CheckContext) -> Verdict {
         let refused = tc.call.comp.and_then(|c| c.error.as_deref()).is_some_and(|e| e.contains("lease not found"));
         let Some(g) = delivered.get(tc.task_id) else { continue };
         let after_ms = tc.call.inv_ms() - g.delivered_ms;
-        if refused && (0.0..early_ms).contains(&after_ms) {
+        // A call still in flight a whole lease after delivery (its node was
+        // frozen or cut off) may rightly find the lease expired: a lease
+        // lives by heartbeats that arrive.
+        let answered_within_lease =
+            tc.call.comp.is_some_and(|c| c.time_ms - g.delivered_ms < ctx.lease_ms as f64);
+        if refused && answered_within_lease && (0.0..early_ms).contains(&after_ms) {
             v.error(format!(
                 "lease-dead-on-arrival: job {}: {} was refused \"lease not found\" {after_ms:.0} ms after {} (lease length {} ms)",
                 tc.job_id,
@@ -204,6 +211,15 @@ mod tests {
             .ok(1, lease(vec![grant("a", "t1", 1, "9:0")]), 15.0)
             .invoke(1, F::Heartbeat, hb("a", "t1", 1), 12_000.0)
             .fail_with(1, 12_005.0, "NotFound: lease not found");
+        assert_valid(&check(&h.build(), &CTX));
+        // Invoked right away but answered only after the lease length (the
+        // node it went to was frozen meanwhile): an expiry, not a fault.
+        let h = H::new()
+            .call(9, F::Enqueue, enq(Some("a"), "9:0"), 0.0, 5.0)
+            .invoke(1, F::Lease, lease(vec![]), 10.0)
+            .ok(1, lease(vec![grant("a", "t1", 1, "9:0")]), 15.0)
+            .invoke(1, F::Heartbeat, hb("a", "t1", 1), 40.0)
+            .fail_with(1, 10_100.0, "NotFound: lease not found");
         assert_valid(&check(&h.build(), &CTX));
     }
 
