@@ -266,7 +266,9 @@ impl Bound {
         let db = node.db().clone();
         match tokio::task::spawn_blocking(move || crate::storage::rocks::flush_all(&db)).await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!("flushing the state at shutdown failed (a restart re-applies it from the log): {e}"),
+            Ok(Err(e)) => {
+                tracing::warn!("flushing the state at shutdown failed (a restart re-applies it from the log): {e}")
+            }
             Err(e) => tracing::warn!("flushing the state at shutdown: {e}"),
         }
         match serving {

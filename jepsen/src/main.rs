@@ -82,7 +82,11 @@ fn recheck(path: &std::path::Path, lease_ms: i64) -> anyhow::Result<bool> {
     let history = silo_jepsen::history::read_jsonl(&text).with_context(|| format!("parsing {}", path.display()))?;
     let verdicts = check_all(&history, &CheckContext { lease_ms });
     for v in &verdicts {
-        eprintln!("  {:<22} {}", v.name, if v.valid { "valid".to_string() } else { format!("INVALID, {} errors", v.error_count) });
+        eprintln!(
+            "  {:<22} {}",
+            v.name,
+            if v.valid { "valid".to_string() } else { format!("INVALID, {} errors", v.error_count) }
+        );
         for e in &v.errors {
             eprintln!("      - {e}");
         }

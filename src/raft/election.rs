@@ -316,8 +316,7 @@ impl Elections {
         // Count answers as they come: a majority decides without waiting for
         // a voter that is down or cut off.
         let round_started = crate::monotonic_ms();
-        let majority =
-            |granted: &BTreeSet<NodeId>| joint.iter().all(|c| 2 * c.intersection(granted).count() > c.len());
+        let majority = |granted: &BTreeSet<NodeId>| joint.iter().all(|c| 2 * c.intersection(granted).count() > c.len());
         let mut granted: BTreeSet<NodeId> = BTreeSet::from([self.id]);
         let mut answers: futures::stream::FuturesUnordered<_> = asks.collect();
         while !majority(&granted) {

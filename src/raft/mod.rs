@@ -163,7 +163,10 @@ impl QuorumContact {
                 let lost = leading && self.lost(m.current_term, after);
                 if muted.swap(lost, std::sync::atomic::Ordering::Relaxed) != lost {
                     if lost {
-                        tracing::warn!(term = m.current_term, "no quorum heard for {after:?}: stepping down (sending nothing)");
+                        tracing::warn!(
+                            term = m.current_term,
+                            "no quorum heard for {after:?}: stepping down (sending nothing)"
+                        );
                         metrics::counter!("silo_raft_step_downs_total").increment(1);
                     } else {
                         tracing::info!(term = m.current_term, "replication unmuted");
@@ -409,7 +412,8 @@ impl RaftNode {
         let deadline = tokio::time::Instant::now() + max;
         let mut rx = self.raft.metrics();
         loop {
-            let _ = tokio::time::timeout_at(deadline.min(tokio::time::Instant::now() + SETTLE_POLL), rx.changed()).await;
+            let _ =
+                tokio::time::timeout_at(deadline.min(tokio::time::Instant::now() + SETTLE_POLL), rx.changed()).await;
             let l = self.leadership();
             if !unsettled(&l) || tokio::time::Instant::now() >= deadline {
                 return l;

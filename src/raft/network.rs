@@ -334,7 +334,12 @@ impl PreVoteClients {
 
     /// Asks the voter at `addr` for a pre-vote; an error when it does not
     /// answer within `timeout` (UNIMPLEMENTED from a node without PreVote).
-    pub async fn pre_vote(&self, addr: &str, req: &PreVoteRequest, timeout: Duration) -> Result<PreVoteResponse, tonic::Status> {
+    pub async fn pre_vote(
+        &self,
+        addr: &str,
+        req: &PreVoteRequest,
+        timeout: Duration,
+    ) -> Result<PreVoteResponse, tonic::Status> {
         let generation = self.tls.as_ref().map_or(0, |t| t.generation());
         let client = {
             let mut cache = self.cache.lock();
@@ -356,7 +361,8 @@ impl PreVoteClients {
         let reply = tokio::time::timeout(timeout, client.clone().pre_vote(request))
             .await
             .map_err(|_| tonic::Status::deadline_exceeded("no pre-vote answer in time"))??;
-        decode(&reply.into_inner().data).map_err(|e| tonic::Status::internal(format!("undecodable pre-vote answer: {e}")))
+        decode(&reply.into_inner().data)
+            .map_err(|e| tonic::Status::internal(format!("undecodable pre-vote answer: {e}")))
     }
 }
 
@@ -455,7 +461,14 @@ impl RaftRpc for RaftService {
             self.elections.note_contact();
         }
         let result = self.raft.append_entries(req).await;
-        if from_leader && matches!(result, Ok(AppendEntriesResponse::Success | AppendEntriesResponse::PartialSuccess(_) | AppendEntriesResponse::Conflict)) {
+        if from_leader
+            && matches!(
+                result,
+                Ok(AppendEntriesResponse::Success
+                    | AppendEntriesResponse::PartialSuccess(_)
+                    | AppendEntriesResponse::Conflict)
+            )
+        {
             self.elections.note_contact();
         }
         reply(&result)
@@ -473,7 +486,10 @@ impl RaftRpc for RaftService {
 
     /// Would this node vote for the candidate? Changes nothing (see
     /// [`super::election`]).
-    async fn pre_vote(&self, request: tonic::Request<RaftMessage>) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
+    async fn pre_vote(
+        &self,
+        request: tonic::Request<RaftMessage>,
+    ) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
         let req: PreVoteRequest = decode(&request.into_inner().data).map_err(bad_request)?;
         reply(&self.elections.answer(&self.raft, &self.log, &req).await)
     }

@@ -154,8 +154,7 @@ pub(crate) fn check_facts(facts: &Facts<'_>, ctx: &CheckContext) -> Verdict {
         // A call still in flight a whole lease after delivery (its node was
         // frozen or cut off) may rightly find the lease expired: a lease
         // lives by heartbeats that arrive.
-        let answered_within_lease =
-            tc.call.comp.is_some_and(|c| c.time_ms - g.delivered_ms < ctx.lease_ms as f64);
+        let answered_within_lease = tc.call.comp.is_some_and(|c| c.time_ms - g.delivered_ms < ctx.lease_ms as f64);
         if refused && answered_within_lease && (0.0..early_ms).contains(&after_ms) {
             v.error(format!(
                 "lease-dead-on-arrival: job {}: {} was refused \"lease not found\" {after_ms:.0} ms after {} (lease length {} ms)",
