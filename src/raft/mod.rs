@@ -312,18 +312,9 @@ impl RaftNode {
     /// Linearizable read barrier on the leader: confirms leadership with a
     /// quorum and waits until this node applied everything committed before.
     pub async fn read_barrier(&self) -> Result<(), ProposeError> {
-        self.refuse_while_handing_off()?;
-        match self.raft.get_read_log_id().await {
-            Ok((read_log_id, _)) => {
-                self.wait_applied(read_log_id.map_or(0, |l| l.index)).await;
-                Ok(())
-            }
-            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
-                Err(ProposeError::NotLeader { leader: f.leader_id.zip(f.leader_node) })
-            }
-            Err(RaftError::APIError(e)) => Err(ProposeError::Other(e.to_string())),
-            Err(RaftError::Fatal(f)) => Err(ProposeError::Fatal(f.to_string())),
-        }
+        let index = self.read_index().await?;
+        self.wait_applied(index).await;
+        Ok(())
     }
 
     /// Confirms with a quorum that this node still leads, unless that was
@@ -336,7 +327,6 @@ impl RaftNode {
         if self.leadership_confirmed.lock().is_some_and(|t| t.elapsed() < max_age) {
             return Ok(());
         }
-        self.refuse_while_handing_off()?;
         let asked_at = std::time::Instant::now();
         self.read_index().await?;
         *self.leadership_confirmed.lock() = Some(asked_at);

@@ -90,7 +90,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> PeerClient {
         let tls_generation = self.tls.as_ref().map_or(0, |t| t.generation());
         let client = connect(&node.grpc_addr, self.tls.as_deref());
-        let authorization = self.token.as_ref().and_then(|t| format!("Bearer {t}").parse().ok());
+        let authorization = bearer(self.token.as_deref());
         PeerClient {
             target,
             addr: node.grpc_addr.clone(),
@@ -120,6 +120,11 @@ pub struct PeerClient {
     probe_every: Duration,
     /// `crate::monotonic_ms()` of the last append let through while muted.
     last_probe_ms: i64,
+}
+
+/// The `authorization` header for the cluster token, if any.
+fn bearer(token: Option<&str>) -> Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> {
+    token.and_then(|t| format!("Bearer {t}").parse().ok())
 }
 
 fn encode<T: Serialize>(v: &T) -> Vec<u8> {
@@ -322,14 +327,18 @@ impl RaftNetwork<TypeConfig> for PeerClient {
 /// address, rebuilt when the TLS certificates were reloaded.
 #[derive(Clone)]
 pub struct PreVoteClients {
-    token: Option<String>,
+    authorization: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
     tls: Option<Arc<crate::tls::NodeTls>>,
     cache: Arc<parking_lot::Mutex<std::collections::HashMap<String, (u64, RaftClient<Channel>)>>>,
 }
 
 impl PreVoteClients {
     pub fn new(network: &Network) -> Self {
-        PreVoteClients { token: network.token.clone(), tls: network.tls.clone(), cache: Arc::default() }
+        PreVoteClients {
+            authorization: bearer(network.token.as_deref()),
+            tls: network.tls.clone(),
+            cache: Arc::default(),
+        }
     }
 
     /// Asks the voter at `addr` for a pre-vote; an error when it does not
@@ -354,10 +363,10 @@ impl PreVoteClients {
             }
         };
         let mut request = tonic::Request::new(RaftMessage { data: encode(req) });
-        request.set_timeout(timeout);
-        if let Some(v) = self.token.as_ref().and_then(|t| format!("Bearer {t}").parse().ok()) {
-            request.metadata_mut().insert("authorization", v);
+        if let Some(v) = &self.authorization {
+            request.metadata_mut().insert("authorization", v.clone());
         }
+        // Bounds the connect as well as the call.
         let reply = tokio::time::timeout(timeout, client.clone().pre_vote(request))
             .await
             .map_err(|_| tonic::Status::deadline_exceeded("no pre-vote answer in time"))??;
