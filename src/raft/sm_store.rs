@@ -107,17 +107,58 @@ impl StateMachineStore {
         self.snapshots.clone()
     }
 
-    /// Re-derives the broker from applied state (start-up, snapshot install).
-    /// Streams the queue and lease tables (no full copy in memory).
+    /// Re-derives the broker from applied state (start-up, snapshot install):
+    /// the lease table and the queue counts and runs (the broker pages the
+    /// queues themselves from the store when it needs them).
     pub fn rebuild_broker(&self) {
         let started = std::time::Instant::now();
-        let queued = crate::storage::rocks::prefix_iter(&self.db, keys::CF_SM, &keys::table(keys::QUEUED))
-            .map(|(_, v)| codec::decode_or_die::<state_machine::QueuedTask>("queued task", &v));
+        self.add_paging_index();
         let leases = crate::storage::rocks::prefix_iter(&self.db, keys::CF_SM, &keys::table(keys::LEASE))
             .map(|(_, v)| codec::decode_or_die::<state_machine::Lease>("lease", &v));
-        self.broker.rebuild(queued, leases, crate::monotonic_ms());
+        let pages = Arc::new(crate::storage::rocks::DbPages(self.db.clone()));
+        self.broker.rebuild(pages, leases, crate::monotonic_ms(), crate::wall_clock_ms());
         let (tasks, leases) = self.broker.sizes();
-        tracing::info!(tasks, leases, ms = started.elapsed().as_millis() as u64, "broker rebuilt from the store");
+        let resident = self.broker.resident();
+        tracing::info!(
+            tasks,
+            leases,
+            resident,
+            ms = started.elapsed().as_millis() as u64,
+            "broker rebuilt from the store"
+        );
+    }
+
+    /// A state written before the broker's paging index (`O`) existed has
+    /// queued tasks and no index: derive it from the `Q` records once, in
+    /// batches (every replica derives the same keys from the same state).
+    fn add_paging_index(&self) {
+        use crate::storage::rocks::prefix_iter;
+        let indexed = prefix_iter(&self.db, keys::CF_SM, &keys::table(keys::QUEUE_ORDER)).next().is_some();
+        if indexed || prefix_iter(&self.db, keys::CF_SM, &keys::table(keys::QUEUED)).next().is_none() {
+            return;
+        }
+        let sm = cf(&self.db, keys::CF_SM);
+        let mut counts: std::collections::BTreeMap<String, state_machine::QueueCounts> = Default::default();
+        let mut batch = WriteBatch::default();
+        let mut n = 0u64;
+        for (_, v) in prefix_iter(&self.db, keys::CF_SM, &keys::table(keys::QUEUED)) {
+            let task: state_machine::QueuedTask = codec::decode_or_die("queued task", &v);
+            batch.put_cf(sm, keys::queue_order(&task), []);
+            *counts.entry(task.task_group.clone()).or_default().of(&task.kind) += 1;
+            n += 1;
+            if batch.len() >= 10_000 {
+                self.db.write(std::mem::take(&mut batch)).expect("writing the paging index");
+            }
+        }
+        for (group, c) in &counts {
+            batch.put_cf(sm, keys::queue_counts(group), codec::encode(c));
+        }
+        self.db.write(batch).expect("writing the paging index");
+        tracing::warn!(
+            tasks = n,
+            groups = counts.len(),
+            "added the broker's paging index to a state written before it"
+        );
     }
 
     fn meta_get<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError> {
@@ -265,7 +306,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         db.write_opt(batch, &opts).map_err(write_err)?;
         let now = crate::monotonic_ms();
         for (mine, effects) in &runs {
-            self.broker.apply_effects_counted(effects, now, *mine);
+            self.broker.apply_effects_counted(effects, now, crate::wall_clock_ms(), *mine);
         }
         if let Some(l) = last_applied {
             self.applied.send_replace(l.index);

@@ -1,8 +1,8 @@
 //! Whole-store invariants, checked after every apply in the property tests and
 //! on demand by `silo` debugging tools. Each violation is described in words.
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
-use super::job::{AttemptStatus, FloatingState, Gate, Job, JobStatus, QueueKind, QueueState, Slot};
+use super::job::{AttemptStatus, FloatingState, Gate, Job, JobStatus, QueueCounts, QueueKind, QueueState, Slot};
 use super::limits::WaiterRecord;
 use super::tx::Tables;
 use crate::storage::codec::decode_or_die;
@@ -11,8 +11,16 @@ use crate::storage::keys;
 pub fn check<T: Tables>(t: &T) -> Vec<String> {
     let mut errors = Vec::new();
     let mut queued_ids = BTreeSet::new();
+    // The paging index and the counts hold each queued task exactly once.
+    let mut orders = BTreeSet::new();
+    let mut counts: BTreeMap<String, QueueCounts> = BTreeMap::new();
     for q in t.queued_all() {
         queued_ids.insert(q.task_id.clone());
+        orders.insert(keys::queue_order(&q));
+        *counts.entry(q.task_group.clone()).or_default().of(&q.kind) += 1;
+        if t.kv_get(&keys::queue_order(&q)).is_none() {
+            errors.push(format!("queued task {} has no paging-index entry", q.task_id));
+        }
         if let QueueKind::Refresh { key } = &q.kind {
             let fk = keys::floating(q.job.shard, &q.job.tenant, key);
             let st: Option<FloatingState> = t.kv_get(&fk).map(|b| decode_or_die("floating", &b));
@@ -38,6 +46,20 @@ pub fn check<T: Tables>(t: &T) -> Vec<String> {
                 }
             }
         }
+    }
+    let stray = t.kv_scan(&keys::table(keys::QUEUE_ORDER));
+    for (k, v) in &stray {
+        if let Some(group) = keys::parse_queue_counts(k) {
+            let stored: QueueCounts = decode_or_die("queue counts", v);
+            if counts.remove(&group) != Some(stored) {
+                errors.push(format!("queue counts of {group:?} are {stored:?}, not what is queued"));
+            }
+        } else if !orders.contains(k) {
+            errors.push(format!("paging-index entry {k:?} names no queued task"));
+        }
+    }
+    for (group, c) in counts {
+        errors.push(format!("task group {group:?} has {c:?} queued and no stored counts"));
     }
     let leases = t.leases();
     let mut leased_ids = BTreeSet::new();

@@ -221,6 +221,30 @@ pub struct QueuedTask {
     pub attempt_number: u32,
 }
 
+/// How many tasks of one task group are queued, by kind (the `O 3` record:
+/// the broker's sizes after a restart, without counting the queue).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueCounts {
+    pub attempts: u64,
+    pub gates: u64,
+    pub refresh: u64,
+}
+
+impl QueueCounts {
+    /// The counter of `kind`.
+    pub fn of(&mut self, kind: &QueueKind) -> &mut u64 {
+        match kind {
+            QueueKind::Attempt => &mut self.attempts,
+            QueueKind::Gate => &mut self.gates,
+            QueueKind::Refresh { .. } => &mut self.refresh,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == QueueCounts::default()
+    }
+}
+
 /// One shard of the tenant-hash space (SEMANTICS §2.2).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShardSpec {

@@ -30,7 +30,7 @@ pub mod tx;
 pub use command::{Command, ExpiredLease, ImportedAttempt, NewJob, Op, Outcome, RefreshOutcome};
 pub use job::{
     Attempt, AttemptStatus, Bucket, FloatingState, Gate, Job, JobKey, JobStatus, Lease, LeaseKind, Limit, Ms, Pending,
-    QueueKind, QueuedTask, RateLimit, ShardSpec, Slot,
+    QueueCounts, QueueKind, QueuedTask, RateLimit, ShardSpec, Slot,
 };
 pub use outcome::{ApplyResult, Effect, Output, RefreshView, Rejection, TaskView};
 pub use retry::RetryPolicy;

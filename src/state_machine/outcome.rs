@@ -102,8 +102,10 @@ pub enum Rejection {
 pub enum Effect {
     /// A pending attempt entered the queue (or was re-keyed: same task id).
     Queued(QueuedTask),
-    /// A pending attempt left the queue (leased, cancelled, deleted).
-    Dequeued { task_id: String },
+    /// A queued task left the queue (leased, cancelled, deleted, re-keyed):
+    /// the entry as it was queued, so the broker finds its place without
+    /// keeping a map of every task.
+    Dequeued(QueuedTask),
     /// A lease began; the broker starts its clock.
     /// `lease_ms` is its length: the broker runs the clock on its own
     /// monotonic time (the stamped time only orders the log).

@@ -5,7 +5,9 @@ use crate::storage::codec::{decode_or_die, encode};
 use crate::storage::keys;
 use crate::storage::kv::Kv;
 
-use super::job::{Attempt, Gate, Job, JobKey, JobStatus, Lease, Ms, QueueKind, QueuedTask, ShardCounters, ShardSpec};
+use super::job::{
+    Attempt, Gate, Job, JobKey, JobStatus, Lease, Ms, QueueCounts, QueueKind, QueuedTask, ShardCounters, ShardSpec,
+};
 use super::outcome::Effect;
 
 const META_CLOCK: &str = "clock";
@@ -239,14 +241,38 @@ impl<'a, K: Kv> Tx<'a, K> {
         });
     }
 
+    /// Queues `entry`: its `Q` record, its place in the broker's paging
+    /// index (`O`) and its group's count, in this command's batch. A task
+    /// that is already queued (expedite, a passed gate) is taken out first,
+    /// so the index never holds it twice.
     pub fn put_queued(&mut self, entry: QueuedTask) {
+        self.dequeue(&entry.task_id);
         self.kv.put(keys::queued(&entry.task_id), encode(&entry));
+        self.kv.put(keys::queue_order(&entry), Vec::new());
+        self.bump_queue_count(&entry, 1);
         self.effects.push(Effect::Queued(entry));
     }
 
+    /// Takes `task_id` out of the queue (its `Q` record, index entry and
+    /// count); nothing when it is not queued.
     pub fn dequeue(&mut self, task_id: &str) {
+        let Some(entry) = self.queued(task_id) else { return };
         self.kv.delete(&keys::queued(task_id));
-        self.effects.push(Effect::Dequeued { task_id: task_id.to_string() });
+        self.kv.delete(&keys::queue_order(&entry));
+        self.bump_queue_count(&entry, -1);
+        self.effects.push(Effect::Dequeued(entry));
+    }
+
+    fn bump_queue_count(&mut self, entry: &QueuedTask, delta: i64) {
+        let key = keys::queue_counts(&entry.task_group);
+        let mut counts: QueueCounts = self.kv.get(&key).map(|b| decode_or_die("queue counts", &b)).unwrap_or_default();
+        let n = counts.of(&entry.kind);
+        *n = n.saturating_add_signed(delta);
+        if counts.is_empty() {
+            self.kv.delete(&key);
+        } else {
+            self.kv.put(key, encode(&counts));
+        }
     }
 
     /// [`Tx::set_status`] to a terminal `status`, telling the broker
@@ -309,6 +335,7 @@ impl<'a, K: Kv> Tx<'a, K> {
             keys::ATTEMPT,
             keys::LEASE,
             keys::QUEUED,
+            keys::QUEUE_ORDER,
             keys::QUEUE,
             keys::HOLDER,
             keys::WAITER,

@@ -12,6 +12,7 @@
 //! | `A` | shard, tenant, job id, attempt (u32)  | `Attempt`      |
 //! | `L` | task id                               | `Lease`        |
 //! | `Q` | task id                               | `QueuedTask`   |
+//! | `O` | queue order of a `Q` entry (below)    | (empty)        |
 //! | `M` | meta name                             | meta value     |
 //! | `C` | shard, tenant, slot                   | `QueueState`   |
 //! | `H` | shard, tenant, slot, task id          | holder marker  |
@@ -30,18 +31,28 @@
 //! index. Metadata keys and values in `X` are *escaped* rather than length-
 //! prefixed (0x00 → 0x00 0xFF, end 0x00 0x01) so a value prefix is a key prefix.
 //!
+//! `O` is the broker's paging index (issue #10): every `Q` entry once more,
+//! in the order the broker hands tasks out, so the leader keeps only a window
+//! of each queue in memory and reads the next page from here. Its classes:
+//! `O 0 group priority start seq task-id` (attempts: priority, then start
+//! time, then enqueue seq; DECISIONS #5), `O 1 at task-id` (gates, by the
+//! time their walk resumes), `O 2 group due task-id` (floating-limit refresh
+//! tasks), and `O 3 group` → `QueueCounts` (how many of each a task group has
+//! queued, so a restart knows the sizes without counting).
+//!
 //! A slot is `[0|1 floating][key]`; the waiter order is
 //! (priority u32, start time, enqueue seq), all big-endian (DECISIONS #5).
 //!
 //! Raft keys (column families `log`, `raft_meta`, `sm_meta`) are defined at the
 //! bottom.
-use crate::state_machine::{JobKey, JobStatus};
+use crate::state_machine::{JobKey, JobStatus, QueueKind, QueuedTask};
 
 pub const JOB: u8 = b'J';
 pub const PAYLOAD: u8 = b'P';
 pub const ATTEMPT: u8 = b'A';
 pub const LEASE: u8 = b'L';
 pub const QUEUED: u8 = b'Q';
+pub const QUEUE_ORDER: u8 = b'O';
 pub const META: u8 = b'M';
 pub const QUEUE: u8 = b'C';
 pub const HOLDER: u8 = b'H';
@@ -445,6 +456,156 @@ pub fn queued(task_id: &str) -> Vec<u8> {
     out.push(QUEUED);
     out.extend_from_slice(task_id.as_bytes());
     out
+}
+
+/// The classes inside `O` (stable: they are stored).
+const ORDER_ATTEMPT: u8 = 0;
+const ORDER_GATE: u8 = 1;
+const ORDER_REFRESH: u8 = 2;
+const ORDER_COUNTS: u8 = 3;
+
+/// A time as 8 big-endian bytes whose byte order is the numeric order.
+fn push_ms(out: &mut Vec<u8>, ms: i64) {
+    out.extend_from_slice(&((ms as u64) ^ (1 << 63)).to_be_bytes());
+}
+
+fn read_ms(b: &[u8]) -> Option<(i64, &[u8])> {
+    let v = u64::from_be_bytes(b.get(..8)?.try_into().ok()?);
+    Some(((v ^ (1 << 63)) as i64, &b[8..]))
+}
+
+fn order_class(class: u8) -> Vec<u8> {
+    vec![QUEUE_ORDER, class]
+}
+
+/// Prefix of every attempt of every task group in the paging index.
+pub fn attempt_orders() -> Vec<u8> {
+    order_class(ORDER_ATTEMPT)
+}
+
+/// Prefix of one run: the attempts of `task_group` at `priority`, by
+/// (start time, enqueue seq, task id).
+pub fn attempt_run(task_group: &str, priority: u32) -> Vec<u8> {
+    let mut out = Vec::with_capacity(2 + 2 + task_group.len() + 4 + 16 + 36);
+    out.extend_from_slice(&attempt_orders());
+    push_str(&mut out, task_group);
+    out.extend_from_slice(&priority.to_be_bytes());
+    out
+}
+
+/// Where the attempts of a run that start at or after `start_at_ms` begin.
+pub fn attempt_run_from(task_group: &str, priority: u32, start_at_ms: i64) -> Vec<u8> {
+    let mut out = attempt_run(task_group, priority);
+    push_ms(&mut out, start_at_ms);
+    out
+}
+
+/// The first key after every key that starts with `prefix` (None when no
+/// key is: the prefix is all 0xFF bytes).
+pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+/// An attempt's key in the paging index.
+pub fn attempt_order(task_group: &str, priority: u32, start_at_ms: i64, seq: u64, task_id: &str) -> Vec<u8> {
+    let mut out = attempt_run(task_group, priority);
+    push_ms(&mut out, start_at_ms);
+    out.extend_from_slice(&seq.to_be_bytes());
+    out.extend_from_slice(task_id.as_bytes());
+    out
+}
+
+/// An attempt's paging-index key taken apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptOrder {
+    pub task_group: String,
+    pub priority: u32,
+    pub start_at_ms: i64,
+    pub seq: u64,
+    pub task_id: String,
+}
+
+pub fn parse_attempt_order(k: &[u8]) -> Option<AttemptOrder> {
+    let rest = k.strip_prefix(attempt_orders().as_slice())?;
+    let (task_group, rest) = read_str(rest)?;
+    let priority = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?);
+    let (start_at_ms, rest) = read_ms(&rest[4..])?;
+    let seq = u64::from_be_bytes(rest.get(..8)?.try_into().ok()?);
+    let task_id = std::str::from_utf8(&rest[8..]).ok()?.to_string();
+    Some(AttemptOrder { task_group, priority, start_at_ms, seq, task_id })
+}
+
+/// Prefix of every gate in the paging index, by resume time.
+pub fn gate_orders() -> Vec<u8> {
+    order_class(ORDER_GATE)
+}
+
+pub fn gate_order(at_ms: i64, task_id: &str) -> Vec<u8> {
+    let mut out = gate_orders();
+    push_ms(&mut out, at_ms);
+    out.extend_from_slice(task_id.as_bytes());
+    out
+}
+
+/// (resume time, task id) of a gate's paging-index key.
+pub fn parse_gate_order(k: &[u8]) -> Option<(i64, String)> {
+    let rest = k.strip_prefix(gate_orders().as_slice())?;
+    let (at, rest) = read_ms(rest)?;
+    Some((at, std::str::from_utf8(rest).ok()?.to_string()))
+}
+
+/// Prefix of every refresh task in the paging index.
+pub fn refresh_orders() -> Vec<u8> {
+    order_class(ORDER_REFRESH)
+}
+
+pub fn refresh_order(task_group: &str, due_ms: i64, task_id: &str) -> Vec<u8> {
+    let mut out = refresh_orders();
+    push_str(&mut out, task_group);
+    push_ms(&mut out, due_ms);
+    out.extend_from_slice(task_id.as_bytes());
+    out
+}
+
+/// (task group, due time, task id) of a refresh task's paging-index key.
+pub fn parse_refresh_order(k: &[u8]) -> Option<(String, i64, String)> {
+    let rest = k.strip_prefix(refresh_orders().as_slice())?;
+    let (group, rest) = read_str(rest)?;
+    let (due, rest) = read_ms(rest)?;
+    Some((group, due, std::str::from_utf8(rest).ok()?.to_string()))
+}
+
+/// A queued task's key in the paging index, by its kind.
+pub fn queue_order(task: &QueuedTask) -> Vec<u8> {
+    match task.kind {
+        QueueKind::Attempt => attempt_order(&task.task_group, task.priority, task.start_at_ms, task.seq, &task.task_id),
+        QueueKind::Gate => gate_order(task.start_at_ms, &task.task_id),
+        QueueKind::Refresh { .. } => refresh_order(&task.task_group, task.start_at_ms, &task.task_id),
+    }
+}
+
+/// Prefix of every task group's queue counts.
+pub fn queue_counts_all() -> Vec<u8> {
+    order_class(ORDER_COUNTS)
+}
+
+pub fn queue_counts(task_group: &str) -> Vec<u8> {
+    let mut out = queue_counts_all();
+    push_str(&mut out, task_group);
+    out
+}
+
+/// The task group of a queue-counts key.
+pub fn parse_queue_counts(k: &[u8]) -> Option<String> {
+    let rest = k.strip_prefix(queue_counts_all().as_slice())?;
+    Some(read_str(rest)?.0)
 }
 
 pub fn meta(name: &str) -> Vec<u8> {

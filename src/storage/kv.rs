@@ -24,6 +24,32 @@ pub trait Kv {
     fn scan_from_n(&self, prefix: &[u8], from: &[u8], n: usize) -> Vec<(Vec<u8>, Vec<u8>)>;
 }
 
+/// Reads of the applied state from outside the apply path, a page at a
+/// time: the broker pages its queues through it (issue #10). A page sees
+/// every batch written before the call.
+pub trait ReadPages: Send + Sync {
+    /// The first `n` entries whose key starts with `prefix` and is ≥ `from`,
+    /// in key order.
+    fn page(&self, prefix: &[u8], from: &[u8], n: usize) -> Vec<(Vec<u8>, Vec<u8>)>;
+}
+
+/// No state at all (a broker that is fed only by effects, as in unit tests).
+pub struct NoPages;
+
+impl ReadPages for NoPages {
+    fn page(&self, _prefix: &[u8], _from: &[u8], _n: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
+        Vec::new()
+    }
+}
+
+/// A shared in-memory store (tests that apply commands and page the broker
+/// from the same state).
+impl ReadPages for parking_lot::RwLock<MemKv> {
+    fn page(&self, prefix: &[u8], from: &[u8], n: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
+        self.read().scan_from_n(prefix, from, n)
+    }
+}
+
 /// In-memory [`Kv`]: the reference implementation for tests and simulation.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct MemKv {

@@ -135,14 +135,7 @@ fn compression_type(name: &str) -> DBCompressionType {
 /// The smallest key greater than every key starting with `prefix` (None when
 /// the prefix is all 0xff bytes or empty: no upper bound).
 pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return Some(end);
-        }
-    }
-    None
+    keys::prefix_end(prefix)
 }
 
 pub fn cf<'a>(db: &'a DB, name: &str) -> &'a ColumnFamily {
@@ -206,6 +199,16 @@ fn scan_n(
         .take(n)
         .map(|(k, v)| (k.into_vec(), v.into_vec()))
         .collect()
+}
+
+/// [`ReadPages`](crate::storage::kv::ReadPages) over the applied state in
+/// the `sm` column family (the broker's pages).
+pub struct DbPages(pub Arc<DB>);
+
+impl crate::storage::kv::ReadPages for DbPages {
+    fn page(&self, prefix: &[u8], from: &[u8], n: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
+        scan_n(&self.0, keys::CF_SM, prefix, from, n, |_| false)
+    }
 }
 
 /// Read-only [`Kv`] over the applied state (used by reads on any node).

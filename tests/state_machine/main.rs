@@ -7,8 +7,12 @@
 //! granted twice, and that replaying the log on a fresh store gives the same
 //! digest, byte for byte.
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
 
 use proptest::prelude::*;
+use silo::broker::Broker;
 use silo::state_machine::{
     self as sm, invariants, read, AttemptStatus, Command, ExpiredLease, ImportedAttempt, JobKey, JobStatus, LeaseKind,
     Limit, NewJob, Op, Outcome, Output, QueueKind, RateLimit, RefreshOutcome, RetryPolicy, Tables, View,
@@ -274,8 +278,47 @@ fn resolve(kv: &MemKv, a: &Action, now: i64) -> Op {
     }
 }
 
+/// Entries per page of the brokers under test: tiny, so that picks cross
+/// page boundaries all the time.
+const TEST_PAGE: usize = 2;
+
+/// The broker's view must be the store's: for every task group, the due
+/// attempts in scheduling order (priority, start, seq, task id), a pick that
+/// takes the first of them, and the counts. `live` was fed every effect;
+/// `rebuilt` is a fresh broker rebuilt from the store (a restart).
+fn check_broker(store: &Arc<RwLock<MemKv>>, live: &Broker, now: i64, step: &Op) {
+    let mut due: BTreeMap<String, Vec<(u32, i64, u64, String)>> = BTreeMap::new();
+    let mut queued = 0;
+    {
+        let kv = store.read();
+        for q in View(&*kv).queued_all() {
+            queued += 1;
+            if q.kind == QueueKind::Attempt && q.start_at_ms <= now {
+                due.entry(q.task_group.clone()).or_default().push((q.priority, q.start_at_ms, q.seq, q.task_id));
+            }
+        }
+    }
+    let rebuilt = Broker::with_page(TEST_PAGE);
+    rebuilt.rebuild(store.clone(), std::iter::empty(), 0, now);
+    for broker in [live, &rebuilt] {
+        assert_eq!(broker.sizes().0, queued, "queued count after {step:?}");
+        for (g, mut tasks) in due.clone() {
+            tasks.sort();
+            let expected: Vec<String> = tasks.into_iter().map(|t| t.3).collect();
+            assert_eq!(broker.peek_ready(&g, 1_000, now), expected, "due order of {g} after {step:?}");
+            let picked = broker.pick(&g, 3, now, |_| true).task_ids;
+            broker.release(&picked);
+            assert_eq!(picked, expected[..expected.len().min(3)], "pick of {g} after {step:?}");
+        }
+        assert!(broker.resident() <= 64, "resident entries {} after {step:?}", broker.resident());
+    }
+}
+
 /// Runs the actions, checking everything after each apply; returns the log.
 fn run(actions: &[(Action, i64)]) -> (Vec<Command>, MemKv) {
+    let store = Arc::new(RwLock::new(MemKv::default()));
+    let broker = Broker::with_page(TEST_PAGE);
+    broker.rebuild(store.clone(), std::iter::empty(), 0, 0);
     let mut kv = MemKv::default();
     sm::apply(&mut kv, 1, &Command { now_ms: 1_000, op: Op::InitShards { shards: vec![] } }).0.unwrap();
     let mut log = Vec::new();
@@ -316,6 +359,10 @@ fn run(actions: &[(Action, i64)]) -> (Vec<Command>, MemKv) {
         }
         let errors = invariants::check(&View(&kv));
         assert!(errors.is_empty(), "after {command:?}: {errors:#?}");
+        // The store is written before the broker sees the effects, as in the node.
+        *store.write() = kv.clone();
+        broker.apply_effects(&effects, 0, now);
+        check_broker(&store, &broker, now, &command.op);
         log.push(command);
     }
     (log, kv)
@@ -339,6 +386,101 @@ proptest! {
         let replayed = replay(&log);
         prop_assert_eq!(kv.digest(), replayed.digest());
         prop_assert_eq!(kv, replayed);
+    }
+}
+
+/// One step of the paging test: deep queues in few runs.
+#[derive(Debug, Clone)]
+enum PagingStep {
+    Enqueue {
+        job: u8,
+        group: u8,
+        priority: u32,
+        delay_ms: i64,
+    },
+    /// Lease what the live broker picks (as the leader does).
+    Pick {
+        group: u8,
+        max: usize,
+    },
+    Cancel {
+        job: u8,
+    },
+    Expedite {
+        job: u8,
+    },
+    Restart {
+        job: u8,
+    },
+    Succeed {
+        lease: usize,
+    },
+    Reset,
+}
+
+fn paging_step() -> impl Strategy<Value = PagingStep> {
+    prop_oneof![
+        8 => (0u8..60, 0u8..2, 0u32..3, -50i64..200).prop_map(|(job, group, priority, delay_ms)| PagingStep::Enqueue { job, group, priority, delay_ms }),
+        4 => (0u8..2, 1usize..6).prop_map(|(group, max)| PagingStep::Pick { group, max }),
+        2 => (0u8..60).prop_map(|job| PagingStep::Cancel { job }),
+        2 => (0u8..60).prop_map(|job| PagingStep::Expedite { job }),
+        1 => (0u8..60).prop_map(|job| PagingStep::Restart { job }),
+        2 => (0usize..8).prop_map(|lease| PagingStep::Succeed { lease }),
+        1 => Just(PagingStep::Reset),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    /// The broker pages its queues from the store (issue #10): with two
+    /// entries per page, whatever is enqueued, leased, cancelled, expedited
+    /// or restarted, its picks and counts are the store's, and so are those
+    /// of a broker rebuilt from the store at any step.
+    #[test]
+    fn the_paged_broker_hands_out_what_the_store_holds(steps in proptest::collection::vec((paging_step(), 0i64..40), 1..150)) {
+        let store = Arc::new(RwLock::new(MemKv::default()));
+        let broker = Broker::with_page(TEST_PAGE);
+        broker.rebuild(store.clone(), std::iter::empty(), 0, 0);
+        let mut kv = MemKv::default();
+        sm::apply(&mut kv, 1, &Command { now_ms: 1_000, op: Op::InitShards { shards: vec![] } }).0.unwrap();
+        let mut now = 1_000i64;
+        for (i, (step, dt)) in steps.iter().enumerate() {
+            now += dt;
+            let job = |j: u8| key(j, 0);
+            let op = match step.clone() {
+                PagingStep::Enqueue { job: j, group: g, priority, delay_ms } => Op::Enqueue(NewJob {
+                    key: job(j),
+                    task_group: group(g),
+                    priority,
+                    start_at_ms: if delay_ms < 0 { 0 } else { now + delay_ms },
+                    retry_policy: None,
+                    payload: vec![j],
+                    limits: vec![],
+                    metadata: Default::default(),
+                }),
+                PagingStep::Pick { group: g, max } => {
+                    let picked = broker.pick(&group(g), max, now, |_| true);
+                    broker.release(&picked.task_ids);
+                    Op::GrantLeases { worker_id: "w".into(), task_ids: picked.task_ids, lease_ms: 1_000 }
+                }
+                PagingStep::Cancel { job: j } => Op::CancelJob { job: job(j) },
+                PagingStep::Expedite { job: j } => Op::ExpediteJob { job: job(j) },
+                PagingStep::Restart { job: j } => Op::RestartJob { job: job(j) },
+                PagingStep::Succeed { lease } => {
+                    let leases = View(&kv).leases();
+                    let task_id = leases.get(lease % leases.len().max(1)).map_or("none".into(), |l| l.task_id.clone());
+                    Op::ReportOutcome { task_id, outcome: Outcome::Success { result: vec![] } }
+                }
+                PagingStep::Reset => Op::ResetAll,
+            };
+            let (_, effects) = sm::apply(&mut kv, i as u64 + 2, &Command { now_ms: now, op: op.clone() });
+            *store.write() = kv.clone();
+            broker.apply_effects(&effects, 0, now);
+            let errors = invariants::check(&View(&kv));
+            prop_assert!(errors.is_empty(), "after {:?}: {:#?}", op, errors);
+            check_broker(&store, &broker, now, &op);
+        }
     }
 }
 
