@@ -142,12 +142,13 @@ impl<P: Ord + Copy> Window<P> {
         }
     }
 
-    /// Adds a page read after `end` (`asked` entries were asked for).
-    fn extend(&mut self, page: Vec<P>, asked: usize) {
+    /// Adds a page read after `end`: `read` keys came back for `asked`
+    /// (the positions are those that parsed).
+    fn extend(&mut self, page: Vec<P>, read: usize, asked: usize) {
         if let Some(&last) = page.last() {
             self.end = Some(self.end.map_or(last, |e| e.max(last)));
         }
-        self.complete = page.len() < asked;
+        self.complete = read < asked;
         self.entries.extend(page);
     }
 
@@ -403,6 +404,8 @@ impl Broker {
         let floor = inner.lease_floor_ms;
         let page = inner.page;
         *inner = Inner::empty(pages.clone(), page, floor, wall_ms);
+        // Gates live in the store until their first page is read.
+        inner.gates = Window::unloaded();
         let all = |prefix: Vec<u8>| PageIter::new(pages.as_ref(), prefix, 4_096);
         for (k, v) in all(keys::queue_counts_all()) {
             if let Some(name) = keys::parse_queue_counts(&k) {
@@ -523,8 +526,11 @@ impl Broker {
         let mut chosen: Vec<Tid> = Vec::new();
         if max > 0 {
             let reserved = std::mem::take(&mut inner.reserved);
+            // A task the store re-keyed before its effects arrived can sit at
+            // two places of a window for a moment: list it once.
+            let mut seen = HashSet::new();
             inner.walk_due(g, now_ms, |t| {
-                if !reserved.contains(&t) {
+                if !reserved.contains(&t) && seen.insert(t) {
                     let id = tid_string(t);
                     if accept(&id) {
                         task_ids.push(id);
@@ -569,7 +575,7 @@ impl Broker {
                     reached_future = true;
                     break;
                 }
-                if !reserved.contains(&t) {
+                if !reserved.contains(&t) && !due.contains(&t) {
                     due.push(t);
                     if due.len() >= max {
                         break;
@@ -810,7 +816,11 @@ impl Inner {
     /// Reads the next page of run (`g`, `priority`) into its window; returns
     /// how many entries it read.
     fn load_run(&mut self, g: u32, priority: u32) -> usize {
-        let page = self.page;
+        self.load_run_n(g, priority, self.page)
+    }
+
+    /// [`Inner::load_run`] reading `page` entries.
+    fn load_run_n(&mut self, g: u32, priority: u32, page: usize) -> usize {
         let group = &mut self.groups[g as usize];
         let Some(run) = group.runs.get_mut(&priority) else { return 0 };
         let prefix = keys::attempt_run(&group.name, priority);
@@ -825,7 +835,7 @@ impl Inner {
             .filter_map(|(k, _)| keys::parse_attempt_order(k))
             .filter_map(|o| Some((o.start_at_ms, o.seq, tid(&o.task_id)?)))
             .collect();
-        run.extend(positions, page);
+        run.extend(positions, n, page);
         n
     }
 
@@ -843,7 +853,7 @@ impl Inner {
             .filter_map(|(k, _)| keys::parse_gate_order(k))
             .filter_map(|(at, t)| Some((at, tid(&t)?)))
             .collect();
-        self.gates.extend(positions, self.page);
+        self.gates.extend(positions, n, self.page);
         n
     }
 
@@ -888,7 +898,7 @@ impl Inner {
     }
 
     /// The smallest start time among group `g`'s due attempts: the first
-    /// entry of each run (loading a window that was never read).
+    /// entry of each run (reading one entry of a window that was never read).
     fn oldest_ready_start(&mut self, g: u32, now_ms: Ms) -> Option<Ms> {
         let priorities: Vec<u32> = self.groups[g as usize].runs.keys().copied().collect();
         let mut oldest: Option<Ms> = None;
@@ -896,7 +906,7 @@ impl Inner {
             let needs_page =
                 self.groups[g as usize].runs.get(&priority).is_some_and(|r| r.entries.is_empty() && !r.complete);
             if needs_page {
-                self.load_run(g, priority);
+                self.load_run_n(g, priority, 1);
             }
             let first = self.groups[g as usize].runs.get(&priority).and_then(|r| r.entries.first().copied());
             if let Some((start, _, _)) = first.filter(|p| p.0 <= now_ms) {

@@ -131,15 +131,19 @@ impl StateMachineStore {
     /// A state written before the broker's paging index (`O`) existed has
     /// queued tasks and no index: derive it from the `Q` records once, in
     /// batches (every replica derives the same keys from the same state).
+    /// The marker `SM_PAGING_INDEX` goes in the last batch, so a start-up
+    /// that a crash cut short clears what it wrote and derives it again.
     fn add_paging_index(&self) {
         use crate::storage::rocks::prefix_iter;
-        let indexed = prefix_iter(&self.db, keys::CF_SM, &keys::table(keys::QUEUE_ORDER)).next().is_some();
-        if indexed || prefix_iter(&self.db, keys::CF_SM, &keys::table(keys::QUEUED)).next().is_none() {
+        let meta = cf(&self.db, keys::CF_SM_META);
+        if self.db.get_cf(meta, keys::SM_PAGING_INDEX).expect("reading sm_meta").is_some() {
             return;
         }
         let sm = cf(&self.db, keys::CF_SM);
-        let mut counts: std::collections::BTreeMap<String, state_machine::QueueCounts> = Default::default();
+        let table = keys::table(keys::QUEUE_ORDER);
         let mut batch = WriteBatch::default();
+        batch.delete_range_cf(sm, &table, &keys::prefix_end(&table).expect("a one-byte tag has an end"));
+        let mut counts: std::collections::BTreeMap<String, state_machine::QueueCounts> = Default::default();
         let mut n = 0u64;
         for (_, v) in prefix_iter(&self.db, keys::CF_SM, &keys::table(keys::QUEUED)) {
             let task: state_machine::QueuedTask = codec::decode_or_die("queued task", &v);
@@ -153,12 +157,15 @@ impl StateMachineStore {
         for (group, c) in &counts {
             batch.put_cf(sm, keys::queue_counts(group), codec::encode(c));
         }
+        batch.put_cf(meta, keys::SM_PAGING_INDEX, []);
         self.db.write(batch).expect("writing the paging index");
-        tracing::warn!(
-            tasks = n,
-            groups = counts.len(),
-            "added the broker's paging index to a state written before it"
-        );
+        if n > 0 {
+            tracing::warn!(
+                tasks = n,
+                groups = counts.len(),
+                "derived the broker's paging index for a state written before it"
+            );
+        }
     }
 
     fn meta_get<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError> {
@@ -400,6 +407,38 @@ mod tests {
         Entry {
             log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
             payload: EntryPayload::Normal(Command { now_ms: 1_000 + index as i64, op }),
+        }
+    }
+
+    /// A state written before the paging index existed (no `O` keys, no
+    /// marker), and one whose derivation a crash cut short (some `O` keys,
+    /// no marker), both get a whole, consistent index at start-up: the
+    /// broker hands out every queued task, and the invariants hold.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_paging_index_is_derived_once_and_completely() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, mut sm) = store(dir.path());
+        sm.apply((1..=300).map(|i| enqueue(i, &format!("job-{i}")))).await.unwrap();
+        let ordered = crate::storage::rocks::scan(&db, keys::CF_SM, &keys::table(keys::QUEUE_ORDER));
+        let meta = cf(&db, keys::CF_SM_META);
+        for keep in [0, ordered.len() / 2] {
+            // Old format (keep = 0), or a derivation cut short (half kept).
+            let sm_cf = cf(&db, keys::CF_SM);
+            for (k, _) in &ordered[keep..] {
+                db.delete_cf(sm_cf, k).unwrap();
+            }
+            db.delete_cf(meta, keys::SM_PAGING_INDEX).unwrap();
+            let broker = Arc::new(Broker::new());
+            let _reopened = StateMachineStore::new(db.clone(), broker.clone(), dir.path(), 1);
+            assert_eq!(crate::storage::rocks::scan(&db, keys::CF_SM, &keys::table(keys::QUEUE_ORDER)), ordered);
+            assert!(db.get_cf(meta, keys::SM_PAGING_INDEX).unwrap().is_some());
+            let errors =
+                crate::state_machine::invariants::check(&crate::state_machine::View(&crate::storage::rocks::ReadKv {
+                    db: &db,
+                }));
+            assert!(errors.is_empty(), "{errors:#?}");
+            assert_eq!(broker.sizes().0, 300);
+            assert_eq!(broker.pick("g", 1_000, 10_000, |_| true).task_ids.len(), 300);
         }
     }
 

@@ -654,6 +654,9 @@ pub const SM_LAST_APPLIED: &[u8] = b"last_applied";
 pub const SM_MEMBERSHIP: &[u8] = b"membership";
 /// Present while a snapshot install is replacing the state (sm_store.rs).
 pub const SM_INSTALLING: &[u8] = b"installing";
+/// Present once the `sm` column family's paging index (`O`) was derived from
+/// its `Q` records (a state written before the index existed).
+pub const SM_PAGING_INDEX: &[u8] = b"paging_index_v1";
 
 #[cfg(test)]
 mod tests {

@@ -286,20 +286,40 @@ const TEST_PAGE: usize = 2;
 /// attempts in scheduling order (priority, start, seq, task id), a pick that
 /// takes the first of them, and the counts. `live` was fed every effect;
 /// `rebuilt` is a fresh broker rebuilt from the store (a restart).
-fn check_broker(store: &Arc<RwLock<MemKv>>, live: &Broker, now: i64, step: &Op) {
+///
+/// The console's ready/future split is taken at the latest time the broker
+/// has seen (`latest`): a clock that steps back does not make an attempt
+/// scheduled again.
+fn check_broker(store: &Arc<RwLock<MemKv>>, live: &Broker, now: i64, latest: i64, step: &Op) {
     let mut due: BTreeMap<String, Vec<(u32, i64, u64, String)>> = BTreeMap::new();
+    let mut split: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    let mut gates: Vec<(i64, String)> = Vec::new();
     let mut queued = 0;
     {
         let kv = store.read();
         for q in View(&*kv).queued_all() {
             queued += 1;
-            if q.kind == QueueKind::Attempt && q.start_at_ms <= now {
-                due.entry(q.task_group.clone()).or_default().push((q.priority, q.start_at_ms, q.seq, q.task_id));
+            if q.kind == QueueKind::Attempt {
+                let counts = split.entry(q.task_group.clone()).or_default();
+                if q.start_at_ms <= latest {
+                    counts.0 += 1;
+                } else {
+                    counts.1 += 1;
+                }
+            }
+            match q.kind {
+                QueueKind::Attempt if q.start_at_ms <= now => {
+                    due.entry(q.task_group.clone()).or_default().push((q.priority, q.start_at_ms, q.seq, q.task_id))
+                }
+                QueueKind::Gate if q.start_at_ms <= now => gates.push((q.start_at_ms, q.task_id)),
+                _ => {}
             }
         }
     }
+    gates.sort();
+    let due_gates: Vec<String> = gates.into_iter().map(|g| g.1).collect();
     let rebuilt = Broker::with_page(TEST_PAGE);
-    rebuilt.rebuild(store.clone(), std::iter::empty(), 0, now);
+    rebuilt.rebuild(store.clone(), std::iter::empty(), 0, latest);
     for broker in [live, &rebuilt] {
         assert_eq!(broker.sizes().0, queued, "queued count after {step:?}");
         for (g, mut tasks) in due.clone() {
@@ -309,6 +329,13 @@ fn check_broker(store: &Arc<RwLock<MemKv>>, live: &Broker, now: i64, step: &Op) 
             let picked = broker.pick(&g, 3, now, |_| true).task_ids;
             broker.release(&picked);
             assert_eq!(picked, expected[..expected.len().min(3)], "pick of {g} after {step:?}");
+        }
+        let taken = broker.take_due_gates(now, 1_000);
+        broker.release(&taken);
+        assert_eq!(taken, due_gates, "due gates after {step:?}");
+        for stats in broker.group_stats(now, 0) {
+            let expected = split.get(&stats.task_group).copied().unwrap_or_default();
+            assert_eq!((stats.ready, stats.future), expected, "{} ready/future after {step:?}", stats.task_group);
         }
         assert!(broker.resident() <= 64, "resident entries {} after {step:?}", broker.resident());
     }
@@ -323,6 +350,7 @@ fn run(actions: &[(Action, i64)]) -> (Vec<Command>, MemKv) {
     sm::apply(&mut kv, 1, &Command { now_ms: 1_000, op: Op::InitShards { shards: vec![] } }).0.unwrap();
     let mut log = Vec::new();
     let mut now = 1_000i64;
+    let mut latest = 0i64;
     let mut granted_ever = BTreeSet::new();
     for (i, (action, dt)) in actions.iter().enumerate() {
         now += dt; // may go backwards: the state machine must keep time monotonic
@@ -361,8 +389,9 @@ fn run(actions: &[(Action, i64)]) -> (Vec<Command>, MemKv) {
         assert!(errors.is_empty(), "after {command:?}: {errors:#?}");
         // The store is written before the broker sees the effects, as in the node.
         *store.write() = kv.clone();
+        latest = latest.max(now);
         broker.apply_effects(&effects, 0, now);
-        check_broker(&store, &broker, now, &command.op);
+        check_broker(&store, &broker, now, latest, &command.op);
         log.push(command);
     }
     (log, kv)
@@ -397,7 +426,10 @@ enum PagingStep {
         group: u8,
         priority: u32,
         delay_ms: i64,
+        limits: u8,
     },
+    /// Resume the gates the live broker finds due (as the leader does).
+    OpenGates,
     /// Lease what the live broker picks (as the leader does).
     Pick {
         group: u8,
@@ -420,8 +452,10 @@ enum PagingStep {
 
 fn paging_step() -> impl Strategy<Value = PagingStep> {
     prop_oneof![
-        8 => (0u8..60, 0u8..2, 0u32..3, -50i64..200).prop_map(|(job, group, priority, delay_ms)| PagingStep::Enqueue { job, group, priority, delay_ms }),
+        8 => (0u8..60, 0u8..2, 0u32..3, -50i64..200, prop_oneof![3 => Just(0u8), 1 => Just(1u8), 1 => Just(2u8), 1 => Just(0x42u8)])
+            .prop_map(|(job, group, priority, delay_ms, limits)| PagingStep::Enqueue { job, group, priority, delay_ms, limits }),
         4 => (0u8..2, 1usize..6).prop_map(|(group, max)| PagingStep::Pick { group, max }),
+        2 => Just(PagingStep::OpenGates),
         2 => (0u8..60).prop_map(|job| PagingStep::Cancel { job }),
         2 => (0u8..60).prop_map(|job| PagingStep::Expedite { job }),
         1 => (0u8..60).prop_map(|job| PagingStep::Restart { job }),
@@ -449,16 +483,21 @@ proptest! {
             now += dt;
             let job = |j: u8| key(j, 0);
             let op = match step.clone() {
-                PagingStep::Enqueue { job: j, group: g, priority, delay_ms } => Op::Enqueue(NewJob {
+                PagingStep::Enqueue { job: j, group: g, priority, delay_ms, limits } => Op::Enqueue(NewJob {
                     key: job(j),
                     task_group: group(g),
                     priority,
                     start_at_ms: if delay_ms < 0 { 0 } else { now + delay_ms },
                     retry_policy: None,
                     payload: vec![j],
-                    limits: vec![],
+                    limits: limit_set(limits),
                     metadata: Default::default(),
                 }),
+                PagingStep::OpenGates => {
+                    let task_ids = broker.take_due_gates(now, 3);
+                    broker.release(&task_ids);
+                    Op::AcquireLimits { task_ids }
+                }
                 PagingStep::Pick { group: g, max } => {
                     let picked = broker.pick(&group(g), max, now, |_| true);
                     broker.release(&picked.task_ids);
@@ -479,7 +518,7 @@ proptest! {
             broker.apply_effects(&effects, 0, now);
             let errors = invariants::check(&View(&kv));
             prop_assert!(errors.is_empty(), "after {:?}: {:#?}", op, errors);
-            check_broker(&store, &broker, now, &op);
+            check_broker(&store, &broker, now, now, &op);
         }
     }
 }
