@@ -515,7 +515,7 @@ impl Broker {
     /// (the caller reads the task's job from the store when it filters by
     /// shard or tenant). Reads pages while the windows run out before `max`
     /// tasks are found: a filter that rejects most tasks reads as far as it
-    /// must, and the windows are trimmed back afterwards.
+    /// must (O(depth) reads under the broker's lock, in bounded memory).
     pub fn pick(&self, task_group: &str, max: usize, now_ms: Ms, mut accept: impl FnMut(&str) -> bool) -> Picked {
         let mut inner = self.inner.lock();
         let mut task_ids = Vec::new();
@@ -821,22 +821,53 @@ impl Inner {
 
     /// [`Inner::load_run`] reading `page` entries.
     fn load_run_n(&mut self, g: u32, priority: u32, page: usize) -> usize {
-        let group = &mut self.groups[g as usize];
-        let Some(run) = group.runs.get_mut(&priority) else { return 0 };
-        let prefix = keys::attempt_run(&group.name, priority);
-        let from = match run.end {
-            Some((start, seq, t)) => successor(&keys::attempt_order(&group.name, priority, start, seq, &tid_string(t))),
+        let Some(end) = self.groups[g as usize].runs.get(&priority).map(|r| r.end) else { return 0 };
+        let (positions, n) = self.read_run(g, priority, end, page);
+        if let Some(run) = self.groups[g as usize].runs.get_mut(&priority) {
+            run.extend(positions, n, page);
+        }
+        n
+    }
+
+    /// Up to `n` positions of run (`g`, `priority`) after `after` (from its
+    /// start when None), read from the store, and how many keys were read.
+    fn read_run(&self, g: u32, priority: u32, after: Option<AttemptPos>, n: usize) -> (Vec<AttemptPos>, usize) {
+        let name = &self.groups[g as usize].name;
+        let prefix = keys::attempt_run(name, priority);
+        let from = match after {
+            Some((start, seq, t)) => successor(&keys::attempt_order(name, priority, start, seq, &tid_string(t))),
             None => prefix.clone(),
         };
-        let read = self.pages.page(&prefix, &from, page);
-        let n = read.len();
+        let read = self.pages.page(&prefix, &from, n);
         let positions = read
             .iter()
             .filter_map(|(k, _)| keys::parse_attempt_order(k))
             .filter_map(|o| Some((o.start_at_ms, o.seq, tid(&o.task_id)?)))
             .collect();
-        run.extend(positions, n, page);
-        n
+        (positions, read.len())
+    }
+
+    /// Visits the due attempts of run (`g`, `priority`) beyond its window's
+    /// end, a page at a time, without keeping them: a filtered pick whose
+    /// filter rejected a whole window reads on in bounded memory. Returns
+    /// false when `visit` asked to stop.
+    fn visit_beyond(&self, g: u32, priority: u32, now_ms: Ms, visit: &mut impl FnMut(Tid) -> bool) -> bool {
+        let Some(mut after) = self.groups[g as usize].runs.get(&priority).and_then(|r| r.end) else { return true };
+        loop {
+            let (page, read) = self.read_run(g, priority, Some(after), self.page);
+            for &pos in &page {
+                if pos.0 > now_ms {
+                    return true;
+                }
+                if !visit(pos.2) {
+                    return false;
+                }
+            }
+            match page.last() {
+                Some(&last) if read == self.page => after = last,
+                _ => return true,
+            }
+        }
     }
 
     /// Reads the next page of gates into their window; returns how many.
@@ -859,7 +890,9 @@ impl Inner {
 
     /// Visits the due attempts of group `g` in scheduling order (priority,
     /// then start, then seq) until `visit` returns false, reading pages as
-    /// windows run out; trims the windows it grew.
+    /// windows run out; trims the windows it grew. A window grows to at
+    /// most `2 × page` (+ one page) here; deeper entries are visited
+    /// straight from the store ([`Inner::visit_beyond`]).
     fn walk_due(&mut self, g: u32, now_ms: Ms, mut visit: impl FnMut(Tid) -> bool) {
         let priorities: Vec<u32> = self.groups[g as usize].runs.keys().copied().collect();
         let max_window = 2 * self.page;
@@ -880,7 +913,16 @@ impl Inner {
                         break;
                     }
                 }
-                if reached_future || !more || run.complete || self.load_run(g, priority) == 0 {
+                if reached_future || !more || run.complete {
+                    break;
+                }
+                if run.entries.len() >= max_window {
+                    // A full window and the walk must go deeper (a filter
+                    // rejected what it holds): read on without keeping it.
+                    more = self.visit_beyond(g, priority, now_ms, &mut visit);
+                    break;
+                }
+                if self.load_run(g, priority) == 0 {
                     break;
                 }
             }
