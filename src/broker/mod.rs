@@ -328,11 +328,6 @@ impl Broker {
         b
     }
 
-    /// Entries read per page.
-    pub fn page(&self) -> usize {
-        self.inner.lock().page
-    }
-
     /// Applies the effects of one applied batch, in order, at monotonic time
     /// `now_ms` (leases started by these effects run from it) and wall-clock
     /// `wall_ms` (future counts of start times that passed are dropped).
