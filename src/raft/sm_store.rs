@@ -311,9 +311,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let mut opts = WriteOptions::default();
         opts.disable_wal(!self.wal);
         db.write_opt(batch, &opts).map_err(write_err)?;
-        let now = crate::monotonic_ms();
+        let (now, wall) = (crate::monotonic_ms(), crate::wall_clock_ms());
         for (mine, effects) in &runs {
-            self.broker.apply_effects_counted(effects, now, crate::wall_clock_ms(), *mine);
+            self.broker.apply_effects_counted(effects, now, wall, *mine);
         }
         if let Some(l) = last_applied {
             self.applied.send_replace(l.index);

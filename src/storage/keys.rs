@@ -66,6 +66,16 @@ pub const GROUP_INDEX: u8 = b'G';
 pub const METADATA_INDEX: u8 = b'X';
 pub const TENANT_COUNT: u8 = b'N';
 
+/// A time as 8 big-endian bytes whose byte order is the numeric order.
+fn push_ms(out: &mut Vec<u8>, ms: i64) {
+    out.extend_from_slice(&((ms as u64) ^ (1 << 63)).to_be_bytes());
+}
+
+fn read_ms(b: &[u8]) -> Option<(i64, &[u8])> {
+    let v = u64::from_be_bytes(b.get(..8)?.try_into().ok()?);
+    Some(((v ^ (1 << 63)) as i64, &b[8..]))
+}
+
 fn push_str(out: &mut Vec<u8>, s: &str) {
     let len = u16::try_from(s.len()).expect("key strings are validated to be shorter than 64 KiB");
     out.extend_from_slice(&len.to_be_bytes());
@@ -192,7 +202,7 @@ pub fn parse_limit_entry(k: &[u8]) -> Option<LimitEntry> {
     let mut waiter_order = None;
     if tag == WAITER {
         let priority = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?);
-        let start = (u64::from_be_bytes(rest.get(4..12)?.try_into().ok()?) ^ (1 << 63)) as i64;
+        let (start, _) = read_ms(rest.get(4..)?)?;
         let seq = u64::from_be_bytes(rest.get(12..20)?.try_into().ok()?);
         waiter_order = Some((priority, start, seq));
         rest = &rest[20..];
@@ -209,7 +219,7 @@ pub fn waiters_of(shard: u32, tenant: &str, floating: bool, key: &str) -> Vec<u8
 pub fn waiter(shard: u32, tenant: &str, floating: bool, key: &str, order: (u32, i64, u64), task_id: &str) -> Vec<u8> {
     let mut out = waiters_of(shard, tenant, floating, key);
     out.extend_from_slice(&order.0.to_be_bytes());
-    out.extend_from_slice(&((order.1 as u64) ^ (1 << 63)).to_be_bytes());
+    push_ms(&mut out, order.1);
     out.extend_from_slice(&order.2.to_be_bytes());
     out.extend_from_slice(task_id.as_bytes());
     out
@@ -233,7 +243,7 @@ pub fn floating(shard: u32, tenant: &str, key: &str) -> Vec<u8> {
 /// Index of terminal jobs by the time they finished (retention purges in this order).
 pub fn terminal(finished_at_ms: i64, job: &JobKey) -> Vec<u8> {
     let mut out = vec![TERMINAL];
-    out.extend_from_slice(&((finished_at_ms as u64) ^ (1 << 63)).to_be_bytes());
+    push_ms(&mut out, finished_at_ms);
     out.extend_from_slice(&job_prefixed(TERMINAL, job)[1..]);
     out
 }
@@ -241,8 +251,7 @@ pub fn terminal(finished_at_ms: i64, job: &JobKey) -> Vec<u8> {
 /// (finished time, job) of a terminal-index key.
 pub fn parse_terminal(k: &[u8]) -> Option<(i64, JobKey)> {
     let rest = k.strip_prefix(&[TERMINAL])?;
-    let at = (u64::from_be_bytes(rest.get(..8)?.try_into().ok()?) ^ (1 << 63)) as i64;
-    let rest = &rest[8..];
+    let (at, rest) = read_ms(rest)?;
     let shard = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?);
     let (tenant, rest) = read_str(&rest[4..])?;
     let (id, _) = read_str(rest)?;
@@ -296,7 +305,7 @@ pub fn status_index_prefix(shard: u32, tenant: &str, status: JobStatus) -> Vec<u
 
 pub fn status_index(shard: u32, tenant: &str, status: JobStatus, changed_at_ms: i64, id: &str) -> Vec<u8> {
     let mut out = status_index_prefix(shard, tenant, status);
-    out.extend_from_slice(&((changed_at_ms as u64) ^ (1 << 63)).to_be_bytes());
+    push_ms(&mut out, changed_at_ms);
     push_str(&mut out, id);
     out
 }
@@ -306,8 +315,8 @@ pub fn parse_status_index(k: &[u8]) -> Option<(String, JobStatus, i64, String)> 
     let rest = k.strip_prefix(&[STATUS_INDEX])?.get(4..)?;
     let (tenant, rest) = read_str(rest)?;
     let (&code, rest) = rest.split_first()?;
-    let at = (u64::from_be_bytes(rest.get(..8)?.try_into().ok()?) ^ (1 << 63)) as i64;
-    let (id, _) = read_str(&rest[8..])?;
+    let (at, rest) = read_ms(rest)?;
+    let (id, _) = read_str(rest)?;
     Some((tenant, status_from_code(code)?, at, id))
 }
 
@@ -464,16 +473,6 @@ const ORDER_GATE: u8 = 1;
 const ORDER_REFRESH: u8 = 2;
 const ORDER_COUNTS: u8 = 3;
 
-/// A time as 8 big-endian bytes whose byte order is the numeric order.
-fn push_ms(out: &mut Vec<u8>, ms: i64) {
-    out.extend_from_slice(&((ms as u64) ^ (1 << 63)).to_be_bytes());
-}
-
-fn read_ms(b: &[u8]) -> Option<(i64, &[u8])> {
-    let v = u64::from_be_bytes(b.get(..8)?.try_into().ok()?);
-    Some(((v ^ (1 << 63)) as i64, &b[8..]))
-}
-
 fn order_class(class: u8) -> Vec<u8> {
     vec![QUEUE_ORDER, class]
 }
@@ -500,8 +499,8 @@ pub fn attempt_run_from(task_group: &str, priority: u32, start_at_ms: i64) -> Ve
     out
 }
 
-/// The first key after every key that starts with `prefix` (None when no
-/// key is: the prefix is all 0xFF bytes).
+/// The smallest key greater than every key starting with `prefix` (None when
+/// the prefix is all 0xff bytes or empty: no upper bound).
 pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
     let mut end = prefix.to_vec();
     while let Some(last) = end.pop() {
@@ -515,8 +514,7 @@ pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
 
 /// An attempt's key in the paging index.
 pub fn attempt_order(task_group: &str, priority: u32, start_at_ms: i64, seq: u64, task_id: &str) -> Vec<u8> {
-    let mut out = attempt_run(task_group, priority);
-    push_ms(&mut out, start_at_ms);
+    let mut out = attempt_run_from(task_group, priority, start_at_ms);
     out.extend_from_slice(&seq.to_be_bytes());
     out.extend_from_slice(task_id.as_bytes());
     out

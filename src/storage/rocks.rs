@@ -132,12 +132,6 @@ fn compression_type(name: &str) -> DBCompressionType {
     }
 }
 
-/// The smallest key greater than every key starting with `prefix` (None when
-/// the prefix is all 0xff bytes or empty: no upper bound).
-pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
-    keys::prefix_end(prefix)
-}
-
 pub fn cf<'a>(db: &'a DB, name: &str) -> &'a ColumnFamily {
     db.cf_handle(name).unwrap_or_else(|| panic!("column family {name} is created at open"))
 }
@@ -162,7 +156,7 @@ fn bounded_iter<'a>(
     from: &[u8],
     mut ro: ReadOptions,
 ) -> impl Iterator<Item = (Box<[u8]>, Box<[u8]>)> + 'a {
-    if let Some(end) = prefix_end(prefix) {
+    if let Some(end) = keys::prefix_end(prefix) {
         ro.set_iterate_upper_bound(end);
     }
     let start = if from > prefix { from } else { prefix };

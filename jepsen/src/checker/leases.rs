@@ -194,32 +194,25 @@ mod tests {
             .ok(2, lease(vec![grant("a", "t2", 2, "9:0")]), 20_005.0)
     }
 
+    /// Job a leased to process 1 at 15 ms; its heartbeat, invoked at
+    /// `invoked` ms, is refused ("lease not found") at `answered` ms.
+    fn heartbeat_refused(invoked: f64, answered: f64) -> H {
+        H::new()
+            .call(9, F::Enqueue, enq(Some("a"), "9:0"), 0.0, 5.0)
+            .invoke(1, F::Lease, lease(vec![]), 10.0)
+            .ok(1, lease(vec![grant("a", "t1", 1, "9:0")]), 15.0)
+            .invoke(1, F::Heartbeat, hb("a", "t1", 1), invoked)
+            .fail_with(1, answered, "NotFound: lease not found")
+    }
+
     #[test]
     fn a_lease_refused_right_after_delivery_was_dead_on_arrival() {
-        let h = H::new()
-            .call(9, F::Enqueue, enq(Some("a"), "9:0"), 0.0, 5.0)
-            .invoke(1, F::Lease, lease(vec![]), 10.0)
-            .ok(1, lease(vec![grant("a", "t1", 1, "9:0")]), 15.0)
-            .invoke(1, F::Heartbeat, hb("a", "t1", 1), 40.0)
-            .fail_with(1, 45.0, "NotFound: lease not found");
-        assert_rule(&check(&h.build(), &CTX), "lease-dead-on-arrival");
+        assert_rule(&check(&heartbeat_refused(40.0, 45.0).build(), &CTX), "lease-dead-on-arrival");
         // Refused after most of the lease has gone: an expiry, not a fault.
-        let h = H::new()
-            .call(9, F::Enqueue, enq(Some("a"), "9:0"), 0.0, 5.0)
-            .invoke(1, F::Lease, lease(vec![]), 10.0)
-            .ok(1, lease(vec![grant("a", "t1", 1, "9:0")]), 15.0)
-            .invoke(1, F::Heartbeat, hb("a", "t1", 1), 12_000.0)
-            .fail_with(1, 12_005.0, "NotFound: lease not found");
-        assert_valid(&check(&h.build(), &CTX));
+        assert_valid(&check(&heartbeat_refused(12_000.0, 12_005.0).build(), &CTX));
         // Invoked right away but answered only after the lease length (the
         // node it went to was frozen meanwhile): an expiry, not a fault.
-        let h = H::new()
-            .call(9, F::Enqueue, enq(Some("a"), "9:0"), 0.0, 5.0)
-            .invoke(1, F::Lease, lease(vec![]), 10.0)
-            .ok(1, lease(vec![grant("a", "t1", 1, "9:0")]), 15.0)
-            .invoke(1, F::Heartbeat, hb("a", "t1", 1), 40.0)
-            .fail_with(1, 10_100.0, "NotFound: lease not found");
-        assert_valid(&check(&h.build(), &CTX));
+        assert_valid(&check(&heartbeat_refused(40.0, 10_100.0).build(), &CTX));
     }
 
     #[test]
