@@ -372,6 +372,13 @@ pub const METRICS: &[(Kind, &str, Unit, &str)] = &[
     ),
     (Kind::Histogram, "silo_raft_log_append_seconds", Unit::Seconds, "Log append including its fsync"),
     (Kind::Histogram, "silo_raft_log_append_entries", Unit::Count, "Entries per log append (group-commit factor)"),
+    (
+        Kind::Histogram,
+        "silo_raft_append_rpc_seconds",
+        Unit::Seconds,
+        "Leader side: AppendEntries with entries, sent until answered (the follower's decode, append and fsync included)",
+    ),
+    (Kind::Histogram, "silo_apply_seconds", Unit::Seconds, "One state-machine apply pass (a run of committed entries)"),
     (Kind::Histogram, "silo_batch_ops", Unit::Count, "Proposals per group-commit batch"),
     (Kind::Histogram, "silo_propose_seconds", Unit::Seconds, "Proposal to applied result, by op"),
     (Kind::Counter, "silo_proposals_abandoned_total", Unit::Count, "Proposals given up (deposed, timeout)"),

@@ -224,8 +224,12 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         let entries = rpc.entries.len() as u64;
         if entries > 1 {
             let bound = option.hard_ttl().saturating_sub(APPEND_SHRINK_MARGIN);
+            let started = std::time::Instant::now();
             return match tokio::time::timeout(bound, self.call("append", &rpc, &option)).await {
-                Ok(reply) => reply,
+                Ok(reply) => {
+                    metrics::histogram!("silo_raft_append_rpc_seconds").record(started.elapsed().as_secs_f64());
+                    reply
+                }
                 Err(_) => {
                     metrics::counter!("silo_raft_append_shrunk_total").increment(1);
                     Err(RPCError::PayloadTooLarge(openraft::error::PayloadTooLarge::new_entries_hint(entries / 2)))
