@@ -248,52 +248,37 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     }
 }
 
-impl RaftStateMachine<TypeConfig> for StateMachineStore {
-    type SnapshotBuilder = Self;
+/// Keys one apply pass may hold in its overlay before it is written out
+/// (a few MiB: one full batch entry touches about 20 keys per op).
+const OVERLAY_KEYS_MAX: usize = 64 * 1024;
 
-    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
-        let last_applied = self.meta_get::<Option<LogId>>(keys::SM_LAST_APPLIED)?.flatten();
-        let membership = self.meta_get(keys::SM_MEMBERSHIP)?.unwrap_or_default();
-        Ok((last_applied, membership))
+/// What one part of an apply call has done and not yet written.
+struct ApplyPass<'a> {
+    overlay: Overlay<'a>,
+    /// Effects in runs of entries proposed by this node (counted in the
+    /// metrics) or by another leader (not counted), in log order.
+    runs: Vec<(bool, Vec<state_machine::Effect>)>,
+    last_applied: Option<LogId>,
+    membership: Option<StoredMembership>,
+}
+
+impl<'a> ApplyPass<'a> {
+    fn new(db: &'a DB) -> Self {
+        ApplyPass { overlay: Overlay::new(db), runs: Vec::new(), last_applied: None, membership: None }
     }
+}
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<ApplyResult>, StorageError>
-    where
-        I: IntoIterator<Item = Entry> + OptionalSend,
-        I::IntoIter: OptionalSend,
-    {
-        let db = self.db.clone();
-        let mut overlay = Overlay::new(&db);
-        let mut results = Vec::new();
-        // Effects in runs of entries proposed by this node (counted in the
-        // metrics) or by another leader (not counted), in log order.
-        let mut runs: Vec<(bool, Vec<state_machine::Effect>)> = Vec::new();
-        let mut last_applied = None;
-        let mut membership = None;
-        for entry in entries {
-            last_applied = Some(entry.log_id);
-            match entry.payload {
-                EntryPayload::Blank => results.push(Ok(Output::Done)),
-                EntryPayload::Normal(command) => {
-                    let op = command.op.name();
-                    let (result, mut fx) = state_machine::apply(&mut overlay, entry.log_id.index, &command);
-                    metrics::counter!("silo_commands_applied_total", "op" => op, "ok" => if result.is_ok() { "true" } else { "false" }).increment(1);
-                    let mine = entry.log_id.leader_id.node_id == self.node_id;
-                    match runs.last_mut() {
-                        Some((m, effects)) if *m == mine => effects.append(&mut fx),
-                        _ => runs.push((mine, fx)),
-                    }
-                    results.push(result);
-                }
-                EntryPayload::Membership(m) => {
-                    membership = Some(StoredMembership::new(Some(entry.log_id), m));
-                    results.push(Ok(Output::Done));
-                }
-            }
+impl StateMachineStore {
+    /// Writes `pass` (its records, last-applied index and membership) as one
+    /// batch, then hands its effects to the broker.
+    fn write_out(&self, pass: ApplyPass<'_>) -> Result<(), StorageError> {
+        let ApplyPass { overlay, runs, last_applied, membership } = pass;
+        if last_applied.is_none() {
+            return Ok(());
         }
         let mut batch = WriteBatch::default();
         overlay.into_batch(&mut batch);
-        let meta_cf = cf(&db, keys::CF_SM_META);
+        let meta_cf = cf(&self.db, keys::CF_SM_META);
         if let Some(l) = last_applied {
             batch.put_cf(meta_cf, keys::SM_LAST_APPLIED, codec::encode(&Some(l)));
         }
@@ -310,7 +295,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         // first, so those entries are still there.
         let mut opts = WriteOptions::default();
         opts.disable_wal(!self.wal);
-        db.write_opt(batch, &opts).map_err(write_err)?;
+        self.db.write_opt(batch, &opts).map_err(write_err)?;
         let (now, wall) = (crate::monotonic_ms(), crate::wall_clock_ms());
         for (mine, effects) in &runs {
             self.broker.apply_effects_counted(effects, now, wall, *mine);
@@ -318,6 +303,57 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         if let Some(l) = last_applied {
             self.applied.send_replace(l.index);
         }
+        Ok(())
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        let last_applied = self.meta_get::<Option<LogId>>(keys::SM_LAST_APPLIED)?.flatten();
+        let membership = self.meta_get(keys::SM_MEMBERSHIP)?.unwrap_or_default();
+        Ok((last_applied, membership))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<ApplyResult>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let started = std::time::Instant::now();
+        let db = self.db.clone();
+        let mut pass = ApplyPass::new(&db);
+        let mut results = Vec::new();
+        for entry in entries {
+            pass.last_applied = Some(entry.log_id);
+            match entry.payload {
+                EntryPayload::Blank => results.push(Ok(Output::Done)),
+                EntryPayload::Normal(command) => {
+                    let op = command.op.name();
+                    let (result, mut fx) = state_machine::apply(&mut pass.overlay, entry.log_id.index, &command);
+                    metrics::counter!("silo_commands_applied_total", "op" => op, "ok" => if result.is_ok() { "true" } else { "false" }).increment(1);
+                    let mine = entry.log_id.leader_id.node_id == self.node_id;
+                    match pass.runs.last_mut() {
+                        Some((m, effects)) if *m == mine => effects.append(&mut fx),
+                        _ => pass.runs.push((mine, fx)),
+                    }
+                    results.push(result);
+                }
+                EntryPayload::Membership(m) => {
+                    pass.membership = Some(StoredMembership::new(Some(entry.log_id), m));
+                    results.push(Ok(Output::Done));
+                }
+            }
+            // A long run of entries (a restart re-applying what its last
+            // flush did not hold) is written out in parts, each with the
+            // last-applied index it reaches, so memory stays bounded.
+            if pass.overlay.len() >= OVERLAY_KEYS_MAX {
+                self.write_out(std::mem::replace(&mut pass, ApplyPass::new(&db)))?;
+            }
+        }
+        self.write_out(pass)?;
+        metrics::histogram!("silo_apply_seconds").record(started.elapsed().as_secs_f64());
         Ok(results)
     }
 

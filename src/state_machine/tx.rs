@@ -86,6 +86,10 @@ pub struct Tx<'a, K: Kv> {
     pub now_ms: Ms,
     log_index: u64,
     ids_issued: u32,
+    /// Task ids issued by this command and not queued yet: no `Q` record
+    /// can exist for them (ids are unique for all time), so queueing one
+    /// skips the read that looks for it.
+    fresh_ids: std::collections::HashSet<String>,
     pub effects: Vec<Effect>,
 }
 
@@ -106,7 +110,15 @@ impl<'a, K: Kv> Tx<'a, K> {
         if now_ms != previous {
             kv.put(keys::meta(META_CLOCK), encode(&now_ms));
         }
-        Tx { kv, to_grant: Vec::new(), now_ms, log_index, ids_issued: 0, effects: Vec::new() }
+        Tx {
+            kv,
+            to_grant: Vec::new(),
+            now_ms,
+            log_index,
+            ids_issued: 0,
+            fresh_ids: Default::default(),
+            effects: Vec::new(),
+        }
     }
 
     /// A task id unique for all time: a bijection of (log index, ordinal within
@@ -121,7 +133,9 @@ impl<'a, K: Kv> Tx<'a, K> {
         bytes[..8].copy_from_slice(&hi.to_be_bytes());
         bytes[8..12].copy_from_slice(&mid.to_be_bytes());
         bytes[12..].copy_from_slice(&lo.to_be_bytes());
-        uuid::Builder::from_custom_bytes(bytes).into_uuid().to_string()
+        let id = uuid::Builder::from_custom_bytes(bytes).into_uuid().to_string();
+        self.fresh_ids.insert(id.clone());
+        id
     }
 
     pub(crate) fn kv_put(&mut self, key: Vec<u8>, value: Vec<u8>) {
@@ -246,7 +260,9 @@ impl<'a, K: Kv> Tx<'a, K> {
     /// that is already queued (expedite, a passed gate) is taken out first,
     /// so the index never holds it twice.
     pub fn put_queued(&mut self, entry: QueuedTask) {
-        self.dequeue(&entry.task_id);
+        if !self.fresh_ids.remove(&entry.task_id) {
+            self.dequeue(&entry.task_id);
+        }
         self.kv.put(keys::queued(&entry.task_id), encode(&entry));
         self.kv.put(keys::queue_order(&entry), Vec::new());
         self.bump_queue_count(&entry, 1);

@@ -241,14 +241,30 @@ impl Kv for ReadKv<'_> {
 
 /// Buffered writes over the `sm` column family: reads see earlier writes of the
 /// same batch; [`Overlay::into_batch`] turns them into one `WriteBatch`.
+///
+/// Reads that reach RocksDB are remembered for the rest of the batch (a
+/// second read of the same key, e.g. a queued task checked and then taken
+/// out, or the purge cursor read once per finished job, costs a map lookup,
+/// not a memtable search). Both maps grow with the keys one batch touches;
+/// the apply loop writes a batch out once [`Overlay::len`] passes its bound.
 pub struct Overlay<'a> {
     db: &'a DB,
     writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    reads: std::cell::RefCell<std::collections::HashMap<Vec<u8>, Option<Vec<u8>>>>,
 }
 
 impl<'a> Overlay<'a> {
     pub fn new(db: &'a DB) -> Self {
-        Overlay { db, writes: BTreeMap::new() }
+        Overlay { db, writes: BTreeMap::new(), reads: Default::default() }
+    }
+
+    /// Keys this batch has written or read from RocksDB so far.
+    pub fn len(&self) -> usize {
+        self.writes.len() + self.reads.borrow().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     pub fn into_batch(self, batch: &mut WriteBatch) {
@@ -264,15 +280,22 @@ impl<'a> Overlay<'a> {
 
 impl Kv for Overlay<'_> {
     fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
-        match self.writes.get(key) {
-            Some(v) => v.clone(),
-            None => ReadKv { db: self.db }.get(key),
+        if let Some(v) = self.writes.get(key) {
+            return v.clone();
         }
+        if let Some(v) = self.reads.borrow().get(key) {
+            return v.clone();
+        }
+        let v = ReadKv { db: self.db }.get(key);
+        self.reads.borrow_mut().insert(key.to_vec(), v.clone());
+        v
     }
     fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.reads.get_mut().remove(&key);
         self.writes.insert(key, Some(value));
     }
     fn delete(&mut self, key: &[u8]) {
+        self.reads.get_mut().remove(key);
         self.writes.insert(key.to_vec(), None);
     }
     fn scan_prefix(&self, prefix: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
