@@ -478,6 +478,28 @@ mod tests {
         }
     }
 
+    /// A run of entries too long for one overlay (a restart re-applying
+    /// everything since its last flush) is written in parts, and ends in
+    /// the state, last-applied index and broker view that short apply
+    /// calls give.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_long_run_of_entries_is_written_in_parts_with_the_same_result() {
+        let jobs = 12_000u64;
+        let (long_dir, short_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (long_db, mut long) = store(long_dir.path());
+        long.apply((1..=jobs).map(|i| enqueue(i, &format!("job-{i}")))).await.unwrap();
+        let (short_db, mut short) = store(short_dir.path());
+        for first in (1..=jobs).step_by(100) {
+            short.apply((first..first + 100).map(|i| enqueue(i, &format!("job-{i}")))).await.unwrap();
+        }
+        let written = crate::storage::rocks::scan(&long_db, keys::CF_SM, &[]).len();
+        assert!(written > OVERLAY_KEYS_MAX, "the run must cross the bound: {written} keys");
+        assert_eq!(state_digest(&long_db), state_digest(&short_db));
+        let last = long.applied_state().await.unwrap().0.expect("applied");
+        assert_eq!(last.index, jobs);
+        assert_eq!(long.broker.sizes().0, jobs as usize);
+    }
+
     /// A node that died in the middle of an install (marker written, old
     /// state partly wiped or not) finishes the install from the received
     /// file when it starts again: the state equals the snapshot's.
