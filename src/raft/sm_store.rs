@@ -249,8 +249,13 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
 }
 
 /// Keys one apply pass may hold in its overlay before it is written out
-/// (a few MiB: one full batch entry touches about 20 keys per op).
+/// (one full batch entry touches about 20 keys per op).
 const OVERLAY_KEYS_MAX: usize = 64 * 1024;
+/// Bytes (keys and values, payloads included) one apply pass may hold in
+/// its overlay before it is written out. This bounds the overlay only: the
+/// entries openraft hands to one apply call, and the results it gets back,
+/// are openraft's to bound.
+const OVERLAY_BYTES_MAX: usize = 64 * 1024 * 1024;
 
 /// What one part of an apply call has done and not yet written.
 struct ApplyPass<'a> {
@@ -347,8 +352,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             }
             // A long run of entries (a restart re-applying what its last
             // flush did not hold) is written out in parts, each with the
-            // last-applied index it reaches, so memory stays bounded.
-            if pass.overlay.len() >= OVERLAY_KEYS_MAX {
+            // last-applied index it reaches, so the overlay stays bounded.
+            if pass.overlay.len() >= OVERLAY_KEYS_MAX || pass.overlay.bytes() >= OVERLAY_BYTES_MAX {
                 self.write_out(std::mem::replace(&mut pass, ApplyPass::new(&db)))?;
             }
         }
@@ -498,6 +503,7 @@ mod tests {
         let last = long.applied_state().await.unwrap().0.expect("applied");
         assert_eq!(last.index, jobs);
         assert_eq!(long.broker.sizes().0, jobs as usize);
+        assert_eq!(long.broker.sizes(), short.broker.sizes());
     }
 
     /// A node that died in the middle of an install (marker written, old

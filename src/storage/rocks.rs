@@ -246,21 +246,34 @@ impl Kv for ReadKv<'_> {
 /// second read of the same key, e.g. a queued task checked and then taken
 /// out, or the purge cursor read once per finished job, costs a map lookup,
 /// not a memtable search). Both maps grow with the keys one batch touches;
-/// the apply loop writes a batch out once [`Overlay::len`] passes its bound.
+/// the apply loop writes a batch out once [`Overlay::len`] or
+/// [`Overlay::bytes`] passes its bound.
 pub struct Overlay<'a> {
     db: &'a DB,
     writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     reads: std::cell::RefCell<std::collections::HashMap<Vec<u8>, Option<Vec<u8>>>>,
+    /// Key and value bytes put in either map (an overwrite counts again: an
+    /// upper bound).
+    bytes: std::cell::Cell<usize>,
 }
 
 impl<'a> Overlay<'a> {
     pub fn new(db: &'a DB) -> Self {
-        Overlay { db, writes: BTreeMap::new(), reads: Default::default() }
+        Overlay { db, writes: BTreeMap::new(), reads: Default::default(), bytes: Default::default() }
     }
 
     /// Keys this batch has written or read from RocksDB so far.
     pub fn len(&self) -> usize {
         self.writes.len() + self.reads.borrow().len()
+    }
+
+    /// At least the bytes this batch holds in memory (keys and values).
+    pub fn bytes(&self) -> usize {
+        self.bytes.get()
+    }
+
+    fn count(&self, key: &[u8], value: Option<&Vec<u8>>) {
+        self.bytes.set(self.bytes.get() + key.len() + value.map_or(0, Vec::len));
     }
 
     pub fn is_empty(&self) -> bool {
@@ -287,14 +300,17 @@ impl Kv for Overlay<'_> {
             return v.clone();
         }
         let v = ReadKv { db: self.db }.get(key);
+        self.count(key, v.as_ref());
         self.reads.borrow_mut().insert(key.to_vec(), v.clone());
         v
     }
     fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.count(&key, Some(&value));
         self.reads.get_mut().remove(&key);
         self.writes.insert(key, Some(value));
     }
     fn delete(&mut self, key: &[u8]) {
+        self.count(key, None);
         self.reads.get_mut().remove(key);
         self.writes.insert(key.to_vec(), None);
     }
