@@ -222,21 +222,26 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         // earlier and ask for half as many entries (openraft keeps the hint
         // for ten sends). A single entry is sent as it is.
         let entries = rpc.entries.len() as u64;
-        if entries > 1 {
+        let started = std::time::Instant::now();
+        let reply = if entries > 1 {
             let bound = option.hard_ttl().saturating_sub(APPEND_SHRINK_MARGIN);
-            let started = std::time::Instant::now();
-            return match tokio::time::timeout(bound, self.call("append", &rpc, &option)).await {
-                Ok(reply) => {
-                    metrics::histogram!("silo_raft_append_rpc_seconds").record(started.elapsed().as_secs_f64());
-                    reply
-                }
+            match tokio::time::timeout(bound, self.call("append", &rpc, &option)).await {
+                Ok(reply) => reply,
                 Err(_) => {
                     metrics::counter!("silo_raft_append_shrunk_total").increment(1);
-                    Err(RPCError::PayloadTooLarge(openraft::error::PayloadTooLarge::new_entries_hint(entries / 2)))
+                    return Err(RPCError::PayloadTooLarge(openraft::error::PayloadTooLarge::new_entries_hint(
+                        entries / 2,
+                    )));
                 }
-            };
+            }
+        } else {
+            self.call("append", &rpc, &option).await
+        };
+        // Appends that carry entries (not heartbeats), answered or failed.
+        if entries > 0 {
+            metrics::histogram!("silo_raft_append_rpc_seconds").record(started.elapsed().as_secs_f64());
         }
-        self.call("append", &rpc, &option).await
+        reply
     }
 
     /// Streams the checkpoint behind `snapshot` to the peer (module docs).

@@ -278,15 +278,11 @@ impl StateMachineStore {
     /// batch, then hands its effects to the broker.
     fn write_out(&self, pass: ApplyPass<'_>) -> Result<(), StorageError> {
         let ApplyPass { overlay, runs, last_applied, membership } = pass;
-        if last_applied.is_none() {
-            return Ok(());
-        }
+        let Some(last) = last_applied else { return Ok(()) };
         let mut batch = WriteBatch::default();
         overlay.into_batch(&mut batch);
         let meta_cf = cf(&self.db, keys::CF_SM_META);
-        if let Some(l) = last_applied {
-            batch.put_cf(meta_cf, keys::SM_LAST_APPLIED, codec::encode(&Some(l)));
-        }
+        batch.put_cf(meta_cf, keys::SM_LAST_APPLIED, codec::encode(&Some(last)));
         if let Some(m) = &membership {
             batch.put_cf(meta_cf, keys::SM_MEMBERSHIP, codec::encode(m));
         }
@@ -305,9 +301,7 @@ impl StateMachineStore {
         for (mine, effects) in &runs {
             self.broker.apply_effects_counted(effects, now, wall, *mine);
         }
-        if let Some(l) = last_applied {
-            self.applied.send_replace(l.index);
-        }
+        self.applied.send_replace(last.index);
         Ok(())
     }
 }
