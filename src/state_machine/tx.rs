@@ -136,7 +136,8 @@ impl<'a, K: Kv> Tx<'a, K> {
         let ordinal = self.ids_issued;
         self.ids_issued += 1;
         assert!(self.log_index < 1 << 48, "log index {} does not fit a task id", self.log_index);
-        let hash = xxhash_rust::xxh64::xxh64(&[self.log_index.to_be_bytes(), u64::from(ordinal).to_be_bytes()].concat(), 7);
+        let hash =
+            xxhash_rust::xxh64::xxh64(&[self.log_index.to_be_bytes(), u64::from(ordinal).to_be_bytes()].concat(), 7);
         let hi = (self.log_index << 16) | 0x7000 | u64::from(ordinal >> 20);
         let lo = (0b10 << 62) | (u64::from(ordinal & 0xF_FFFF) << 42) | (hash & ((1 << 42) - 1));
         let id = uuid::Uuid::from_u64_pair(hi, lo).to_string();
