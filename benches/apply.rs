@@ -11,7 +11,9 @@
 //! shape of the steady phase of `silo bench`. It is applied as
 //! `raft::sm_store` applies a committed entry: through an [`Overlay`], then
 //! one `WriteBatch` without the WAL. BACKLOG jobs are enqueued first (in
-//! another task group) and never leased.
+//! another task group) and never leased. `JOB_IDS=random` gives the jobs
+//! scattered ids instead of ids in enqueue order (docs/BENCHMARKS.md,
+//! "Ordered job ids").
 //!
 //! Prints µs per job for the whole pass, the part spent in the state machine
 //! (its reads included) and the part spent writing the batch, and the
@@ -57,9 +59,23 @@ impl<K: Kv> Kv for Counting<'_, K> {
     }
 }
 
+/// Job `n`'s id: in enqueue order (`JOB_IDS=ordered`, default, like the
+/// time-ordered ids our clients generate) or scattered (`JOB_IDS=random`,
+/// like random caller-chosen ids; a hash of `n`, so runs repeat).
+fn job_id(n: u64) -> String {
+    match std::env::var("JOB_IDS").as_deref() {
+        Ok("random") => uuid::Uuid::from_u64_pair(
+            xxhash_rust::xxh64::xxh64(&n.to_be_bytes(), 1),
+            xxhash_rust::xxh64::xxh64(&n.to_be_bytes(), 2),
+        )
+        .to_string(),
+        _ => format!("job-{n:012}"),
+    }
+}
+
 fn new_job(n: u64, task_group: &str) -> Op {
     Op::Enqueue(NewJob {
-        key: JobKey { shard: 0, tenant: "-".into(), id: format!("job-{n:012}") },
+        key: JobKey { shard: 0, tenant: "-".into(), id: job_id(n) },
         task_group: task_group.into(),
         priority: 50,
         start_at_ms: 0,

@@ -335,7 +335,7 @@ impl Client {
     /// retries: an id is generated here when absent, a time-ordered UUID
     /// (version 7), so the job's records are appended at the end of the
     /// server's tables rather than scattered (a random id costs the server
-    /// more per job; docs/BENCHMARKS.md, "Ordered ids").
+    /// more per job; docs/BENCHMARKS.md, "Ordered job ids").
     pub async fn enqueue(&self, mut req: pb::EnqueueRequest) -> Result<String, Status> {
         if req.id.is_empty() {
             req.id = uuid::Uuid::now_v7().to_string();

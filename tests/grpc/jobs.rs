@@ -54,7 +54,7 @@ async fn generated_ids_are_uuids_and_duplicates_are_refused() {
     let shard = s.shard(0).await;
     let mut c = s.client().await;
     let id = c.enqueue(enqueue_req(&shard, "")).await.unwrap().into_inner().id;
-    // Version 7 (time-ordered): new jobs' records land at the end of their tables (issue #11).
+    // Version 7 (time-ordered): a new job's records land at the end of their tables (issue #11).
     assert_eq!(uuid::Uuid::parse_str(&id).unwrap().get_version_num(), 7);
 
     let mut first = enqueue_req(&shard, "dup");

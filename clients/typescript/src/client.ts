@@ -803,7 +803,7 @@ export class SiloGRPCClient {
     // An id chosen here makes a retry after an ambiguous failure recognisable.
     // Time-ordered (UUID version 7): the server appends the job's records at
     // the end of its tables instead of at random places, which costs it less
-    // per job than a random id (docs/BENCHMARKS.md, "Ordered ids").
+    // per job than a random id (docs/BENCHMARKS.md, "Ordered job ids").
     const id = o.id ?? uuidv7();
     let tries = 0;
     try {
