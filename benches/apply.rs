@@ -59,9 +59,10 @@ impl<K: Kv> Kv for Counting<'_, K> {
     }
 }
 
-/// Job `n`'s id: in enqueue order (`JOB_IDS=ordered`, default, like the
-/// time-ordered ids our clients generate) or scattered (`JOB_IDS=random`,
-/// like random caller-chosen ids; a hash of `n`, so runs repeat).
+/// Job `n`'s id, a 36-character UUID either way: in enqueue order (the
+/// default, like the time-ordered ids our clients generate) or scattered
+/// (`JOB_IDS=random`, like random caller-chosen ids; a hash of `n`, so
+/// runs repeat).
 fn job_id(n: u64) -> String {
     match std::env::var("JOB_IDS").as_deref() {
         Ok("random") => uuid::Uuid::from_u64_pair(
@@ -69,7 +70,7 @@ fn job_id(n: u64) -> String {
             xxhash_rust::xxh64::xxh64(&n.to_be_bytes(), 2),
         )
         .to_string(),
-        _ => format!("job-{n:012}"),
+        _ => uuid::Uuid::from_u64_pair(n, xxhash_rust::xxh64::xxh64(&n.to_be_bytes(), 2)).to_string(),
     }
 }
 

@@ -6,7 +6,7 @@
 //! settled), with a back-off only when it does not. Used by `silo ctl`, the
 //! benchmark, the chaos tools and the tests.
 //!
-//! Enqueue always sends an id (a fresh UUID v4 when the caller gave none), so a
+//! Enqueue always sends an id (a fresh time-ordered UUID v7 when the caller gave none), so a
 //! retry after an ambiguous failure (the leader died after committing) can be
 //! recognised: ALREADY_EXISTS on a retried enqueue means the first try landed.
 use std::collections::HashMap;
@@ -333,9 +333,9 @@ impl Client {
 
     /// Enqueues `req` (shard filled in from the tenant). Idempotent across
     /// retries: an id is generated here when absent, a time-ordered UUID
-    /// (version 7), so the job's records are appended at the end of the
-    /// server's tables rather than scattered (a random id costs the server
-    /// more per job; docs/BENCHMARKS.md, "Ordered job ids").
+    /// (version 7), so the server stores the job's records next to the
+    /// tenant's newest ones rather than scattered (a random id costs it more
+    /// per job; docs/BENCHMARKS.md, "Ordered job ids").
     pub async fn enqueue(&self, mut req: pb::EnqueueRequest) -> Result<String, Status> {
         if req.id.is_empty() {
             req.id = uuid::Uuid::now_v7().to_string();

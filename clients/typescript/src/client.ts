@@ -801,9 +801,9 @@ export class SiloGRPCClient {
   /** Enqueues a job and returns its handle. */
   async enqueue<P = unknown>(o: EnqueueOptions<P>): Promise<JobHandle> {
     // An id chosen here makes a retry after an ambiguous failure recognisable.
-    // Time-ordered (UUID version 7): the server appends the job's records at
-    // the end of its tables instead of at random places, which costs it less
-    // per job than a random id (docs/BENCHMARKS.md, "Ordered job ids").
+    // Time-ordered (UUID version 7): the server stores the job's records next
+    // to the tenant's newest ones instead of at random places, which costs it
+    // less per job than a random id (docs/BENCHMARKS.md, "Ordered job ids").
     const id = o.id ?? uuidv7();
     let tries = 0;
     try {
