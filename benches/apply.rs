@@ -63,20 +63,16 @@ impl<K: Kv> Kv for Counting<'_, K> {
 /// default, like the time-ordered ids our clients generate) or scattered
 /// (`JOB_IDS=random`, like random caller-chosen ids; a hash of `n`, so
 /// runs repeat).
-fn job_id(n: u64) -> String {
-    match std::env::var("JOB_IDS").as_deref() {
-        Ok("random") => uuid::Uuid::from_u64_pair(
-            xxhash_rust::xxh64::xxh64(&n.to_be_bytes(), 1),
-            xxhash_rust::xxh64::xxh64(&n.to_be_bytes(), 2),
-        )
-        .to_string(),
-        _ => uuid::Uuid::from_u64_pair(n, xxhash_rust::xxh64::xxh64(&n.to_be_bytes(), 2)).to_string(),
-    }
+fn job_id(n: u64, random: bool) -> String {
+    let hash = |seed| xxhash_rust::xxh64::xxh64(&n.to_be_bytes(), seed);
+    uuid::Uuid::from_u64_pair(if random { hash(1) } else { n }, hash(2)).to_string()
 }
 
 fn new_job(n: u64, task_group: &str) -> Op {
+    static RANDOM_IDS: std::sync::LazyLock<bool> =
+        std::sync::LazyLock::new(|| std::env::var("JOB_IDS").as_deref() == Ok("random"));
     Op::Enqueue(NewJob {
-        key: JobKey { shard: 0, tenant: "-".into(), id: job_id(n) },
+        key: JobKey { shard: 0, tenant: "-".into(), id: job_id(n, *RANDOM_IDS) },
         task_group: task_group.into(),
         priority: 50,
         start_at_ms: 0,

@@ -54,6 +54,15 @@ pub mod pb {
     }
 }
 
+/// A new job id for an Enqueue that names none (the server's edge and our
+/// Rust client): a time-ordered UUID, version 7, hyphenated. Ids in time
+/// order put a tenant's new jobs next to its newest records in every
+/// table, which costs RocksDB less per job than random ids (issue #11,
+/// docs/BENCHMARKS.md "Ordered job ids"; DECISIONS #26).
+pub fn new_job_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
 /// Wall-clock milliseconds since the Unix epoch. Only the leader's edge reads
 /// it, to stamp commands; the state machine never does.
 pub fn wall_clock_ms() -> i64 {

@@ -332,13 +332,11 @@ impl Client {
     }
 
     /// Enqueues `req` (shard filled in from the tenant). Idempotent across
-    /// retries: an id is generated here when absent, a time-ordered UUID
-    /// (version 7), so the server stores the job's records next to the
-    /// tenant's newest ones rather than scattered (a random id costs it more
-    /// per job; docs/BENCHMARKS.md, "Ordered job ids").
+    /// retries: an id is generated here when absent ([`crate::new_job_id`],
+    /// time-ordered, which the server stores more cheaply than a random id).
     pub async fn enqueue(&self, mut req: pb::EnqueueRequest) -> Result<String, Status> {
         if req.id.is_empty() {
-            req.id = uuid::Uuid::now_v7().to_string();
+            req.id = crate::new_job_id();
         }
         let tenant = req.tenant.clone();
         let mut tries = 0u32;

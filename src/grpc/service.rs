@@ -346,9 +346,7 @@ impl Silo for SiloService {
             let s = self.route_write(&r.shard).await?;
             let tenant = self.job_tenant(r.tenant.as_deref(), s)?;
             let id = if r.id.is_empty() {
-                // Time-ordered (version 7): cheaper to store than a random id
-                // (docs/BENCHMARKS.md, "Ordered job ids").
-                uuid::Uuid::now_v7().to_string()
+                crate::new_job_id()
             } else {
                 validate::job_id(&r.id)?;
                 r.id
