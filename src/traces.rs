@@ -9,6 +9,12 @@
 //!   a client's trace continues through the node; proposals are child spans
 //!   (`propose`, with the op), and handlers record `job_id` / `task_id` on
 //!   their RPC span.
+//! - RPC and proposal spans have target [`RPC_TARGET`] at DEBUG level, so
+//!   they cost nothing unless they are used: [`init`] turns them on when
+//!   traces are exported, and a `--log` filter at debug (e.g.
+//!   `silo::rpc=debug`) turns them on for the log lines' context. A span per
+//!   call was 3-5% of a busy leader's CPU with nothing reading it (issue #11,
+//!   docs/BENCHMARKS.md "Tracing off the hot path").
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
@@ -21,6 +27,9 @@ use tracing_subscriber::Layer;
 /// The log filter when neither `--log`/`SILO_LOG` nor `RUST_LOG` is set.
 pub const DEFAULT_FILTER: &str = "info,openraft=warn";
 
+/// The target of the per-RPC (`rpc`) and per-proposal (`propose`) spans.
+pub const RPC_TARGET: &str = "silo::rpc";
+
 /// Installs the global subscriber: the filter (see the module docs), a
 /// text or JSON (`format == "json"`) stderr layer, and the OTLP exporter when
 /// `OTEL_EXPORTER_OTLP_ENDPOINT` is set. Call it inside the tokio runtime
@@ -32,7 +41,7 @@ pub fn init(filter: Option<&str>, format: &str) -> Option<SdkTracerProvider> {
         .map(str::to_string)
         .or_else(|| std::env::var("RUST_LOG").ok().filter(|v| !v.is_empty()))
         .unwrap_or_else(|| DEFAULT_FILTER.into());
-    let filter = tracing_subscriber::EnvFilter::new(filter);
+    let mut filter = tracing_subscriber::EnvFilter::new(filter);
     let stderr = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let stderr = if format == "json" {
         stderr.json().with_current_span(true).with_span_list(false).boxed()
@@ -46,6 +55,10 @@ pub fn init(filter: Option<&str>, format: &str) -> Option<SdkTracerProvider> {
         },
         _ => (None, None),
     };
+    if provider.is_some() {
+        // Exported traces need the RPC spans whatever the log level.
+        filter = filter.add_directive(format!("{RPC_TARGET}=debug").parse().expect("a valid directive"));
+    }
     let otel = provider.as_ref().map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("silo")));
     tracing_subscriber::registry().with(filter).with(stderr).with(otel).init();
     if let Some(e) = exporter_error {
@@ -89,15 +102,17 @@ impl Extractor for Headers<'_> {
 /// The span of one gRPC request: `rpc` with its path and empty `job_id` /
 /// `task_id` fields the handler fills in, a server span whose parent is the
 /// caller's `traceparent` (when it sent one and traces are exported).
+/// A disabled span (see the module docs) when nothing would record it.
 pub fn rpc_span<B>(req: &http::Request<B>) -> tracing::Span {
-    let span = tracing::info_span!(
+    let span = tracing::debug_span!(
+        target: RPC_TARGET,
         "rpc",
         path = %req.uri().path(),
         job_id = tracing::field::Empty,
         task_id = tracing::field::Empty,
         otel.kind = "server",
     );
-    if req.headers().contains_key("traceparent") {
+    if !span.is_disabled() && req.headers().contains_key("traceparent") {
         let parent = TraceContextPropagator::new().extract(&Headers(req.headers()));
         let _ = span.set_parent(parent);
     }
@@ -118,6 +133,18 @@ pub fn record_task(id: &str) {
 mod tests {
     use super::*;
     use opentelemetry::trace::TraceContextExt;
+
+    #[test]
+    fn rpc_spans_are_off_unless_exported_or_asked_for() {
+        let req = http::Request::new(());
+        let at = |filter: &str| {
+            let subscriber = tracing_subscriber::registry().with(tracing_subscriber::EnvFilter::new(filter));
+            tracing::subscriber::with_default(subscriber, || !rpc_span(&req).is_disabled())
+        };
+        assert!(!at(DEFAULT_FILTER), "the default filter records no span per call");
+        assert!(at(&format!("{DEFAULT_FILTER},{RPC_TARGET}=debug")), "exporting (or asking) turns them on");
+        assert!(at("debug"));
+    }
 
     #[test]
     fn traceparent_is_read_from_the_request() {

@@ -303,7 +303,7 @@ impl RaftNode {
         }
         let name = op.name();
         let started = std::time::Instant::now();
-        let span = tracing::info_span!("propose", op = name);
+        let span = tracing::debug_span!(target: crate::traces::RPC_TARGET, "propose", op = name);
         let result = tracing::Instrument::instrument(self.batcher.propose(op), span).await;
         metrics::histogram!("silo_propose_seconds", "op" => name).record(started.elapsed().as_secs_f64());
         result

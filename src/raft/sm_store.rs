@@ -330,9 +330,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 EntryPayload::Blank => results.push(Ok(Output::Done)),
                 EntryPayload::Normal(command) => {
                     let op = command.op.name();
-                    let (result, mut fx) = state_machine::apply(&mut pass.overlay, entry.log_id.index, &command);
-                    metrics::counter!("silo_commands_applied_total", "op" => op, "ok" => if result.is_ok() { "true" } else { "false" }).increment(1);
+                    // Only the node that proposed an entry has a caller waiting for its result.
                     let mine = entry.log_id.leader_id.node_id == self.node_id;
+                    let answer = if mine { state_machine::Answer::Full } else { state_machine::Answer::Discarded };
+                    let (result, mut fx) =
+                        state_machine::apply_as(&mut pass.overlay, entry.log_id.index, &command, answer);
+                    metrics::counter!("silo_commands_applied_total", "op" => op, "ok" => if result.is_ok() { "true" } else { "false" }).increment(1);
                     match pass.runs.last_mut() {
                         Some((m, effects)) if *m == mine => effects.append(&mut fx),
                         _ => pass.runs.push((mine, fx)),

@@ -42,7 +42,25 @@ use tx::Tx;
 /// Applies `command`, the entry at `log_index`, to `kv`. Returns the result for
 /// the proposer and the effects for the broker.
 pub fn apply<K: Kv>(kv: &mut K, log_index: u64, command: &Command) -> (ApplyResult, Vec<Effect>) {
+    apply_as(kv, log_index, command, Answer::Full)
+}
+
+/// Whether anyone reads the [`ApplyResult`] of a command being applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// The proposer's replica: a caller waits for this result.
+    Full,
+    /// Any other replica (or a replay): the result is dropped, so reads that
+    /// only feed it are skipped. Today that is a leased task's payload
+    /// (`TaskView::payload` is left empty). The state written and the
+    /// effects are the same as with `Full`; `tests/state_machine` checks it.
+    Discarded,
+}
+
+/// [`apply`], saying whether the result is read (see [`Answer`]).
+pub fn apply_as<K: Kv>(kv: &mut K, log_index: u64, command: &Command, answer: Answer) -> (ApplyResult, Vec<Effect>) {
     let mut tx = Tx::begin(kv, log_index, command.now_ms);
+    tx.answer = answer;
     let result = match &command.op {
         // Group commit: every proposal that queued up together is one log entry;
         // each is applied exactly as if it had its own entry, in order.

@@ -91,6 +91,9 @@ pub struct Tx<'a, K: Kv> {
     /// skips the read that looks for it.
     fresh_ids: std::collections::HashSet<String>,
     pub effects: Vec<Effect>,
+    /// Whether this command's result is read (reads that only feed an
+    /// unread result are skipped). `Full` unless `apply_as` says otherwise.
+    pub answer: super::Answer,
 }
 
 impl<K: Kv> Tables for Tx<'_, K> {
@@ -118,6 +121,7 @@ impl<'a, K: Kv> Tx<'a, K> {
             ids_issued: 0,
             fresh_ids: Default::default(),
             effects: Vec::new(),
+            answer: super::Answer::Full,
         }
     }
 
@@ -273,6 +277,13 @@ impl<'a, K: Kv> Tx<'a, K> {
     /// count); nothing when it is not queued.
     pub fn dequeue(&mut self, task_id: &str) {
         let Some(entry) = self.queued(task_id) else { return };
+        self.remove_queued(entry);
+    }
+
+    /// Takes `entry`, a `Q` record just read in this command, out of the
+    /// queue: [`Tx::dequeue`] without reading it again.
+    pub fn remove_queued(&mut self, entry: QueuedTask) {
+        let task_id = &entry.task_id;
         self.kv.delete(&keys::queued(task_id));
         self.kv.delete(&keys::queue_order(&entry));
         self.bump_queue_count(&entry, -1);

@@ -9,9 +9,10 @@
 //! change can never give one attempt to two workers.
 use crate::storage::kv::Kv;
 
-use super::super::job::{Attempt, AttemptStatus, Gate, Job, JobStatus, Lease, LeaseKind, Ms, QueueKind};
+use super::super::job::{Attempt, AttemptStatus, Gate, Job, JobStatus, Lease, LeaseKind, Ms, QueueKind, QueuedTask};
 use super::super::outcome::{ApplyResult, Output, RefreshView, TaskView};
 use super::super::tx::{Tables, Tx};
+use super::super::Answer;
 
 pub fn apply<K: Kv>(tx: &mut Tx<'_, K>, worker_id: &str, task_ids: &[String], lease_ms: Ms) -> ApplyResult {
     let mut tasks = Vec::with_capacity(task_ids.len());
@@ -21,9 +22,9 @@ pub fn apply<K: Kv>(tx: &mut Tx<'_, K>, worker_id: &str, task_ids: &[String], le
         match &queued.kind {
             QueueKind::Attempt => {}
             QueueKind::Gate => continue,
-            QueueKind::Refresh { key } => {
+            QueueKind::Refresh { .. } => {
                 if queued.start_at_ms <= tx.now_ms {
-                    if let Some(view) = start_refresh(tx, &queued.job, key, task_id, worker_id, lease_ms) {
+                    if let Some(view) = start_refresh(tx, queued, worker_id, lease_ms) {
                         refresh_tasks.push(view);
                     }
                 }
@@ -38,39 +39,35 @@ pub fn apply<K: Kv>(tx: &mut Tx<'_, K>, worker_id: &str, task_ids: &[String], le
                 .as_ref()
                 .is_some_and(|p| &p.task_id == task_id && p.gate == Gate::Ready && p.start_at_ms <= tx.now_ms);
         if grantable {
-            tasks.push(start_attempt(tx, job, worker_id, lease_ms));
+            tasks.push(start_attempt(tx, job, Some(queued), worker_id, lease_ms));
         }
     }
     Ok(Output::Granted { tasks, refresh_tasks })
 }
 
-/// Leases a floating limit's scheduled refresh task to `worker_id`.
-fn start_refresh<K: Kv>(
-    tx: &mut Tx<'_, K>,
-    owner: &super::super::job::JobKey,
-    key: &str,
-    task_id: &str,
-    worker_id: &str,
-    lease_ms: Ms,
-) -> Option<RefreshView> {
-    let st = tx.floating_state(owner.shard, &owner.tenant, key)?;
-    if st.refresh_task.as_deref() != Some(task_id) {
+/// Leases a floating limit's scheduled refresh task (`queued`, a `Refresh`
+/// entry just read) to `worker_id`.
+fn start_refresh<K: Kv>(tx: &mut Tx<'_, K>, queued: QueuedTask, worker_id: &str, lease_ms: Ms) -> Option<RefreshView> {
+    let QueueKind::Refresh { key } = queued.kind.clone() else { return None };
+    let (task_id, owner) = (queued.task_id.clone(), queued.job.clone());
+    let st = tx.floating_state(owner.shard, &owner.tenant, &key)?;
+    if st.refresh_task.as_deref() != Some(task_id.as_str()) {
         return None;
     }
-    tx.dequeue(task_id);
+    tx.remove_queued(queued);
     tx.put_lease(&Lease {
-        task_id: task_id.to_string(),
+        task_id: task_id.clone(),
         job: owner.clone(),
-        kind: LeaseKind::Refresh { key: key.to_string() },
+        kind: LeaseKind::Refresh { key: key.clone() },
         attempt_number: 0,
         worker_id: worker_id.to_string(),
         granted_at_ms: tx.now_ms,
         lease_ms,
     });
     Some(RefreshView {
-        task_id: task_id.to_string(),
-        owner: owner.clone(),
-        queue_key: key.to_string(),
+        task_id,
+        owner,
+        queue_key: key,
         current_max_concurrency: st.current_max,
         last_refreshed_at_ms: st.last_refreshed_at_ms,
         metadata: st.metadata,
@@ -80,11 +77,24 @@ fn start_refresh<K: Kv>(
 }
 
 /// Turns `job`'s pending attempt into a running attempt leased to `worker_id`.
-/// Shared with LeaseJob.
-pub fn start_attempt<K: Kv>(tx: &mut Tx<'_, K>, mut job: Job, worker_id: &str, lease_ms: Ms) -> TaskView {
+/// `queued` is the pending attempt's `Q` record when the caller has just read
+/// it (not read again). Shared with LeaseJob.
+pub fn start_attempt<K: Kv>(
+    tx: &mut Tx<'_, K>,
+    mut job: Job,
+    queued: Option<QueuedTask>,
+    worker_id: &str,
+    lease_ms: Ms,
+) -> TaskView {
     let pending = job.pending.take().expect("start_attempt needs a pending attempt");
     let now = tx.now_ms;
-    tx.dequeue(&pending.task_id);
+    match queued {
+        Some(entry) => {
+            debug_assert_eq!(entry.task_id, pending.task_id);
+            tx.remove_queued(entry);
+        }
+        None => tx.dequeue(&pending.task_id),
+    }
     tx.put_attempt(
         &job.key,
         &Attempt {
@@ -116,7 +126,10 @@ pub fn start_attempt<K: Kv>(tx: &mut Tx<'_, K>, mut job: Job, worker_id: &str, l
         attempt_number: pending.attempt_number,
         relative_attempt_number: job.relative(pending.attempt_number),
         is_last_attempt: job.is_last_attempt(pending.attempt_number),
-        payload: tx.payload(&job.key),
+        payload: match tx.answer {
+            Answer::Full => tx.payload(&job.key),
+            Answer::Discarded => Vec::new(),
+        },
         metadata: job.metadata,
         limits: job.limits,
         priority: job.priority,
