@@ -14,7 +14,7 @@
 //!   traces are exported, and a `--log` filter at debug (e.g.
 //!   `silo::rpc=debug`) turns them on for the log lines' context. A span per
 //!   call was 3-5% of a busy leader's CPU with nothing reading it (issue #11,
-//!   docs/BENCHMARKS.md "Tracing off the hot path").
+//!   docs/BENCHMARKS.md "Less CPU per job on every replica").
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
@@ -41,7 +41,6 @@ pub fn init(filter: Option<&str>, format: &str) -> Option<SdkTracerProvider> {
         .map(str::to_string)
         .or_else(|| std::env::var("RUST_LOG").ok().filter(|v| !v.is_empty()))
         .unwrap_or_else(|| DEFAULT_FILTER.into());
-    let mut filter = tracing_subscriber::EnvFilter::new(filter);
     let stderr = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let stderr = if format == "json" {
         stderr.json().with_current_span(true).with_span_list(false).boxed()
@@ -55,10 +54,7 @@ pub fn init(filter: Option<&str>, format: &str) -> Option<SdkTracerProvider> {
         },
         _ => (None, None),
     };
-    if provider.is_some() {
-        // Exported traces need the RPC spans whatever the log level.
-        filter = filter.add_directive(format!("{RPC_TARGET}=debug").parse().expect("a valid directive"));
-    }
+    let filter = env_filter(&filter, provider.is_some());
     let otel = provider.as_ref().map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("silo")));
     tracing_subscriber::registry().with(filter).with(stderr).with(otel).init();
     if let Some(e) = exporter_error {
@@ -69,6 +65,19 @@ pub fn init(filter: Option<&str>, format: &str) -> Option<SdkTracerProvider> {
         tracing::info!("exporting traces over OTLP");
     }
     provider
+}
+
+/// The subscriber's filter: the user's (`user`, EnvFilter syntax), plus the
+/// RPC spans at DEBUG when traces are exported, whatever the log level (the
+/// filter is shared by the log and the exporter layers, so with export on
+/// the log layer records those spans too).
+fn env_filter(user: &str, exporting: bool) -> tracing_subscriber::EnvFilter {
+    let filter = tracing_subscriber::EnvFilter::new(user);
+    if exporting {
+        filter.add_directive(format!("{RPC_TARGET}=debug").parse().expect("a valid directive"))
+    } else {
+        filter
+    }
 }
 
 fn otlp_provider() -> anyhow::Result<SdkTracerProvider> {
@@ -137,13 +146,16 @@ mod tests {
     #[test]
     fn rpc_spans_are_off_unless_exported_or_asked_for() {
         let req = http::Request::new(());
-        let at = |filter: &str| {
-            let subscriber = tracing_subscriber::registry().with(tracing_subscriber::EnvFilter::new(filter));
+        let on = |user: &str, exporting: bool| {
+            let subscriber = tracing_subscriber::registry().with(env_filter(user, exporting));
             tracing::subscriber::with_default(subscriber, || !rpc_span(&req).is_disabled())
         };
-        assert!(!at(DEFAULT_FILTER), "the default filter records no span per call");
-        assert!(at(&format!("{DEFAULT_FILTER},{RPC_TARGET}=debug")), "exporting (or asking) turns them on");
-        assert!(at("debug"));
+        assert!(!on(DEFAULT_FILTER, false), "the default filter creates no span per call");
+        assert!(!on("warn", false));
+        assert!(on(DEFAULT_FILTER, true), "exporting turns them on");
+        assert!(on("warn", true), "whatever the log level");
+        assert!(on(&format!("{DEFAULT_FILTER},{RPC_TARGET}=debug"), false), "asking for them turns them on");
+        assert!(on("debug", false));
     }
 
     #[test]

@@ -50,7 +50,7 @@ pub fn apply<K: Kv>(kv: &mut K, log_index: u64, command: &Command) -> (ApplyResu
 pub enum Answer {
     /// The proposer's replica: a caller waits for this result.
     Full,
-    /// Any other replica (or a replay): the result is dropped, so reads that
+    /// Any other replica: the result is dropped, so reads that
     /// only feed it are skipped. Today that is a leased task's payload
     /// (`TaskView::payload` is left empty). The state written and the
     /// effects are the same as with `Full`; `tests/state_machine` checks it.

@@ -22,9 +22,10 @@ pub fn apply<K: Kv>(tx: &mut Tx<'_, K>, worker_id: &str, task_ids: &[String], le
         match &queued.kind {
             QueueKind::Attempt => {}
             QueueKind::Gate => continue,
-            QueueKind::Refresh { .. } => {
+            QueueKind::Refresh { key } => {
                 if queued.start_at_ms <= tx.now_ms {
-                    if let Some(view) = start_refresh(tx, queued, worker_id, lease_ms) {
+                    let key = key.clone();
+                    if let Some(view) = start_refresh(tx, queued, key, worker_id, lease_ms) {
                         refresh_tasks.push(view);
                     }
                 }
@@ -45,10 +46,15 @@ pub fn apply<K: Kv>(tx: &mut Tx<'_, K>, worker_id: &str, task_ids: &[String], le
     Ok(Output::Granted { tasks, refresh_tasks })
 }
 
-/// Leases a floating limit's scheduled refresh task (`queued`, a `Refresh`
-/// entry just read) to `worker_id`.
-fn start_refresh<K: Kv>(tx: &mut Tx<'_, K>, queued: QueuedTask, worker_id: &str, lease_ms: Ms) -> Option<RefreshView> {
-    let QueueKind::Refresh { key } = queued.kind.clone() else { return None };
+/// Leases a floating limit's scheduled refresh task (`queued`, the `Refresh`
+/// entry of limit `key` just read) to `worker_id`.
+fn start_refresh<K: Kv>(
+    tx: &mut Tx<'_, K>,
+    queued: QueuedTask,
+    key: String,
+    worker_id: &str,
+    lease_ms: Ms,
+) -> Option<RefreshView> {
     let (task_id, owner) = (queued.task_id.clone(), queued.job.clone());
     let st = tx.floating_state(owner.shard, &owner.tenant, &key)?;
     if st.refresh_task.as_deref() != Some(task_id.as_str()) {
