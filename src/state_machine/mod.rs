@@ -59,8 +59,7 @@ pub enum Answer {
 
 /// [`apply`], saying whether the result is read (see [`Answer`]).
 pub fn apply_as<K: Kv>(kv: &mut K, log_index: u64, command: &Command, answer: Answer) -> (ApplyResult, Vec<Effect>) {
-    let mut tx = Tx::begin(kv, log_index, command.now_ms);
-    tx.answer = answer;
+    let mut tx = Tx::begin(kv, log_index, command.now_ms, answer);
     let result = match &command.op {
         // Group commit: every proposal that queued up together is one log entry;
         // each is applied exactly as if it had its own entry, in order.

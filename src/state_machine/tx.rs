@@ -92,7 +92,7 @@ pub struct Tx<'a, K: Kv> {
     fresh_ids: std::collections::HashSet<String>,
     pub effects: Vec<Effect>,
     /// Whether this command's result is read (reads that only feed an
-    /// unread result are skipped). `Full` unless `apply_as` says otherwise.
+    /// unread result are skipped).
     pub answer: super::Answer,
 }
 
@@ -106,8 +106,9 @@ impl<K: Kv> Tables for Tx<'_, K> {
 }
 
 impl<'a, K: Kv> Tx<'a, K> {
-    /// Starts applying the command at `log_index` stamped `command_now_ms`.
-    pub fn begin(kv: &'a mut K, log_index: u64, command_now_ms: Ms) -> Self {
+    /// Starts applying the command at `log_index` stamped `command_now_ms`,
+    /// whose result is read or not (`answer`).
+    pub fn begin(kv: &'a mut K, log_index: u64, command_now_ms: Ms, answer: super::Answer) -> Self {
         let previous: Ms = View(&*kv).clock_ms();
         let now_ms = previous.max(command_now_ms);
         if now_ms != previous {
@@ -121,7 +122,7 @@ impl<'a, K: Kv> Tx<'a, K> {
             ids_issued: 0,
             fresh_ids: Default::default(),
             effects: Vec::new(),
-            answer: super::Answer::Full,
+            answer,
         }
     }
 
@@ -277,13 +278,6 @@ impl<'a, K: Kv> Tx<'a, K> {
     /// count); nothing when it is not queued.
     pub fn dequeue(&mut self, task_id: &str) {
         let Some(entry) = self.queued(task_id) else { return };
-        self.remove_queued(entry);
-    }
-
-    /// Takes `entry`, a `Q` record just read in this command, out of the
-    /// queue: [`Tx::dequeue`] without reading it again.
-    pub fn remove_queued(&mut self, entry: QueuedTask) {
-        let task_id = &entry.task_id;
         self.kv.delete(&keys::queued(task_id));
         self.kv.delete(&keys::queue_order(&entry));
         self.bump_queue_count(&entry, -1);

@@ -9,7 +9,7 @@
 //! change can never give one attempt to two workers.
 use crate::storage::kv::Kv;
 
-use super::super::job::{Attempt, AttemptStatus, Gate, Job, JobStatus, Lease, LeaseKind, Ms, QueueKind, QueuedTask};
+use super::super::job::{Attempt, AttemptStatus, Gate, Job, JobStatus, Lease, LeaseKind, Ms, QueueKind};
 use super::super::outcome::{ApplyResult, Output, RefreshView, TaskView};
 use super::super::tx::{Tables, Tx};
 use super::super::Answer;
@@ -24,8 +24,7 @@ pub fn apply<K: Kv>(tx: &mut Tx<'_, K>, worker_id: &str, task_ids: &[String], le
             QueueKind::Gate => continue,
             QueueKind::Refresh { key } => {
                 if queued.start_at_ms <= tx.now_ms {
-                    let key = key.clone();
-                    if let Some(view) = start_refresh(tx, queued, key, worker_id, lease_ms) {
+                    if let Some(view) = start_refresh(tx, &queued.job, key, task_id, worker_id, lease_ms) {
                         refresh_tasks.push(view);
                     }
                 }
@@ -40,40 +39,39 @@ pub fn apply<K: Kv>(tx: &mut Tx<'_, K>, worker_id: &str, task_ids: &[String], le
                 .as_ref()
                 .is_some_and(|p| &p.task_id == task_id && p.gate == Gate::Ready && p.start_at_ms <= tx.now_ms);
         if grantable {
-            tasks.push(start_attempt(tx, job, Some(queued), worker_id, lease_ms));
+            tasks.push(start_attempt(tx, job, worker_id, lease_ms));
         }
     }
     Ok(Output::Granted { tasks, refresh_tasks })
 }
 
-/// Leases a floating limit's scheduled refresh task (`queued`, the `Refresh`
-/// entry of limit `key` just read) to `worker_id`.
+/// Leases a floating limit's scheduled refresh task to `worker_id`.
 fn start_refresh<K: Kv>(
     tx: &mut Tx<'_, K>,
-    queued: QueuedTask,
-    key: String,
+    owner: &super::super::job::JobKey,
+    key: &str,
+    task_id: &str,
     worker_id: &str,
     lease_ms: Ms,
 ) -> Option<RefreshView> {
-    let (task_id, owner) = (queued.task_id.clone(), queued.job.clone());
-    let st = tx.floating_state(owner.shard, &owner.tenant, &key)?;
-    if st.refresh_task.as_deref() != Some(task_id.as_str()) {
+    let st = tx.floating_state(owner.shard, &owner.tenant, key)?;
+    if st.refresh_task.as_deref() != Some(task_id) {
         return None;
     }
-    tx.remove_queued(queued);
+    tx.dequeue(task_id);
     tx.put_lease(&Lease {
-        task_id: task_id.clone(),
+        task_id: task_id.to_string(),
         job: owner.clone(),
-        kind: LeaseKind::Refresh { key: key.clone() },
+        kind: LeaseKind::Refresh { key: key.to_string() },
         attempt_number: 0,
         worker_id: worker_id.to_string(),
         granted_at_ms: tx.now_ms,
         lease_ms,
     });
     Some(RefreshView {
-        task_id,
-        owner,
-        queue_key: key,
+        task_id: task_id.to_string(),
+        owner: owner.clone(),
+        queue_key: key.to_string(),
         current_max_concurrency: st.current_max,
         last_refreshed_at_ms: st.last_refreshed_at_ms,
         metadata: st.metadata,
@@ -83,24 +81,11 @@ fn start_refresh<K: Kv>(
 }
 
 /// Turns `job`'s pending attempt into a running attempt leased to `worker_id`.
-/// `queued` is the pending attempt's `Q` record when the caller has just read
-/// it (not read again). Shared with LeaseJob.
-pub fn start_attempt<K: Kv>(
-    tx: &mut Tx<'_, K>,
-    mut job: Job,
-    queued: Option<QueuedTask>,
-    worker_id: &str,
-    lease_ms: Ms,
-) -> TaskView {
+/// Shared with LeaseJob.
+pub fn start_attempt<K: Kv>(tx: &mut Tx<'_, K>, mut job: Job, worker_id: &str, lease_ms: Ms) -> TaskView {
     let pending = job.pending.take().expect("start_attempt needs a pending attempt");
     let now = tx.now_ms;
-    match queued {
-        Some(entry) => {
-            debug_assert_eq!(entry.task_id, pending.task_id);
-            tx.remove_queued(entry);
-        }
-        None => tx.dequeue(&pending.task_id),
-    }
+    tx.dequeue(&pending.task_id);
     tx.put_attempt(
         &job.key,
         &Attempt {
@@ -132,6 +117,7 @@ pub fn start_attempt<K: Kv>(
         attempt_number: pending.attempt_number,
         relative_attempt_number: job.relative(pending.attempt_number),
         is_last_attempt: job.is_last_attempt(pending.attempt_number),
+        // Only the proposer's caller reads it (`Answer`).
         payload: match tx.answer {
             Answer::Full => tx.payload(&job.key),
             Answer::Discarded => Vec::new(),

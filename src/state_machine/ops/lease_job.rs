@@ -31,6 +31,6 @@ pub fn apply<K: Kv>(tx: &mut Tx<'_, K>, key: &JobKey, worker_id: &str, lease_ms:
     if let Some(reason) = reason {
         return Err(Rejection::CannotLease { id: key.id.clone(), reason: reason.into(), status: job.status });
     }
-    let task = start_attempt(tx, job, None, worker_id, lease_ms);
+    let task = start_attempt(tx, job, worker_id, lease_ms);
     Ok(Output::Granted { tasks: vec![task], refresh_tasks: vec![] })
 }
